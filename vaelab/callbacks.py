@@ -1,0 +1,72 @@
+"""Lightning callbacks: disentanglement metrics during and at the end of training."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import pytorch_lightning as pl
+
+log = logging.getLogger("vaelab")
+
+
+def log_to_loggers(trainer: pl.Trainer, metrics: dict[str, float], step: int) -> None:
+    """Send figures computed outside training_step to every logger (W&B and metrics.json)."""
+    for logger in trainer.loggers:
+        logger.log_metrics(metrics, step=step)
+
+
+class DisentanglementEvaluation(pl.Callback):
+    """Runs the metric suite every ``every_n_steps`` and once at the end of training.
+
+    The representation is the encoder mean. Within one evaluation each needed image
+    is encoded once (:class:`~vaelab.metrics.representation.CachedEncoder`); the
+    metrics' random streams depend only on ``seed``, so successive evaluations
+    score the model on the same points.
+    """
+
+    def __init__(
+        self,
+        suite: Mapping[str, Mapping[str, Any]],
+        every_n_steps: int | None = None,
+        seed: int = 0,
+        encode_batch_size: int = 1024,
+    ) -> None:
+        super().__init__()
+        self.suite = {name: dict(hparams or {}) for name, hparams in suite.items()}
+        self.every_n_steps = every_n_steps
+        self.seed = seed
+        self.encode_batch_size = encode_batch_size
+        self.last_evaluated_step: int | None = None
+
+    def evaluate(self, trainer: pl.Trainer, pl_module) -> dict[str, float]:
+        from vaelab.metrics import evaluate
+        from vaelab.metrics.representation import CachedEncoder
+
+        dataset = trainer.datamodule.dataset
+        started = time.perf_counter()
+        represent = CachedEncoder(
+            dataset, lambda images: pl_module.encode_means(images).double().cpu().numpy(), self.encode_batch_size
+        )
+        scores = evaluate(dataset, represent, self.suite, seed=self.seed)
+        seconds = time.perf_counter() - started
+        step = trainer.global_step
+        log_to_loggers(trainer, {**scores, "metrics/seconds": seconds}, step)
+        self.last_evaluated_step = step
+        headline = ", ".join(f"{k.removeprefix('metrics/')}={v:.3f}" for k, v in scores.items() if k.count("_") <= 1)
+        log.info("step %d: %s (%.1f s, %d images encoded)", step, headline, seconds, represent.num_encoded)
+        return scores
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if not self.suite or not self.every_n_steps or trainer.sanity_checking:
+            return
+        step = trainer.global_step
+        if step > 0 and step % self.every_n_steps == 0 and step != self.last_evaluated_step:
+            if trainer.is_global_zero:
+                self.evaluate(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module) -> None:
+        if self.suite and trainer.is_global_zero and trainer.global_step != self.last_evaluated_step:
+            self.evaluate(trainer, pl_module)

@@ -1,0 +1,106 @@
+"""The `vaelab` command: `vaelab train|eval [overrides]`.
+
+Each subcommand is its own ``@hydra.main`` (config_name train / eval), so Hydra's
+flags (-m, --cfg, --help, --info, tab completion) work per subcommand. This module
+imports only Hydra; torch and Lightning load after dispatch, inside the task.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
+
+SUBCOMMANDS = {
+    "train": "train a VAE with objective=betavae|infomax (a Hydra app: -m sweeps, --cfg job, --help)",
+    "eval": "score a checkpoint: vaelab eval ckpt=PATH",
+}
+
+USAGE = "usage: vaelab {train,eval} [hydra overrides and flags]\n\n" + "\n".join(
+    f"  {name:<7}{text}" for name, text in SUBCOMMANDS.items()
+) + "\n\nexamples:\n  vaelab train objective=infomax lambda=3\n  vaelab train -m beta=1,2,4,8\n  vaelab train --help   (the config groups and their options)\n"
+
+
+def _report_user_errors(task):
+    """Run ``task``; a UserError becomes one line on stderr and exit code 2 (no traceback).
+
+    HYDRA_FULL_ERROR=1 shows the traceback. In a multirun the error is re-raised so
+    Hydra records the failed job and the sweep goes on.
+    """
+
+    def wrapped(cfg: DictConfig):
+        _quiet_third_party_logging()
+        from vaelab.errors import UserError
+
+        try:
+            return task(cfg)
+        except UserError as error:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            from hydra.core.hydra_config import HydraConfig
+            from hydra.types import RunMode
+
+            print(f"vaelab: error: {error}", file=sys.stderr)
+            if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+                raise
+            sys.exit(error.exit_code)
+
+    return wrapped
+
+
+def _quiet_third_party_logging() -> None:
+    # Lightning installs its own console handler; Hydra's root handler already prints
+    # (and writes the run's log file), so route Lightning's records there once.
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabric"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+    os.environ.setdefault("WANDB_SILENT", "true")
+
+
+@_report_user_errors
+def _train(cfg: DictConfig):
+    from vaelab.train import train
+
+    return train(cfg)
+
+
+@_report_user_errors
+def _eval(cfg: DictConfig):
+    from vaelab.evaluate import evaluate_checkpoint
+
+    return evaluate_checkpoint(cfg)
+
+
+train_main = hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")(_train)
+eval_main = hydra.main(config_path=CONFIG_DIR, config_name="eval", version_base="1.3")(_eval)
+MAINS = {"train": train_main, "eval": eval_main}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE, end="")
+        return
+    if argv[0] in ("-V", "--version"):
+        from importlib.metadata import version
+
+        print(f"vaelab {version('vaelab')}")
+        return
+    command = argv[0]
+    if command not in MAINS:
+        print(f"vaelab: error: unknown command {command!r}; expected one of: {', '.join(MAINS)}", file=sys.stderr)
+        sys.exit(2)
+    # Hydra reads sys.argv: drop the subcommand (hydra.job.name says which one ran).
+    sys.argv = [sys.argv[0], *argv[1:]]
+    MAINS[command]()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""The training stream and the validation set, both functions of seeds only.
+
+Batch t of the training stream is rendered from factor vectors drawn with
+``np.random.default_rng([seed, t])``: the stream is indexed by the global step,
+so a resumed run sees exactly the batches the uninterrupted run would have seen,
+whatever happened before. The validation set is one fixed draw (its own seed),
+shared by every run so their ``val/…`` figures are comparable.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, IterableDataset, TensorDataset
+
+from vaelab.data.grid import GroundTruthDataset
+from vaelab.errors import UserError
+
+
+def batch_factors(dataset: GroundTruthDataset, batch_size: int, seed: int, step: int) -> np.ndarray:
+    """The factor vectors of training batch ``step``: uniform on the grid, seeded by (seed, step)."""
+    return dataset.sample_factors(batch_size, np.random.default_rng([seed, step]))
+
+
+class TrainingStream(IterableDataset):
+    """Endless batches ``{"images", "factors", "step"}`` starting at ``start_step``."""
+
+    def __init__(self, dataset: GroundTruthDataset, batch_size: int, seed: int, start_step: int = 0) -> None:
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.seed = seed
+        self.start_step = start_step
+
+    def __iter__(self):
+        for step in itertools.count(self.start_step):
+            factors = batch_factors(self.dataset, self.batch_size, self.seed, step)
+            yield {"images": self.dataset.images(factors), "factors": torch.from_numpy(factors), "step": step}
+
+
+class GroundTruthDataModule(pl.LightningDataModule):
+    """Training stream + fixed validation set over one ground-truth dataset."""
+
+    def __init__(
+        self,
+        dataset: GroundTruthDataset,
+        batch_size: int = 64,
+        seed: int = 0,
+        val_size: int = 1024,
+        val_seed: int = 12345,
+    ) -> None:
+        super().__init__()
+        for key, value in (("data.batch_size", batch_size), ("data.val_size", val_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UserError(f"{key}={value!r}: expected an integer >= 1")
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.seed = seed
+        self.val_size = val_size
+        self.val_seed = val_seed
+        self._val_images: torch.Tensor | None = None
+
+    def train_dataloader(self) -> DataLoader:
+        # Start where the trainer is (non-zero after a checkpoint restore).
+        start = self.trainer.global_step if self.trainer is not None else 0
+        stream = TrainingStream(self.dataset, self.batch_size, self.seed, start_step=start)
+        return DataLoader(stream, batch_size=None)
+
+    def val_dataloader(self) -> DataLoader:
+        if self._val_images is None:
+            factors = self.dataset.sample_factors(self.val_size, np.random.default_rng(self.val_seed))
+            self._val_images = self.dataset.images(factors)
+        return DataLoader(TensorDataset(self._val_images), batch_size=max(self.batch_size, 256))

@@ -1,0 +1,13 @@
+"""User-facing errors: bad configuration, bad files, bad paths.
+
+A :class:`UserError` is reported by the CLI as one line on stderr and exit code 2,
+without a traceback (set ``HYDRA_FULL_ERROR=1`` to see one). Raise it for anything
+the user can fix by changing their command or their files; let genuine bugs raise
+ordinary exceptions.
+"""
+
+
+class UserError(Exception):
+    """Something the user asked for cannot be done; the message says what and how to fix it."""
+
+    exit_code = 2

@@ -1,0 +1,169 @@
+"""Where figures go: W&B (online, offline, or not at all) and the run's ``metrics.json``.
+
+Every scalar that reaches Lightning's loggers also lands in ``<run dir>/metrics.json``:
+
+    {"final": {key: last value}, "history": [{"step": n, key: value, ...}, ...]}
+
+so a run can be read without W&B. The file is rewritten atomically (write, then
+rename) after every logging call: a crash never leaves it half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import netrc
+import os
+from pathlib import Path
+from typing import Any
+
+from pytorch_lightning.loggers import Logger
+
+log = logging.getLogger("vaelab")
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=1, allow_nan=True))
+    os.replace(tmp, path)
+
+
+class MetricsFileLogger(Logger):
+    """A Lightning logger that keeps every scalar in ``metrics.json``."""
+
+    def __init__(self, run_dir: str | os.PathLike) -> None:
+        super().__init__()
+        self.path = Path(run_dir) / "metrics.json"
+        self.history: list[dict[str, float]] = []
+        self.final: dict[str, float] = {}
+
+    @property
+    def name(self) -> str:
+        return "metrics_json"
+
+    @property
+    def version(self) -> str:
+        return "0"
+
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        pass  # the config lives in .hydra/config.yaml
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        values = {key: _as_float(value) for key, value in metrics.items() if key != "epoch"}
+        if not values:
+            return
+        step = int(step) if step is not None else (self.history[-1]["step"] if self.history else 0)
+        # Lightning reports one step in several calls (train, val, metrics): merge them.
+        if self.history and self.history[-1]["step"] == step:
+            self.history[-1].update(values)
+        else:
+            self.history.append({"step": step, **values})
+        self.final.update(values)
+        self.save()
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.path, {"final": self.final, "history": self.history})
+
+    def finalize(self, status: str) -> None:
+        self.save()
+
+
+def _as_float(value: Any) -> float:
+    value = float(value.item() if hasattr(value, "item") else value)
+    return value if math.isfinite(value) else float(value)  # NaN/inf kept: a diverged run must show
+
+
+def wandb_api_key_configured() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1].split("/")[0]
+    try:
+        return netrc.netrc().authenticators(host) is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+def resolve_wandb_mode(mode: str) -> str:
+    """``auto`` -> WANDB_MODE if set, else online with an API key, else offline (said once)."""
+    if mode not in ("auto", "online", "offline", "disabled"):
+        from vaelab.errors import UserError
+
+        raise UserError(f"logger.mode={mode!r}: expected auto, online, offline or disabled")
+    if mode != "auto":
+        return mode
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    if wandb_api_key_configured():
+        return "online"
+    log.info("W&B: no API key configured, logging offline (upload later with `wandb sync <run dir>/wandb`)")
+    return "offline"
+
+
+def wandb_logger(
+    save_dir: str,
+    project: str = "vaelab",
+    mode: str = "auto",
+    group: str | None = None,
+    name: str | None = None,
+    job_type: str = "train",
+    tags: list[str] | None = None,
+    entity: str | None = None,
+    run_id: str | None = None,
+) -> Logger | None:
+    """Lightning's WandbLogger, started now so that a failure is seen (and survived) here.
+
+    Returns None, after saying so in one line, if W&B cannot start: training goes on
+    and every figure still reaches metrics.json.
+    """
+    from pytorch_lightning.loggers import WandbLogger
+
+    mode = resolve_wandb_mode(mode)
+    if mode == "disabled":
+        return None
+    Path(save_dir).mkdir(parents=True, exist_ok=True)
+    try:
+        logger = WandbLogger(
+            save_dir=save_dir,
+            project=project,
+            entity=entity,
+            group=group,
+            name=name,
+            job_type=job_type,
+            tags=tags,
+            mode=mode,
+            id=run_id,
+            resume="allow" if run_id else None,
+            settings=_wandb_settings(),
+        )
+        logger.experiment  # noqa: B018 - starts the run now, inside this try
+    except Exception as error:  # noqa: BLE001 - any W&B failure must not stop training
+        log.warning("W&B could not start (%s); training continues, figures go to metrics.json", _one_line(error))
+        return None
+    return logger
+
+
+def _wandb_settings():
+    import wandb
+
+    # No console capture (Hydra already writes the log file) and no code/git scraping.
+    return wandb.Settings(console="off", save_code=False, disable_git=True, quiet=True)
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"
+
+
+def finish_wandb(loggers: list[Logger], exit_code: int = 0) -> None:
+    """``wandb.finish()`` after every job: without it a multirun logs all jobs into one run."""
+    from pytorch_lightning.loggers import WandbLogger
+
+    for logger in loggers:
+        if isinstance(logger, WandbLogger) and logger._experiment is not None:
+            try:
+                logger.experiment.finish(exit_code=exit_code)
+            except Exception as error:  # noqa: BLE001
+                log.warning("W&B finish failed (%s); the offline run files are kept", _one_line(error))

@@ -1,0 +1,82 @@
+"""`vaelab train`: wiring only. Builds dataset, objective, model and trainer from the config."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra.utils
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from vaelab import objectives
+from vaelab.callbacks import DisentanglementEvaluation
+from vaelab.data.stream import GroundTruthDataModule
+from vaelab.logging import MetricsFileLogger, finish_wandb
+from vaelab.module import VAEModule
+
+log = logging.getLogger("vaelab")
+
+
+def run_config(cfg: DictConfig, objective) -> dict[str, Any]:
+    """The resolved config as logged once to W&B: with the knob's value and beta_effective."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    config[objective.knob] = objective.beta if objective.knob == "beta" else objective.lam
+    config["objective_name"] = objective.name
+    config["beta_effective"] = objective.beta_effective
+    return config
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Train one model; returns the final figures (also in <run dir>/metrics.json)."""
+    run_dir = Path(cfg.paths.output_dir)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    dataset = hydra.utils.instantiate(cfg.dataset)
+    objective = objectives.build(cfg, dataset_size=len(dataset))
+    model = hydra.utils.instantiate(cfg.model, image_shape=dataset.image_shape, binary_data=dataset.binary)
+    datamodule = GroundTruthDataModule(dataset, seed=cfg.seed, **cfg.data)
+    config = run_config(cfg, objective)
+    module = VAEModule(model, objective, hydra.utils.instantiate(cfg.optimizer), seed=cfg.seed, config=config)
+
+    metrics_file = MetricsFileLogger(run_dir)
+    loggers = [metrics_file]
+    if cfg.get("logger") and cfg.logger.get("_target_"):
+        external = hydra.utils.instantiate(cfg.logger)
+        if external is not None:
+            loggers.append(external)
+    for logger in loggers:
+        logger.log_hyperparams(config)
+
+    callbacks = [
+        ModelCheckpoint(
+            dirpath=run_dir / "checkpoints",
+            save_last=True,
+            save_top_k=0,  # with save_last: only last.ckpt, rewritten every every_n_train_steps
+            every_n_train_steps=cfg.checkpoint.every_n_steps,
+        ),
+        DisentanglementEvaluation(
+            suite=OmegaConf.to_container(cfg.metrics.suite), every_n_steps=cfg.metrics.every_n_steps, seed=cfg.metrics.seed
+        ),
+    ]
+    trainer_kwargs = {}
+    if cfg.trainer.get("enable_progress_bar") is None:
+        trainer_kwargs["enable_progress_bar"] = sys.stderr.isatty()
+    trainer: pl.Trainer = hydra.utils.instantiate(
+        cfg.trainer, logger=loggers, callbacks=callbacks, default_root_dir=str(run_dir), **trainer_kwargs
+    )
+
+    log.info(
+        "training %s (beta_effective=%.4g) on %s for %d steps -> %s",
+        objective.name, objective.beta_effective, type(dataset).__name__, cfg.trainer.max_steps, run_dir,
+    )  # fmt: skip
+    exit_code = 1
+    try:
+        trainer.fit(module, datamodule=datamodule)
+        exit_code = 0
+    finally:
+        finish_wandb(loggers, exit_code=exit_code)
+    return metrics_file.final

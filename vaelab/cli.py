@@ -27,6 +27,24 @@ USAGE = "usage: vaelab {train,eval} [hydra overrides and flags]\n\n" + "\n".join
 ) + "\n\nexamples:\n  vaelab train objective=infomax lambda=3\n  vaelab train -m beta=1,2,4,8\n  vaelab train --help   (the config groups and their options)\n"
 
 
+def _user_error_in(error: BaseException):
+    """The UserError (or Lightning configuration error) behind ``error``, if any.
+
+    Hydra's instantiate wraps exceptions raised by a ``_target_``; follow the chain.
+    """
+    from vaelab.errors import UserError
+
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, UserError):
+            return error
+        if type(error).__name__ == "MisconfigurationException":  # Lightning's "bad trainer argument"
+            return UserError(f"trainer: {error}")
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def _report_user_errors(task):
     """Run ``task``; a UserError becomes one line on stderr and exit code 2 (no traceback).
 
@@ -36,20 +54,19 @@ def _report_user_errors(task):
 
     def wrapped(cfg: DictConfig):
         _quiet_third_party_logging()
-        from vaelab.errors import UserError
-
         try:
             return task(cfg)
-        except UserError as error:
-            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        except Exception as error:
+            user_error = _user_error_in(error)
+            if user_error is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
             from hydra.core.hydra_config import HydraConfig
             from hydra.types import RunMode
 
-            print(f"vaelab: error: {error}", file=sys.stderr)
+            print(f"vaelab: error: {user_error}", file=sys.stderr)
             if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
                 raise
-            sys.exit(error.exit_code)
+            sys.exit(user_error.exit_code)
 
     return wrapped
 
@@ -62,6 +79,12 @@ def _quiet_third_party_logging() -> None:
         logger.handlers.clear()
         logger.propagate = True
     os.environ.setdefault("WANDB_SILENT", "true")
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
+        lambda record: "litlogger" not in record.getMessage()  # an advertisement, not information
+    )
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")  # Lightning vs torch 2.13 internals
 
 
 @_report_user_errors

@@ -44,20 +44,23 @@ def _shape_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
 def render_sprites(scales: np.ndarray, orientations: np.ndarray, supersample: int = 4) -> np.ndarray:
     """All centred sprites: bool array (shapes, scales, orientations, 32, 32)."""
     n = SPRITE_SIZE * supersample
-    # Sub-pixel sample centres, in units where the patch spans [-1.0, 1.0] * (SPRITE_SIZE / 2) px.
-    coords = (np.arange(n) + 0.5) / n * 2.0 - 1.0
-    coords = coords * (SPRITE_SIZE / 2) / 13.0  # a unit is 13 px: the largest sprite still fits when rotated
+    # Sub-pixel sample centres in sprite units: one unit is 13 px, so the largest
+    # sprite still fits the 32x32 patch at every rotation.
+    coords = ((np.arange(n) + 0.5) / n * 2.0 - 1.0) * (SPRITE_SIZE / 2) / 13.0
     yy, xx = np.meshgrid(coords, coords, indexing="ij")
-    out = np.zeros((len(SHAPES), len(scales), len(orientations), SPRITE_SIZE, SPRITE_SIZE), dtype=bool)
+    # Rotate the sampling grid by -angle (the sprite by +angle), then undo the scale;
+    # all scales and orientations at once: (scales, orientations, n, n).
+    cos = np.cos(orientations)[None, :, None, None]
+    sin = np.sin(orientations)[None, :, None, None]
+    scale = np.asarray(scales)[:, None, None, None]
+    u = (cos * xx + sin * yy) / scale
+    v = (-sin * xx + cos * yy) / scale
+    out = np.empty((len(SHAPES), len(scales), len(orientations), SPRITE_SIZE, SPRITE_SIZE), dtype=bool)
     for s, shape in enumerate(SHAPES):
-        for k, scale in enumerate(scales):
-            for o, angle in enumerate(orientations):
-                # Rotate the sampling grid by -angle (the sprite by +angle), then undo the scale.
-                c, sn = math.cos(angle), math.sin(angle)
-                u = (c * xx + sn * yy) / scale
-                v = (-sn * xx + c * yy) / scale
-                inside = _shape_mask(shape, u, v).reshape(SPRITE_SIZE, supersample, SPRITE_SIZE, supersample)
-                out[s, k, o] = inside.mean(axis=(1, 3)) >= 0.5
+        inside = _shape_mask(shape, u, v).reshape(
+            len(scales), len(orientations), SPRITE_SIZE, supersample, SPRITE_SIZE, supersample
+        )
+        out[s] = inside.mean(axis=(3, 5)) >= 0.5  # pixel on when at least half its area is inside
     return out
 
 

@@ -1,0 +1,127 @@
+"""The objectives of docs/objectives.md: closed-form KL, and InfoMax (derived) = (1+λ)·β-VAE."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from tests.conftest import compose_train
+from vaelab import objectives
+from vaelab.errors import UserError
+from vaelab.information import gaussian_log_density, kl_conditional_per_dim
+from vaelab.models import MLPVAE
+from vaelab.objectives.betavae import BetaVAE
+from vaelab.objectives.infomax import InfoMax
+
+
+def test_closed_form_kl_matches_monte_carlo():
+    generator = torch.Generator().manual_seed(0)
+    mu = torch.randn(3, 4, generator=generator, dtype=torch.float64)
+    logvar = torch.randn(3, 4, generator=generator, dtype=torch.float64)
+    n = 200_000
+    z = mu + torch.exp(0.5 * logvar) * torch.randn(n, 3, 4, generator=generator, dtype=torch.float64)
+    log_ratio = gaussian_log_density(z, mu, logvar) - gaussian_log_density(z, torch.zeros(()), torch.zeros(()))
+    monte_carlo, stderr = log_ratio.mean(0), log_ratio.std(0) / math.sqrt(n)
+    closed_form = kl_conditional_per_dim(mu, logvar)
+    assert torch.all((monte_carlo - closed_form).abs() < 4 * stderr + 1e-6)
+
+
+def _tiny_model(seed: int = 0) -> MLPVAE:
+    torch.manual_seed(seed)
+    return MLPVAE(image_shape=(1, 8, 8), binary_data=True, latent_dim=3, hidden=(32,))
+
+
+@pytest.mark.parametrize("lam", [3.0, 0.5, -0.5])
+def test_infomax_derived_is_one_plus_lambda_times_betavae(lam):
+    model = _tiny_model()
+    images = (torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(1)) > 0.5).float()
+    noise = torch.randn(16, 3, generator=torch.Generator().manual_seed(2))
+    infomax, betavae = InfoMax(lam=lam), BetaVAE(beta=1.0 / (1.0 + lam))
+    assert infomax.beta_effective == pytest.approx(betavae.beta_effective)
+
+    grads = {}
+    for name, objective in (("infomax", infomax), ("betavae", betavae)):
+        model.zero_grad()
+        terms = objective(model(images, noise))
+        terms["loss"].backward()
+        grads[name] = (terms["loss"].detach(), [p.grad.clone() for p in model.parameters()])
+    loss_infomax, grad_infomax = grads["infomax"]
+    loss_betavae, grad_betavae = grads["betavae"]
+    torch.testing.assert_close(loss_infomax, (1 + lam) * loss_betavae)
+    for g_infomax, g_betavae in zip(grad_infomax, grad_betavae):
+        torch.testing.assert_close(g_infomax, (1 + lam) * g_betavae)
+
+
+def test_adam_trains_infomax_and_betavae_to_the_same_parameters(tmp_path):
+    """50 Adam steps through the real training loop: Adam is invariant to the (1+λ) scale.
+
+    Adam is invariant "up to its epsilon": parameters whose gradients are below eps
+    (dead units) move differently under a scaled loss, so the test sets eps far below
+    any gradient, and runs in float64 so that rounding of the scaled loss cannot flip
+    the sign of near-zero steps either.
+    """
+    from vaelab.train import train
+
+    states = {}
+    for name, overrides in {
+        "infomax": ["objective=infomax", "lambda=3"],
+        "betavae": ["objective=betavae", "beta=0.25"],
+    }.items():
+        cfg = compose_train(
+            [
+                *overrides,
+                *("logger=none", "metrics=none", "model=mlp", "model.hidden=[256]", "data.val_size=64"),
+                *("trainer.max_steps=50", "trainer.precision=64-true", "optimizer.eps=1e-16"),
+            ],
+            tmp_path / name,
+        )
+        train(cfg)
+        checkpoint = torch.load(tmp_path / name / "checkpoints" / "last.ckpt", weights_only=False)
+        states[name] = checkpoint["state_dict"]
+        assert checkpoint["global_step"] == 50
+    assert states["infomax"].keys() == states["betavae"].keys()
+    moved = 0.0
+    for key in states["infomax"]:
+        torch.testing.assert_close(states["infomax"][key], states["betavae"][key], rtol=1e-7, atol=1e-9)
+        moved = max(moved, (states["infomax"][key] - _initial(key)).abs().max().item())
+    assert moved > 1e-3  # the parameters did move: the equality is not trivial
+
+
+def _initial(key: str) -> torch.Tensor:
+    from vaelab.models import MLPVAE
+
+    torch.manual_seed(0)  # train() seeds with pl.seed_everything(cfg.seed=0) before building the model
+    model = MLPVAE(image_shape=(1, 64, 64), binary_data=True, hidden=(256,)).double()
+    return model.state_dict()[key.removeprefix("model.")]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["beta=0"], "beta=0: expected a number > 0"),
+        (["beta=-2"], "beta=-2: expected a number > 0"),
+        (["beta=abc"], "beta='abc': expected a number > 0"),
+        (["objective=infomax", "lambda=-1"], "lambda=-1: expected a number > -1"),
+        (["objective=infomax", "lambda=-3.5"], "lambda=-3.5: expected a number > -1"),
+        (["objective=betavae", "lambda=3"], "lambda=3 is not used by objective=betavae"),
+        (["objective=infomax", "beta=2"], "beta=2 is not used by objective=infomax"),
+        (["objective=infomax", "objective.estimator=bogus"], "objective.estimator='bogus'"),
+    ],
+)
+def test_bad_objective_settings_are_one_line_errors(tmp_path, overrides, message):
+    cfg = compose_train(overrides, tmp_path)
+    with pytest.raises(Exception) as caught:
+        objectives.build(cfg, dataset_size=100)
+    from vaelab.cli import _user_error_in
+
+    error = _user_error_in(caught.value)
+    assert isinstance(error, UserError)
+    assert message in str(error) and "\n" not in str(error)
+
+
+def test_defaults_are_the_plain_vae(tmp_path):
+    assert objectives.build(compose_train([], tmp_path), 10).beta_effective == 1.0
+    assert objectives.build(compose_train(["objective=infomax"], tmp_path), 10).beta_effective == 1.0
+    assert objectives.build(compose_train(["objective=infomax", "lambda=3"], tmp_path), 10).beta_effective == 0.25

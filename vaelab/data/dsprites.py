@@ -29,14 +29,14 @@ SHAPES = ("square", "ellipse", "heart")
 
 
 def _shape_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Inside-test in sprite coordinates (unit ~ half the sprite's extent at scale 1)."""
+    """Inside-test in sprite coordinates: u right, v up, unit ~ half the extent at scale 1."""
     if shape == "square":
         return (np.abs(u) <= 0.62) & (np.abs(v) <= 0.62)
     if shape == "ellipse":
         return (u / 0.88) ** 2 + (v / 0.44) ** 2 <= 1.0
     if shape == "heart":
-        # (x^2 + y^2 - 1)^3 - x^2 y^3 <= 0, y pointing up; scaled to the square's footprint.
-        x, y = u / 0.68, -v / 0.68 + 0.15
+        # (x^2 + y^2 - 1)^3 - x^2 y^3 <= 0; scaled to the square's footprint.
+        x, y = u / 0.68, v / 0.68 + 0.15
         return (x**2 + y**2 - 1.0) ** 3 - x**2 * y**3 <= 0.0
     raise ValueError(f"unknown shape {shape!r}")
 
@@ -47,8 +47,9 @@ def render_sprites(scales: np.ndarray, orientations: np.ndarray, supersample: in
     # Sub-pixel sample centres in sprite units: one unit is 13 px, so the largest
     # sprite still fits the 32x32 patch at every rotation.
     coords = ((np.arange(n) + 0.5) / n * 2.0 - 1.0) * (SPRITE_SIZE / 2) / 13.0
-    yy, xx = np.meshgrid(coords, coords, indexing="ij")
-    # Rotate the sampling grid by -angle (the sprite by +angle), then undo the scale;
+    rows, xx = np.meshgrid(coords, coords, indexing="ij")
+    yy = -rows  # image rows grow downwards; sprite coordinates have y up
+    # Rotate the sampling grid by -angle (the sprite counter-clockwise by +angle), undo the scale;
     # all scales and orientations at once: (scales, orientations, n, n).
     cos = np.cos(orientations)[None, :, None, None]
     sin = np.sin(orientations)[None, :, None, None]

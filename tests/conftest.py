@@ -25,8 +25,21 @@ def isolated_wandb(tmp_path, monkeypatch):
 
 
 def run_vaelab(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run the real CLI (`python -m vaelab` is the console script's entry point) in ``cwd``."""
-    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    """Run the real CLI (`python -m vaelab` is the console script's entry point) in ``cwd``.
+
+    W&B is offline and keeps all its files under ``cwd``; an ``env`` value of None unsets
+    that variable.
+    """
+    wandb_home = str(Path(cwd) / ".wandb-home")
+    full_env = {
+        **os.environ,
+        **{var: wandb_home for var in WANDB_DIR_VARS},
+        "WANDB_MODE": "offline",
+        "PYTHONPATH": str(REPO),
+        **(env or {}),
+    }
+    full_env.pop("WANDB_API_KEY", None)
+    full_env = {key: value for key, value in full_env.items() if value is not None}
     return subprocess.run(
         [sys.executable, "-m", "vaelab", *args],
         cwd=cwd,

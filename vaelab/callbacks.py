@@ -42,7 +42,7 @@ class DisentanglementEvaluation(pl.Callback):
         self.last_evaluated_step: int | None = None
 
     def evaluate(self, trainer: pl.Trainer, pl_module) -> dict[str, float]:
-        from vaelab.metrics import evaluate
+        from vaelab.metrics import ALIASES, evaluate
         from vaelab.metrics.representation import CachedEncoder
 
         dataset = trainer.datamodule.dataset
@@ -55,7 +55,7 @@ class DisentanglementEvaluation(pl.Callback):
         step = trainer.global_step
         log_to_loggers(trainer, {**scores, "metrics/seconds": seconds}, step)
         self.last_evaluated_step = step
-        headline = ", ".join(f"{k.removeprefix('metrics/')}={v:.3f}" for k, v in scores.items() if k.count("_") <= 1)
+        headline = ", ".join(f"{k.removeprefix('metrics/')}={v:.3f}" for k, v in scores.items() if k in ALIASES)
         log.info("step %d: %s (%.1f s, %d images encoded)", step, headline, seconds, represent.num_encoded)
         return scores
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import netrc
 import os
 from pathlib import Path
@@ -36,7 +35,7 @@ class MetricsFileLogger(Logger):
     def __init__(self, run_dir: str | os.PathLike) -> None:
         super().__init__()
         self.path = Path(run_dir) / "metrics.json"
-        self.history: list[dict[str, float]] = []
+        self.by_step: dict[int, dict[str, float]] = {}
         self.final: dict[str, float] = {}
 
     @property
@@ -47,6 +46,10 @@ class MetricsFileLogger(Logger):
     def version(self) -> str:
         return "0"
 
+    @property
+    def history(self) -> list[dict[str, float]]:
+        return [{"step": step, **self.by_step[step]} for step in sorted(self.by_step)]
+
     def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
         pass  # the config lives in .hydra/config.yaml
 
@@ -54,12 +57,9 @@ class MetricsFileLogger(Logger):
         values = {key: _as_float(value) for key, value in metrics.items() if key != "epoch"}
         if not values:
             return
-        step = int(step) if step is not None else (self.history[-1]["step"] if self.history else 0)
-        # Lightning reports one step in several calls (train, val, metrics): merge them.
-        if self.history and self.history[-1]["step"] == step:
-            self.history[-1].update(values)
-        else:
-            self.history.append({"step": step, **values})
+        step = int(step) if step is not None else max(self.by_step, default=0)
+        # One step arrives in several calls (train, val, metrics): merge them.
+        self.by_step.setdefault(step, {}).update(values)
         self.final.update(values)
         self.save()
 
@@ -72,8 +72,8 @@ class MetricsFileLogger(Logger):
 
 
 def _as_float(value: Any) -> float:
-    value = float(value.item() if hasattr(value, "item") else value)
-    return value if math.isfinite(value) else float(value)  # NaN/inf kept: a diverged run must show
+    # NaN/inf are kept (JSON NaN/Infinity): a diverged run must show as diverged.
+    return float(value.item() if hasattr(value, "item") else value)
 
 
 def wandb_api_key_configured() -> bool:
@@ -123,6 +123,9 @@ def wandb_logger(
     mode = resolve_wandb_mode(mode)
     if mode == "disabled":
         return None
+    sweep_group, overrides_name = _hydra_run_identity()
+    group = group or sweep_group
+    name = name or overrides_name
     Path(save_dir).mkdir(parents=True, exist_ok=True)
     try:
         logger = WandbLogger(
@@ -138,11 +141,31 @@ def wandb_logger(
             resume="allow" if run_id else None,
             settings=_wandb_settings(),
         )
+        logger._wandb_init.pop("anonymous", None)  # Lightning passes a deprecated setting wandb warns about
         logger.experiment  # noqa: B018 - starts the run now, inside this try
     except Exception as error:  # noqa: BLE001 - any W&B failure must not stop training
         log.warning("W&B could not start (%s); training continues, figures go to metrics.json", _one_line(error))
         return None
     return logger
+
+
+def _hydra_run_identity() -> tuple[str | None, str | None]:
+    """(group, name) defaults: the sweep directory in a multirun; the overrides as the name.
+
+    e.g. group "multirun/2026-01-31/12-00-00", name "beta=4,objective=infomax".
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return None, None
+    hydra_cfg = HydraConfig.get()
+    name = hydra_cfg.job.override_dirname or None
+    group = None
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        sweep_dir = Path(hydra_cfg.sweep.dir)
+        group = "/".join(sweep_dir.parts[-3:])  # e.g. multirun/<date>/<time>: unique per sweep
+    return group, name
 
 
 def _wandb_settings():

@@ -48,6 +48,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
         external = hydra.utils.instantiate(cfg.logger)
         if external is not None:
             loggers.append(external)
+            if hasattr(external, "experiment") and hasattr(external.experiment, "group"):
+                # Kept in the checkpoint: `vaelab eval` joins the group, a resume the run.
+                run = external.experiment
+                config["wandb"] = {"id": run.id, "group": run.group or None, "name": run.name}
     for logger in loggers:
         logger.log_hyperparams(config)
 
@@ -59,7 +63,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             every_n_train_steps=cfg.checkpoint.every_n_steps,
         ),
         DisentanglementEvaluation(
-            suite=OmegaConf.to_container(cfg.metrics.suite), every_n_steps=cfg.metrics.every_n_steps, seed=cfg.metrics.seed
+            suite=OmegaConf.to_container(cfg.metrics.suite), every_n_steps=cfg.metrics.every_n_steps, seed=cfg.metrics.get("seed", 0)
         ),
     ]
     trainer_kwargs = {}

@@ -1,0 +1,165 @@
+"""The `vaelab` command end to end, as a user runs it (W&B offline, read back from its files)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import REPO, run_vaelab
+from tests.wandb_offline import read_offline_run
+
+QUICK = (
+    "experiment=quick",
+    "trainer.max_steps=40",
+    "trainer.val_check_interval=20",
+    "metrics.every_n_steps=20",
+    "metrics.suite.mig.num_train=1000",
+)
+
+
+def single_run_dir(root: Path) -> Path:
+    (metrics_json,) = (root / "outputs").glob("*/*/metrics.json")
+    return metrics_json.parent
+
+
+@pytest.fixture(scope="module")
+def infomax_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    cwd = tmp_path_factory.mktemp("infomax")
+    # The default W&B mode: no WANDB_MODE, no API key, no ~/.netrc -> offline, said once.
+    result = run_vaelab(
+        "train", "objective=infomax", "lambda=3", *QUICK, cwd=cwd, env={"WANDB_MODE": None, "HOME": str(cwd)}
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result, single_run_dir(cwd)
+
+
+def test_help_lists_subcommands_without_loading_torch():
+    code = "import sys; from vaelab.cli import main; main(['--help']); assert 'torch' not in sys.modules"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert "train" in result.stdout and "eval" in result.stdout
+
+
+def test_unknown_subcommand_is_a_one_line_error(tmp_path):
+    result = run_vaelab("fit", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "vaelab: error: unknown command 'fit'; expected one of: train, eval"
+
+
+def test_hydra_flags_keep_working(tmp_path):
+    result = run_vaelab("train", "--cfg", "job", "objective=infomax", "lambda=3", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "_target_: vaelab.objectives.infomax.InfoMax" in result.stdout
+    assert "lam: ${lambda}" in result.stdout and "lambda: 3" in result.stdout
+    assert not (tmp_path / "outputs").exists()  # printing the config trains nothing
+    groups = run_vaelab("train", "--help", cwd=tmp_path)
+    assert groups.returncode == 0 and "objective: betavae, infomax" in groups.stdout
+
+
+def test_train_writes_a_complete_run_directory(infomax_run):
+    _, run_dir = infomax_run
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["global_step"] == 40
+    assert checkpoint["vaelab_config"]["beta_effective"] == 0.25
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    final = metrics["final"]
+    assert final["train/beta_effective"] == 0.25
+    assert {"train/loss", "train/reconstruction", "train/kl_conditional", "metrics/mig"} <= final.keys()
+    assert {"val/loss", "val/reconstruction", "val/kl_conditional"} <= final.keys()
+    steps = [entry["step"] for entry in metrics["history"]]
+    assert steps == sorted(steps)
+    # MIG fires during training (every 20 steps), not only at the end.
+    mig_steps = [entry["step"] for entry in metrics["history"] if "metrics/mig" in entry]
+    assert mig_steps == [20, 40]
+    assert all(0.0 <= entry["metrics/mig"] <= 1.0 for entry in metrics["history"] if "metrics/mig" in entry)
+
+
+def test_train_logs_an_offline_wandb_run(infomax_run):
+    result, run_dir = infomax_run
+    assert result.stderr.count("logging offline") == 1
+    (wandb_dir,) = (run_dir / "wandb").glob("offline-run-*")
+    run = read_offline_run(wandb_dir)
+    assert run.exit_code == 0  # finished
+    assert run.job_type == "train"
+    assert set(run.tags) == {"infomax", "dsprites"}
+    assert run.name == ",".join(sorted(["objective=infomax", "lambda=3", *QUICK]))
+    assert run.config["beta_effective"] == 0.25
+    assert run.config["lambda"] == 3 and run.config["objective_name"] == "infomax"
+    assert run.config["model"]["latent_dim"] == 10
+    logged = set().union(*(entry.keys() for entry in run.history))
+    assert {"train/loss", "train/reconstruction", "train/kl_conditional", "train/beta_effective"} <= logged
+    assert {"val/loss", "metrics/mig"} <= logged
+    assert run.summary["train/beta_effective"] == 0.25 and "metrics/mig" in run.summary
+
+
+def test_multirun_gives_one_wandb_run_per_job_in_one_group(tmp_path):
+    result = run_vaelab(
+        "train", "-m", "beta=1,4", "experiment=quick", "trainer.max_steps=4", "metrics=none", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = [read_offline_run(d) for d in sorted((tmp_path / "outputs" / "multirun").glob("*/*/*/wandb/offline-run-*"))]
+    assert len(runs) == 2
+    assert len({run.run_id for run in runs}) == 2
+    assert runs[0].group and runs[0].group == runs[1].group
+    assert sorted(run.config["beta_effective"] for run in runs) == [1.0, 4.0]
+    assert sorted(run.name for run in runs) == [
+        "beta=1,experiment=quick,metrics=none,trainer.max_steps=4",
+        "beta=4,experiment=quick,metrics=none,trainer.max_steps=4",
+    ]
+    assert all(run.exit_code == 0 for run in runs)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["beta=0"], "beta=0: expected a number > 0"),
+        (["objective=infomax", "lambda=-1"], "lambda=-1: expected a number > -1"),
+        (["objective=betavae", "lambda=3"], "lambda=3 is not used by objective=betavae"),
+        (["beta=abc"], "beta='abc': expected a number > 0"),
+        (["model.latent_dim=0"], "model.latent_dim=0: expected an integer >= 1"),
+        (["data.batch_size=0"], "data.batch_size=0: expected an integer >= 1"),
+    ],
+)
+def test_bad_inputs_are_one_line_errors(tmp_path, overrides, message):
+    result = run_vaelab("train", "logger=none", "metrics=none", *overrides, cwd=tmp_path)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("vaelab: error:")]
+    assert len(errors) == 1 and message in errors[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_full_error_shows_the_traceback(tmp_path):
+    result = run_vaelab("train", "logger=none", "beta=0", cwd=tmp_path, env={"HYDRA_FULL_ERROR": "1"})
+    assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_eval_scores_a_checkpoint(infomax_run, tmp_path):
+    _, run_dir = infomax_run
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    # The suite and seed of the training run's final evaluation, on its final weights.
+    result = run_vaelab("eval", f"ckpt={checkpoint}", "metrics=default", "metrics.suite.mig.num_train=1000", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    scores = json.loads(result.stdout)  # stdout holds the JSON alone; the table goes to stderr
+    trained = json.loads((run_dir / "metrics.json").read_text())["final"]
+    assert scores["metrics/mig"] == pytest.approx(trained["metrics/mig"], abs=1e-12)
+    assert "mig_discrete_mig" in result.stderr
+    (eval_dir,) = (tmp_path / "outputs" / "eval").glob("*/*")
+    assert json.loads((eval_dir / "metrics.json").read_text())["final"]["metrics/mig"] == scores["metrics/mig"]
+    (wandb_dir,) = (eval_dir / "wandb").glob("offline-run-*")
+    assert read_offline_run(wandb_dir).job_type == "eval"
+
+
+def test_eval_rejects_a_missing_or_foreign_checkpoint(tmp_path):
+    missing = run_vaelab("eval", f"ckpt={tmp_path / 'nope.ckpt'}", "logger=none", cwd=tmp_path)
+    assert missing.returncode == 2 and f"ckpt={tmp_path / 'nope.ckpt'}: no such file" in missing.stderr
+    (tmp_path / "junk.ckpt").write_text("not a checkpoint")
+    junk = run_vaelab("eval", f"ckpt={tmp_path / 'junk.ckpt'}", "logger=none", cwd=tmp_path)
+    assert junk.returncode == 2 and "not a readable checkpoint" in junk.stderr
+    assert "Traceback" not in missing.stderr + junk.stderr

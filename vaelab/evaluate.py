@@ -1,0 +1,131 @@
+"""`vaelab eval`: the metric suite on a checkpoint (``ckpt=``) or on precomputed codes (``codes=``).
+
+Prints the scores as one JSON object on stdout (for scripts) and a table on stderr
+(for people), writes ``metrics.json`` in the eval run directory and logs a W&B run
+with job_type ``eval`` (in the training run's group, for a checkpoint).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra.utils
+from omegaconf import DictConfig, OmegaConf
+
+from vaelab.errors import UserError
+from vaelab.logging import MetricsFileLogger, finish_wandb
+
+log = logging.getLogger("vaelab")
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A vaelab checkpoint as a dict, or a one-line UserError saying why not."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"ckpt={path}: no such file")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # noqa: BLE001 - any unreadable file is the user's to fix
+        raise UserError(f"ckpt={path}: not a readable checkpoint ({type(error).__name__})") from error
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "vaelab_config" not in checkpoint:
+        raise UserError(f"ckpt={path}: not a vaelab checkpoint (no state_dict / vaelab_config)")
+    return checkpoint
+
+
+def model_from_checkpoint(checkpoint: dict[str, Any]):
+    """Rebuild (dataset, model) from the config stored in the checkpoint and load the weights."""
+    config = OmegaConf.create(checkpoint["vaelab_config"])
+    dataset = hydra.utils.instantiate(config.dataset)
+    model = hydra.utils.instantiate(config.model, image_shape=dataset.image_shape, binary_data=dataset.binary)
+    state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise UserError(f"checkpoint weights do not fit its model config: {str(error).splitlines()[0]}") from error
+    return dataset, model.eval()
+
+
+def _device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda"):
+        raise UserError(f"device={name!r}: expected auto, cpu or cuda")
+    return torch.device(name)
+
+
+def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
+    from vaelab import metrics
+    from vaelab.metrics.representation import CachedEncoder, load_codes_file
+
+    if (cfg.ckpt is None) == (cfg.codes is None):
+        raise UserError("give exactly one of ckpt=PATH (a vaelab checkpoint) or codes=FILE.npz")
+    suite = OmegaConf.to_container(cfg.metrics.suite)
+    metrics._check_suite(suite)  # unknown metric names fail before any encoding
+    run_dir = Path(cfg.paths.output_dir)
+    started = time.perf_counter()
+    group = None
+    if cfg.ckpt is not None:
+        import torch
+
+        checkpoint = load_checkpoint(cfg.ckpt)
+        dataset, model = model_from_checkpoint(checkpoint)
+        device = _device(cfg.device)
+        model.to(device)
+
+        @torch.no_grad()
+        def encode_means(images):
+            return model.encode(images.to(device))[0].double().cpu().numpy()
+
+        represent = CachedEncoder(dataset, encode_means, cfg.encode_batch_size)
+        source = {"ckpt": str(Path(cfg.ckpt).resolve()), "global_step": checkpoint.get("global_step")}
+        group = (checkpoint["vaelab_config"].get("wandb") or {}).get("group")
+    else:
+        dataset, represent = load_codes_file(cfg.codes)
+        source = {"codes": str(Path(cfg.codes).resolve())}
+
+    scores = metrics.evaluate(dataset, represent, suite, seed=cfg.metrics.get("seed", 0))
+    scores["metrics/seconds"] = time.perf_counter() - started
+
+    metrics_file = MetricsFileLogger(run_dir)
+    loggers = [metrics_file]
+    if cfg.get("logger") and cfg.logger.get("_target_"):
+        external = hydra.utils.instantiate(cfg.logger, group=cfg.logger.group or group)
+        if external is not None:
+            loggers.append(external)
+    config = {**OmegaConf.to_container(cfg, resolve=True), **source}
+    exit_code = 1
+    try:
+        for logger in loggers:
+            logger.log_hyperparams(config)
+            logger.log_metrics(scores, step=source.get("global_step") or 0)
+        exit_code = 0
+    finally:
+        finish_wandb(loggers, exit_code)
+    print_table(scores)
+    print(json.dumps(scores))
+    return scores
+
+
+def print_table(scores: dict[str, float]) -> None:
+    """The scores as a table on stderr (stdout carries the JSON for scripts)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from vaelab.metrics import ALIASES
+
+    table = Table(title="vaelab eval", show_lines=False)
+    table.add_column("score")
+    table.add_column("value", justify="right")
+    for key, value in scores.items():
+        if key not in ALIASES:  # the aliases repeat a row already shown
+            table.add_row(key.removeprefix("metrics/"), f"{value:.4f}")
+    Console(file=sys.stderr).print(table)

@@ -1,4 +1,4 @@
-"""Lightning callbacks: disentanglement metrics during and at the end of training."""
+"""Lightning callbacks: disentanglement metrics during and at the end of training; the progress bar."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytorch_lightning as pl
+from pytorch_lightning.callbacks import TQDMProgressBar
 
 log = logging.getLogger("vaelab")
 
@@ -70,3 +71,22 @@ class DisentanglementEvaluation(pl.Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module) -> None:
         if self.suite and trainer.is_global_zero and trainer.global_step != self.last_evaluated_step:
             self.evaluate(trainer, pl_module)
+
+
+class StepProgressBar(TQDMProgressBar):
+    """Training is one endless epoch over the stream: count steps against ``max_steps``."""
+
+    @property
+    def total_train_batches(self) -> int | float:
+        max_steps = self.trainer.max_steps
+        return max_steps if max_steps and max_steps > 0 else super().total_train_batches
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        super().on_train_epoch_start(trainer, *args)
+        self.train_progress_bar.initial = trainer.global_step  # a resumed run starts part-way
+        self.train_progress_bar.set_description("train")
+
+    def get_metrics(self, trainer: pl.Trainer, pl_module) -> dict[str, Any]:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)  # the logger's version: noise on the bar
+        return metrics

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from vaelab import objectives
-from vaelab.callbacks import DisentanglementEvaluation
+from vaelab.callbacks import DisentanglementEvaluation, StepProgressBar
 from vaelab.data.stream import GroundTruthDataModule
 from vaelab.logging import MetricsFileLogger, finish_wandb
 from vaelab.module import VAEModule
@@ -69,6 +69,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer_kwargs = {}
     if cfg.trainer.get("enable_progress_bar") is None:
         trainer_kwargs["enable_progress_bar"] = sys.stderr.isatty()
+    if trainer_kwargs.get("enable_progress_bar", cfg.trainer.get("enable_progress_bar")):
+        callbacks.append(StepProgressBar())
     trainer: pl.Trainer = hydra.utils.instantiate(
         cfg.trainer, logger=loggers, callbacks=callbacks, default_root_dir=str(run_dir), **trainer_kwargs
     )

@@ -1,4 +1,4 @@
-"""Lightning callbacks: disentanglement metrics during and at the end of training; the progress bar."""
+"""Lightning callbacks: metrics and information quantities during and after training; the progress bar."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import TQDMProgressBar
 
 log = logging.getLogger("vaelab")
@@ -70,6 +72,62 @@ class DisentanglementEvaluation(pl.Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module) -> None:
         if self.suite and trainer.is_global_zero and trainer.global_step != self.last_evaluated_step:
+            self.evaluate(trainer, pl_module)
+
+
+class InformationEvaluation(pl.Callback):
+    """The information decomposition of docs/objectives.md section 3, logged under ``info/…``.
+
+    On a fixed evaluation set of ``num_samples`` images (the same at every evaluation):
+    kl_conditional, kl_marginal, mutual_info (at most log N), total_correlation,
+    dimwise_kl, the checks identity_gap and tc_gap, and kl_dim_<j> per latent dim.
+    """
+
+    def __init__(self, num_samples: int = 10000, every_n_steps: int | None = None, seed: int = 0) -> None:
+        super().__init__()
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 0:
+            from vaelab.errors import UserError
+
+            raise UserError(f"information.num_samples={num_samples!r}: expected an integer >= 0 (0: off)")
+        self.num_samples = num_samples
+        self.every_n_steps = every_n_steps
+        self.seed = seed
+        self.last_evaluated_step: int | None = None
+
+    @torch.no_grad()
+    def evaluate(self, trainer: pl.Trainer, pl_module) -> dict[str, float]:
+        from vaelab.information import information_decomposition
+
+        started = time.perf_counter()
+        dataset = trainer.datamodule.dataset
+        factors = dataset.sample_factors(self.num_samples, np.random.default_rng([self.seed, 1]))
+        was_training = pl_module.model.training
+        pl_module.model.eval()
+        try:
+            encodings = [
+                pl_module.model.encode(dataset.images(factors[i : i + 1024]).to(pl_module.device))
+                for i in range(0, len(factors), 1024)
+            ]
+        finally:
+            pl_module.model.train(was_training)
+        mu = torch.cat([m for m, _ in encodings]).cpu()
+        logvar = torch.cat([v for _, v in encodings]).cpu()
+        info = information_decomposition(mu, logvar, generator=torch.Generator().manual_seed(self.seed))
+        figures = {f"info/{key}": value for key, value in info.items()}
+        figures["info/seconds"] = time.perf_counter() - started
+        log_to_loggers(trainer, figures, trainer.global_step)
+        self.last_evaluated_step = trainer.global_step
+        return figures
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if not self.num_samples or not self.every_n_steps:
+            return
+        step = trainer.global_step
+        if step > 0 and step % self.every_n_steps == 0 and trainer.is_global_zero:
+            self.evaluate(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module) -> None:
+        if self.num_samples and trainer.is_global_zero and trainer.global_step != self.last_evaluated_step:
             self.evaluate(trainer, pl_module)
 
 

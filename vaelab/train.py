@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from vaelab import objectives
-from vaelab.callbacks import DisentanglementEvaluation, StepProgressBar
+from vaelab.callbacks import DisentanglementEvaluation, InformationEvaluation, StepProgressBar
 from vaelab.data.stream import GroundTruthDataModule
 from vaelab.logging import MetricsFileLogger, finish_wandb
 from vaelab.module import VAEModule
@@ -65,6 +65,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         DisentanglementEvaluation(
             suite=OmegaConf.to_container(cfg.metrics.suite), every_n_steps=cfg.metrics.every_n_steps, seed=cfg.metrics.get("seed", 0)
         ),
+        InformationEvaluation(**cfg.information),
     ]
     trainer_kwargs = {}
     if cfg.trainer.get("enable_progress_bar") is None:

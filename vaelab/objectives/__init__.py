@@ -48,5 +48,6 @@ def build(cfg: DictConfig, dataset_size: int) -> Objective:
                 f"{knob}={cfg.get(knob)} is not used by objective={objective_class.name}, whose knob is "
                 f"{objective_class.knob}; drop {knob}=... or choose the objective that uses it"
             )
-    extra = {"dataset_size": dataset_size} if "dataset_size" in cfg.objective else {}
+    # Objectives that estimate log q(z) on minibatches need N; fill it in unless set.
+    extra = {"dataset_size": dataset_size} if cfg.objective.get("dataset_size", 0) is None else {}
     return hydra.utils.instantiate(cfg.objective, **extra)

@@ -1,13 +1,19 @@
 """`objective=infomax`: the information derivation (docs/objectives.md, section 2).
 
-On the encoder alone,  L = KL[q(z) || p(z)] - lambda * I(X;Z).  With the identity
-KL[q(z)||p(z)] = E KL[q(z|x)||p(z)] - I(X;Z) and the Barber-Agakov bound
-H[X|Z] <= E[-log p(x|z)], up to a constant
+On the encoder alone,  L = KL[q(z) || p(z)] - lambda * I(X;Z),  and with the
+Barber-Agakov bound H[X|Z] <= E[-log p(x|z)] two losses bound it (up to a constant):
 
-    estimator=derived:  loss = (1 + lambda) * E[-log p(x|z)] + E KL[q(z|x) || p(z)]
+    estimator=derived (default), any lambda > -1: with the identity
+        KL[q(z)||p(z)] = E KL[q(z|x)||p(z)] - I(X;Z),
+        loss = (1 + lambda) * E[-log p(x|z)] + E KL[q(z|x) || p(z)]
+    i.e. (1 + lambda) times the β-VAE loss at beta = 1 / (1 + lambda): the same
+    optimum and, under Adam (scale-invariant), the same trajectory.
 
-which is (1 + lambda) times the β-VAE loss at beta = 1 / (1 + lambda): the same
-optimum, and under Adam (scale-invariant) the same trajectory.
+    estimator=native, lambda > 0: keep the marginal KL and estimate it on the minibatch
+    (log q(z) by minibatch-weighted or -stratified sampling, vaelab/information.py),
+        loss = KL_hat[q(z) || p(z)] + lambda * E[-log p(x|z)]
+    Only -lambda * I(X;Z) is bounded, so the bound is tighter in the KL term, but the
+    minibatch estimate is noisy and biased for small batches (docs/information.md).
 """
 
 from __future__ import annotations
@@ -15,29 +21,47 @@ from __future__ import annotations
 import torch
 
 from vaelab.errors import UserError
+from vaelab.information import minibatch_information_terms
 from vaelab.models.vae import VAEOutput
 from vaelab.objectives import check_real
 
-ESTIMATORS = ("derived",)
+ESTIMATORS = ("derived", "native")
+SAMPLINGS = ("mws", "mss")
 
 
 class InfoMax:
     name = "infomax"
     knob = "lambda"
 
-    def __init__(self, lam: float | None = None, estimator: str = "derived") -> None:
+    def __init__(
+        self,
+        lam: float | None = None,
+        estimator: str = "derived",
+        sampling: str = "mss",
+        dataset_size: int | None = None,
+    ) -> None:
         # lambda <= -1 has no β-VAE counterpart (beta = 1/(1+lambda) would be infinite or negative).
         self.lam = 0.0 if lam is None else check_real("lambda", lam, above=-1.0)
         if estimator not in ESTIMATORS:
             raise UserError(f"objective.estimator={estimator!r}: expected one of {', '.join(ESTIMATORS)}")
+        if sampling not in SAMPLINGS:
+            raise UserError(f"objective.sampling={sampling!r}: expected one of {', '.join(SAMPLINGS)}")
+        if estimator == "native":
+            # The decoder bounds -lambda * I(X;Z) from above only for lambda > 0.
+            self.lam = check_real("lambda (objective.estimator=native)", self.lam, above=0.0)
+            if not dataset_size:
+                raise UserError("objective.estimator=native needs the dataset size (set objective.dataset_size)")
         self.estimator = estimator
+        self.sampling = sampling
+        self.dataset_size = dataset_size
         self.beta_effective = 1.0 / (1.0 + self.lam)
 
     def __call__(self, out: VAEOutput) -> dict[str, torch.Tensor]:
         reconstruction = out.reconstruction.mean()
         kl_conditional = out.kl_conditional.sum(1).mean()
-        return {
-            "loss": (1.0 + self.lam) * reconstruction + kl_conditional,
-            "reconstruction": reconstruction,
-            "kl_conditional": kl_conditional,
-        }
+        if self.estimator == "derived":
+            loss = (1.0 + self.lam) * reconstruction + kl_conditional
+            return {"loss": loss, "reconstruction": reconstruction, "kl_conditional": kl_conditional}
+        minibatch = minibatch_information_terms(out.z, out.mu, out.logvar, self.dataset_size, self.sampling)
+        loss = minibatch["kl_marginal_mb"] + self.lam * reconstruction
+        return {"loss": loss, "reconstruction": reconstruction, "kl_conditional": kl_conditional, **minibatch}

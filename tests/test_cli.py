@@ -79,6 +79,12 @@ def test_train_writes_a_complete_run_directory(infomax_run):
     mig_steps = [entry["step"] for entry in metrics["history"] if "metrics/mig" in entry]
     assert mig_steps == [20, 40]
     assert all(0.0 <= entry["metrics/mig"] <= 1.0 for entry in metrics["history"] if "metrics/mig" in entry)
+    # The information decomposition at the same evaluations, per latent dim too.
+    info_steps = [entry["step"] for entry in metrics["history"] if "info/kl_marginal" in entry]
+    assert info_steps == [20, 40]
+    assert {f"info/kl_dim_{j}" for j in range(10)} | {"info/identity_gap", "info/tc_gap"} <= final.keys()
+    assert abs(final["info/identity_gap"]) <= 5 * final["info/identity_gap_stderr"] + 1e-6
+    assert 0.0 <= final["info/mutual_info"] <= final["info/mutual_info_cap"] + 1e-6
 
 
 def test_train_logs_an_offline_wandb_run(infomax_run):
@@ -95,7 +101,7 @@ def test_train_logs_an_offline_wandb_run(infomax_run):
     assert run.config["model"]["latent_dim"] == 10
     logged = set().union(*(entry.keys() for entry in run.history))
     assert {"train/loss", "train/reconstruction", "train/kl_conditional", "train/beta_effective"} <= logged
-    assert {"val/loss", "metrics/mig"} <= logged
+    assert {"val/loss", "metrics/mig", "info/kl_marginal", "info/total_correlation", "info/kl_dim_0"} <= logged
     assert run.summary["train/beta_effective"] == 0.25 and "metrics/mig" in run.summary
 
 

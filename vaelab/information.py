@@ -38,10 +38,10 @@ import torch
 LOG_2PI = math.log(2.0 * math.pi)
 
 # Block shape of the evaluation-set estimator: a (queries, D, components) working set of about
-# BLOCK_ELEMENTS numbers (2 MiB in float64): bounded whatever M and N are, and near cache size,
-# which measured fastest on 2 CPU cores (far larger blocks ran ~3x slower: every pass then
-# streams from main memory). Each block is ~10 elementwise passes, one of them exp.
-BLOCK_ELEMENTS = 2**18
+# BLOCK_ELEMENTS numbers (8 MiB in float64): bounded whatever M and N are. On 2 CPU cores blocks
+# of 2^18..2^20 ran equally fast single-threaded, 2^21 slower (cache); the larger end means fewer
+# parallel regions (each block is ~14 elementwise passes), which matters when the cores are shared.
+BLOCK_ELEMENTS = 2**20
 DEFAULT_COMPONENT_CHUNK = 2048
 
 

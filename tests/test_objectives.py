@@ -72,7 +72,8 @@ def test_adam_trains_infomax_and_betavae_to_the_same_parameters(tmp_path):
         cfg = compose_train(
             [
                 *overrides,
-                *("logger=none", "metrics=none", "model=mlp", "model.hidden=[256]", "data.val_size=64"),
+                *("logger=none", "metrics=none", "information.num_samples=0"),
+                *("model=mlp", "model.hidden=[256]", "data.val_size=64"),
                 *("trainer.max_steps=50", "trainer.precision=64-true", "optimizer.eps=1e-16"),
             ],
             tmp_path / name,

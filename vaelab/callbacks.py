@@ -94,22 +94,15 @@ class InformationEvaluation(pl.Callback):
         self.seed = seed
         self.last_evaluated_step: int | None = None
 
-    @torch.no_grad()
     def evaluate(self, trainer: pl.Trainer, pl_module) -> dict[str, float]:
         from vaelab.information import information_decomposition
 
         started = time.perf_counter()
         dataset = trainer.datamodule.dataset
         factors = dataset.sample_factors(self.num_samples, np.random.default_rng([self.seed, 1]))
-        was_training = pl_module.model.training
-        pl_module.model.eval()
-        try:
-            encodings = [
-                pl_module.model.encode(dataset.images(factors[i : i + 1024]).to(pl_module.device))
-                for i in range(0, len(factors), 1024)
-            ]
-        finally:
-            pl_module.model.train(was_training)
+        encodings = [
+            pl_module.encode_posterior(dataset.images(factors[i : i + 1024])) for i in range(0, len(factors), 1024)
+        ]
         mu = torch.cat([m for m, _ in encodings]).cpu()
         logvar = torch.cat([v for _, v in encodings]).cpu()
         info = information_decomposition(mu, logvar, generator=torch.Generator().manual_seed(self.seed))

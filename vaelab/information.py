@@ -38,9 +38,10 @@ import torch
 LOG_2PI = math.log(2.0 * math.pi)
 
 # Block shape of the evaluation-set estimator: a (queries, D, components) working set of about
-# BLOCK_ELEMENTS numbers (8 MiB in float64): bounded whatever M and N are. On 2 CPU cores blocks
-# of 2^18..2^20 ran equally fast single-threaded, 2^21 slower (cache); the larger end means fewer
-# parallel regions (each block is ~14 elementwise passes), which matters when the cores are shared.
+# BLOCK_ELEMENTS numbers (8 MiB in float64, reused across blocks): bounded whatever M and N are.
+# Measured on 2 CPU cores (benchmarks/information_speed.py, N = 10^4, D = 10): 2^20 was the
+# fastest of 2^17..2^22, 1.3 s in float64 against 1.9 s at 2^17 (more parallel regions: each block
+# is ~14 elementwise passes) and 2.0 s at 2^22 (out of cache).
 BLOCK_ELEMENTS = 2**20
 DEFAULT_COMPONENT_CHUNK = 2048
 
@@ -88,15 +89,17 @@ def _check_encodings(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) ->
 # joint, whose log-density is the per-dim sum (q(z|x_n) = prod_j q(z_j|x_n)). Each block is
 # shifted by its max over n before exp (per dim, and per query for the joint), so every exp is
 # <= 1 and the largest is 1: no overflow, no underflow of the terms that matter, whatever the
-# dtype (a rows' max is -inf only if some log-density is; inputs must be finite). Blocks over n are combined with logaddexp. The quadratic form is computed as
-# (z - mu)^2 / var, never expanded into z^2/var - 2 z mu/var + mu^2/var (matmul-friendly, but it
-# cancels for narrow posteriors: at var = e^-10, |mu| ~ 3 in float32 it is off by up to 0.3 nats
-# per term, the direct form by < 0.001).
+# dtype (inputs must be finite). Blocks over n are combined with logaddexp. The quadratic form
+# is computed as (z - mu)^2 / var, never expanded into z^2/var - 2 z mu/var + mu^2/var
+# (matmul-friendly, but it cancels for narrow posteriors: at var = e^-10, |mu| ~ 3 in float32 it
+# is off by up to 0.3 nats per term, the direct form by < 0.001).
 
 
-def _block_log_density(z_block, mu_t, neg_half_precision_t, log_norm_t):
-    """log q(z_mj | x_nj) for a block: (m, D, n). Inputs are laid out (D, n) so n is contiguous."""
-    out = z_block.unsqueeze(2) - mu_t
+def _block_log_density(z_block, mu_t, neg_half_precision_t, log_norm_t, out):
+    """log q(z_mj | x_nj) for a block, written into `out` (m, D, n). Inputs are laid out (D, n)
+    so n is contiguous. Reusing `out` matters: a fresh multi-MiB tensor per block costs a round of
+    page faults each time (it doubled the float64 run time)."""
+    torch.sub(z_block.unsqueeze(2), mu_t, out=out)
     return out.square_().mul_(neg_half_precision_t).add_(log_norm_t)
 
 
@@ -155,15 +158,20 @@ def aggregate_posterior_log_density(
     exp_floor = _EXP_FLOOR[dtype]
     log_qz = torch.empty(num_queries, dtype=dtype, device=z.device)
     log_qz_dims = torch.empty(num_queries, num_dims, dtype=dtype, device=z.device)
+    buffers: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}  # at most 4 block shapes
     for q0 in range(0, num_queries, query_chunk):
         z_block = z[q0 : q0 + query_chunk]
         joint_acc = dims_acc = None
         for c0 in range(0, num_components, component_chunk):
             cols = slice(c0, c0 + component_chunk)
+            shape = (z_block.shape[0], mu_t[:, cols].shape[1])
+            if shape not in buffers:
+                buffers[shape] = (z.new_empty(shape[0], num_dims, shape[1]), z.new_empty(shape))
+            block, joint = buffers[shape]
             log_q = _block_log_density(  # (m, D, n)
-                z_block, mu_t[:, cols], neg_half_precision_t[:, cols], log_norm_t[:, cols]
+                z_block, mu_t[:, cols], neg_half_precision_t[:, cols], log_norm_t[:, cols], block
             )
-            joint_lse = _shifted_logsumexp_(log_q.sum(dim=1), exp_floor)  # (m,)
+            joint_lse = _shifted_logsumexp_(torch.sum(log_q, dim=1, out=joint), exp_floor)  # (m,)
             dims_lse = _shifted_logsumexp_(log_q, exp_floor)  # (m, D); log_q is overwritten
             if joint_acc is None:
                 joint_acc, dims_acc = joint_lse, dims_lse
@@ -209,26 +217,39 @@ def _mean_and_stderr(terms: torch.Tensor) -> tuple[float, float]:
 # MI on an empirical set is capped at log N: q(z_n) = 1/N sum_k q(z_n|x_k) >= q(z_n|x_n)/N, so
 # log q(z_n|x_n) - log q(z_n) <= log N. With well-separated posteriors the estimate saturates
 # at log N however much information the encoder really has; use N with log N >> I(X;Z).
+# These take paired samples z[n] ~ q(z|x_n) and are not differentiable (no_grad): for logging.
 
 
-def kl_marginal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
+@torch.no_grad()
+def kl_marginal(
+    z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, chunk_size: int | None = None
+) -> torch.Tensor:
     """KL[q(z)||p(z)] = E[log q(z) - log p(z)] over the evaluation set (scalar, float64)."""
     return _per_sample_terms(z, mu, logvar, chunk_size, None, torch.float64)["kl_marginal"].mean()
 
 
-def mutual_info(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
+@torch.no_grad()
+def mutual_info(
+    z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, chunk_size: int | None = None
+) -> torch.Tensor:
     """I(X;Z) = E[log q(z|x) - log q(z)] over the evaluation set (scalar, float64; <= log N)."""
     return _per_sample_terms(z, mu, logvar, chunk_size, None, torch.float64)["mutual_info"].mean()
 
 
-def total_correlation(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
+@torch.no_grad()
+def total_correlation(
+    z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, chunk_size: int | None = None
+) -> torch.Tensor:
     """TC = E[log q(z) - sum_j log q(z_j)] over the evaluation set (scalar, float64)."""
     terms = _per_sample_terms(z, mu, logvar, chunk_size, None, torch.float64)
     return terms["total_correlation"].mean()
 
 
-def dimwise_kl(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
-    """sum_j KL[q(z_j)||p(z_j)] = sum_j E[log q(z_j) - log p(z_j)] over the evaluation set (scalar, float64)."""
+@torch.no_grad()
+def dimwise_kl(
+    z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, chunk_size: int | None = None
+) -> torch.Tensor:
+    """sum_j KL[q(z_j)||p(z_j)] = sum_j E[log q(z_j) - log p(z_j)] over the evaluation set (scalar float64)."""
     return _per_sample_terms(z, mu, logvar, chunk_size, None, torch.float64)["dimwise_kl"].mean()
 
 

@@ -68,14 +68,18 @@ class VAEModule(pl.LightningModule):
         self.log("val/beta_effective", self.objective.beta_effective, batch_size=images.shape[0])
 
     @torch.no_grad()
-    def encode_means(self, images: torch.Tensor) -> torch.Tensor:
-        """Posterior means, the representation that metrics score (eval mode, no grad)."""
+    def encode_posterior(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu, logvar) of q(z|x) in eval mode, without gradients, on the module's device and dtype."""
         was_training = self.model.training
         self.model.eval()
         try:
-            return self.model.encode(images.to(self.device))[0]
+            return self.model.encode(images.to(device=self.device, dtype=self.dtype))
         finally:
             self.model.train(was_training)
+
+    def encode_means(self, images: torch.Tensor) -> torch.Tensor:
+        """Posterior means: the representation that the metrics score."""
+        return self.encode_posterior(images)[0]
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.optimizer_factory(self.model.parameters())

@@ -79,11 +79,7 @@ def vaelab_scores(code: str, metric: str) -> dict[str, float]:
     return scores
 
 
-CASES = [
-    pytest.param(code, metric, id=f"{code}-{metric}", marks=[pytest.mark.slow] if metric == "dci" else [])
-    for code in reps.REPRESENTATIONS
-    for metric in METRICS
-]
+CASES = [pytest.param(code, metric, id=f"{code}-{metric}") for code in reps.REPRESENTATIONS for metric in METRICS]
 
 
 @pytest.mark.parametrize("code,metric", CASES)

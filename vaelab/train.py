@@ -30,8 +30,11 @@ def run_config(cfg: DictConfig, objective) -> dict[str, Any]:
     return config
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Train one model; returns the final figures (also in <run dir>/metrics.json)."""
+def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> dict[str, float]:
+    """Train one model; returns the final figures (also in <run dir>/metrics.json).
+
+    ``extra_callbacks`` lets programs (benchmarks, notebooks) watch a run without a config.
+    """
     run_dir = Path(cfg.paths.output_dir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
@@ -66,6 +69,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             suite=OmegaConf.to_container(cfg.metrics.suite), every_n_steps=cfg.metrics.every_n_steps, seed=cfg.metrics.get("seed", 0)
         ),
         InformationEvaluation(**cfg.information),
+        *(extra_callbacks or []),
     ]
     trainer_kwargs = {}
     if cfg.trainer.get("enable_progress_bar") is None:

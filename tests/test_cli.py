@@ -169,3 +169,25 @@ def test_eval_rejects_a_missing_or_foreign_checkpoint(tmp_path):
     junk = run_vaelab("eval", f"ckpt={tmp_path / 'junk.ckpt'}", "logger=none", cwd=tmp_path)
     assert junk.returncode == 2 and "not a readable checkpoint" in junk.stderr
     assert "Traceback" not in missing.stderr + junk.stderr
+
+
+def test_eval_scores_any_representation_from_a_codes_file(tmp_path):
+    """Users of other frameworks: factors on a full grid + their codes -> the same metrics."""
+    import numpy as np
+
+    sizes = (3, 4, 5)
+    factors = np.stack(np.meshgrid(*[np.arange(s) for s in sizes], indexing="ij"), -1).reshape(-1, 3)
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(factors))  # any row order
+    ideal = factors / (np.array(sizes) - 1) + 0.01 * rng.standard_normal(factors.shape)
+    np.savez(tmp_path / "codes.npz", factors=factors[order], codes=ideal[order], factor_names=np.array(["a", "b", "c"]))
+    result = run_vaelab("eval", f"codes={tmp_path / 'codes.npz'}", "metrics=default", "logger=none", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    scores = json.loads(result.stdout)
+    assert scores["metrics/mig"] > 0.9  # an ideal code
+
+    np.savez(tmp_path / "broken.npz", factors=factors[:-1], codes=ideal[:-1])
+    broken = run_vaelab("eval", f"codes={tmp_path / 'broken.npz'}", "logger=none", cwd=tmp_path)
+    assert broken.returncode == 2 and "Traceback" not in broken.stderr
+    (error,) = [line for line in broken.stderr.splitlines() if line.startswith("vaelab: error:")]
+    assert "broken.npz" in error

@@ -331,15 +331,15 @@ def test_load_codes_file_errors_are_one_line_user_errors(tmp_path):
 def test_presets_are_valid_suites():
     from omegaconf import OmegaConf
 
-    from vaelab.metrics import _check_suite
+    from vaelab.metrics import check_suite
 
     conf = pathlib.Path(__file__).parent.parent / "conf" / "metrics"
     full = OmegaConf.to_container(OmegaConf.load(conf / "full.yaml"))
     fast = OmegaConf.to_container(OmegaConf.load(conf / "fast.yaml"))
     assert full["every_n_steps"] is None and fast["every_n_steps"] == 1000
     assert set(full["suite"]) == set(METRICS)
-    _check_suite(full["suite"])
-    _check_suite(fast["suite"])
+    check_suite(full["suite"])
+    check_suite(fast["suite"])
     assert set(fast["suite"]) < set(METRICS)
     # full = the study's hyperparameters, i.e. each metric's defaults
     import inspect

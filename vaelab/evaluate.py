@@ -69,7 +69,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
     if (cfg.ckpt is None) == (cfg.codes is None):
         raise UserError("give exactly one of ckpt=PATH (a vaelab checkpoint) or codes=FILE.npz")
     suite = OmegaConf.to_container(cfg.metrics.suite)
-    metrics._check_suite(suite)  # unknown metric names fail before any encoding
+    metrics.check_suite(suite)  # unknown metric names fail before any encoding
     run_dir = Path(cfg.paths.output_dir)
     started = time.perf_counter()
     group = None
@@ -120,12 +120,13 @@ def print_table(scores: dict[str, float]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from vaelab.metrics import ALIASES
+    from vaelab.metrics import ALIASES, metric_key
 
     table = Table(title="vaelab eval", show_lines=False)
     table.add_column("score")
     table.add_column("value", justify="right")
     for key, value in scores.items():
-        if key not in ALIASES:  # the aliases repeat a row already shown
-            table.add_row(key.removeprefix("metrics/"), f"{value:.4f}")
+        if key in ALIASES and metric_key(*ALIASES[key]) != key:
+            continue  # a short alias repeats a row already shown
+        table.add_row(key.removeprefix("metrics/"), f"{value:.4f}")
     Console(file=sys.stderr).print(table)

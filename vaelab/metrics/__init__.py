@@ -42,7 +42,7 @@ ALIASES: dict[str, tuple[str, str]] = {
     "metrics/modularity": ("modularity_explicitness", "modularity_score"),
 }
 
-__all__ = ["ALIASES", "METRICS", "evaluate", "metric_key", "metric_rng", "hparam_names"]
+__all__ = ["ALIASES", "METRICS", "check_suite", "evaluate", "metric_key", "metric_rng", "hparam_names"]
 
 
 def metric_key(metric: str, score: str) -> str:
@@ -62,7 +62,7 @@ def hparam_names(metric: str) -> list[str]:
     return [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
 
 
-def _check_suite(suite: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+def check_suite(suite: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     checked: dict[str, dict[str, Any]] = {}
     for name, hparams in suite.items():
         if name not in METRICS:
@@ -85,7 +85,7 @@ def evaluate(dataset, represent: Represent, suite: Mapping[str, Mapping | None],
     only on the seed, the metric's hparams and the representation, never on which
     other metrics ran or in what order. All names are checked before anything runs.
     """
-    checked = _check_suite(suite)
+    checked = check_suite(suite)
     results: dict[str, float] = {}
     for name, hparams in checked.items():
         scores = METRICS[name](dataset, represent, metric_rng(seed, name), **hparams)

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pytorch_lightning.loggers import Logger
+from pytorch_lightning.loggers import Logger, WandbLogger
 
 log = logging.getLogger("vaelab")
 
@@ -76,6 +76,35 @@ def _as_float(value: Any) -> float:
     return float(value.item() if hasattr(value, "item") else value)
 
 
+class GuardedWandbLogger(WandbLogger):
+    """Lightning's WandbLogger, except that a W&B failure mid-run is reported once and then
+    ignored: training goes on and every figure still reaches metrics.json."""
+
+    _failed = False
+
+    def _guarded(self, method, *args, **kwargs):
+        if self._failed:
+            return None
+        try:
+            return method(*args, **kwargs)
+        except Exception as error:  # noqa: BLE001 - no W&B problem may stop training
+            self._failed = True
+            log.warning("W&B failed (%s); training continues, figures go to metrics.json", _one_line(error))
+            return None
+
+    def log_metrics(self, metrics, step=None) -> None:
+        self._guarded(super().log_metrics, metrics, step)
+
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        self._guarded(super().log_hyperparams, params, *args, **kwargs)
+
+    def after_save_checkpoint(self, checkpoint_callback) -> None:
+        self._guarded(super().after_save_checkpoint, checkpoint_callback)
+
+    def finalize(self, status: str) -> None:
+        self._guarded(super().finalize, status)
+
+
 def wandb_api_key_configured() -> bool:
     if os.environ.get("WANDB_API_KEY"):
         return True
@@ -113,13 +142,11 @@ def wandb_logger(
     entity: str | None = None,
     run_id: str | None = None,
 ) -> Logger | None:
-    """Lightning's WandbLogger, started now so that a failure is seen (and survived) here.
+    """A :class:`GuardedWandbLogger`, started now so that a failure is seen (and survived) here.
 
     Returns None, after saying so in one line, if W&B cannot start: training goes on
     and every figure still reaches metrics.json.
     """
-    from pytorch_lightning.loggers import WandbLogger
-
     mode = resolve_wandb_mode(mode)
     if mode == "disabled":
         return None
@@ -128,7 +155,7 @@ def wandb_logger(
     name = name or overrides_name
     Path(save_dir).mkdir(parents=True, exist_ok=True)
     try:
-        logger = WandbLogger(
+        logger = GuardedWandbLogger(
             save_dir=save_dir,
             project=project,
             entity=entity,
@@ -182,8 +209,6 @@ def _one_line(error: BaseException) -> str:
 
 def finish_wandb(loggers: list[Logger], exit_code: int = 0) -> None:
     """``wandb.finish()`` after every job: without it a multirun logs all jobs into one run."""
-    from pytorch_lightning.loggers import WandbLogger
-
     for logger in loggers:
         if isinstance(logger, WandbLogger) and logger._experiment is not None:
             try:

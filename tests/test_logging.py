@@ -1,0 +1,46 @@
+"""Figures are never lost: metrics.json gets everything, whatever W&B does."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from tests.conftest import compose_train
+
+TINY_RUN = [
+    "model=mlp", "model.hidden=[32]", "data.val_size=64", "metrics=none", "information.num_samples=0",
+    "trainer.max_steps=20", "trainer.log_every_n_steps=5", "trainer.val_check_interval=10",
+]  # fmt: skip
+
+
+def test_wandb_failing_mid_run_neither_stops_training_nor_loses_figures(tmp_path, monkeypatch, caplog):
+    import wandb.sdk.wandb_run
+
+    from vaelab.train import train
+
+    calls = []
+
+    def broken_log(self, *args, **kwargs):
+        calls.append(args)
+        raise ConnectionError("W&B went away")
+
+    monkeypatch.setattr(wandb.sdk.wandb_run.Run, "log", broken_log)
+    # tags are given here because the compose API has no ${hydra:runtime.choices}
+    train(compose_train([*TINY_RUN, "logger=wandb", "logger.tags=[test]"], tmp_path))
+
+    assert len(calls) == 1  # tried, failed, said so once, then left alone
+    assert sum("W&B failed (ConnectionError: W&B went away)" in r.getMessage() for r in caplog.records) == 1
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 20
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert [entry["step"] for entry in metrics["history"] if "train/loss" in entry] == [4, 9, 14, 19]
+    assert {"train/loss", "val/loss", "train/beta_effective"} <= metrics["final"].keys()
+
+
+def test_wandb_that_cannot_start_leaves_training_running(tmp_path, monkeypatch, caplog):
+    from vaelab.train import train
+
+    monkeypatch.setenv("WANDB_MODE", "not-a-mode")  # wandb.init rejects it
+    train(compose_train([*TINY_RUN, "logger=wandb", "logger.tags=[test]"], tmp_path))
+    assert any("W&B could not start" in r.getMessage() for r in caplog.records)
+    assert json.loads((tmp_path / "metrics.json").read_text())["final"]["train/beta_effective"] == 1.0

@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 
 BENCHMARKS = {
-    "train_speed.py": ([], ["--steps", "100", "--repeats", "1"]),
+    "train_speed.py": ([], ["--steps", "100", "--repeats", "1", "--batch-sizes", "64"]),
     "metrics_speed.py": ([], ["--suites", "fast"]),
     "information_speed.py": ([], ["--repeats", "1"]),
 }

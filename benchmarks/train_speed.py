@@ -1,12 +1,17 @@
-"""Training throughput through the real loop (Lightning, data stream, logging), and startup time.
+"""Training throughput through the real loop (Lightning, data stream, logging), and what bounds it.
 
     PYTHONPATH=. python benchmarks/train_speed.py [--steps 300] [--batch-sizes 64 256] [--repeats 3]
 
-For each batch size: runs `vaelab.train.train` (standard conv architecture, dSprites,
-Bernoulli β-VAE, logger=none, metrics and information off) and times the steps after a
-warm-up of 20 steps; reports the median images/s over repeats. Also times the data
-stream alone (cost of producing one batch as a share of a step) and, once, the wall
-time from starting `vaelab train` to its first training step.
+- the machine's fp32 matrix-multiply rate, measured here (the ceiling for the model);
+- FLOPs per image of the standard conv architecture, forward + backward (torch's counter);
+- for each batch size: `vaelab.train.train` (standard conv architecture, dSprites,
+  Bernoulli β-VAE, logger=none, metrics and information off), steps timed after a
+  warm-up of 20; median images/s over repeats and the fraction of the matmul rate;
+- the step split into data / forward / backward / optimiser, timed in a plain loop of the
+  same model, and "loop overhead" = real-loop step time minus their sum (Lightning and
+  logging);
+- the wall time from `vaelab train` to its first step, and the peak memory (max RSS) of a
+  default run cut to 1,000 steps (metrics and information estimates included).
 Prints one human line and one JSON line per figure: {"name", "value", "unit"}.
 """
 
@@ -64,16 +69,75 @@ def train_images_per_second(batch_size: int, steps: int) -> float:
     return timer.steps * batch_size / timer.elapsed
 
 
-def data_share(batch_size: int, step_seconds: float, repeats: int = 50) -> float:
-    from vaelab.data.dsprites import ProceduralDSprites
-    from vaelab.data.stream import TrainingStream
+def matmul_gflops(size: int = 2048, repeats: int = 20) -> float:
+    import torch
 
-    stream = iter(TrainingStream(ProceduralDSprites(), batch_size, seed=0))
-    next(stream)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
     start = time.perf_counter()
     for _ in range(repeats):
-        next(stream)
-    return (time.perf_counter() - start) / repeats / step_seconds
+        a @ b
+    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def flops_per_image(batch_size: int = 64) -> float:
+    """Forward + backward FLOPs of the standard architecture with its loss, per image."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from vaelab.models import ConvVAE
+    from vaelab.objectives.betavae import BetaVAE
+
+    model, objective = ConvVAE((1, 64, 64), True), BetaVAE()
+    images = (torch.rand(batch_size, 1, 64, 64) > 0.9).float()
+    with FlopCounterMode(display=False) as counter:
+        objective(model(images))["loss"].backward()
+    return counter.get_total_flops() / batch_size
+
+
+def step_breakdown(batch_size: int, steps: int = 30) -> dict[str, float]:
+    """Seconds per step of each phase, in a plain loop over the same model, data and optimiser."""
+    import torch
+
+    from vaelab.data.dsprites import ProceduralDSprites
+    from vaelab.data.stream import TrainingStream
+    from vaelab.models import ConvVAE
+    from vaelab.objectives.betavae import BetaVAE
+    from vaelab.system import tune_glibc_malloc
+
+    tune_glibc_malloc()
+    model, objective = ConvVAE((1, 64, 64), True), BetaVAE()
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-4, foreach=True)
+    stream = iter(TrainingStream(ProceduralDSprites(), batch_size, seed=0))
+    phases = {"data": 0.0, "forward": 0.0, "backward": 0.0, "optimizer": 0.0}
+    for step in range(steps + 5):
+        t0 = time.perf_counter()
+        batch = next(stream)
+        t1 = time.perf_counter()
+        loss = objective(model(batch["images"]))["loss"]
+        t2 = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        t3 = time.perf_counter()
+        optimizer.step()
+        t4 = time.perf_counter()
+        if step >= 5:  # warm-up
+            for name, seconds in zip(phases, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                phases[name] += seconds / steps
+    return phases
+
+
+def peak_rss_of_default_run(steps: int = 1000) -> float:
+    """Max RSS (MB) of `vaelab train` with its defaults (W&B offline), cut to ``steps``."""
+    import resource
+
+    with tempfile.TemporaryDirectory() as cwd:
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "offline", "WANDB_DIR": cwd}
+        subprocess.run(
+            [sys.executable, "-m", "vaelab", "train", f"trainer.max_steps={steps}"],
+            cwd=cwd, env=env, check=True, capture_output=True,
+        )  # fmt: skip
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
 def startup_seconds() -> float:
@@ -103,13 +167,27 @@ def main(argv=None) -> list[dict]:
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     figures = []
+
+    def add(name: str, value: float, unit: str) -> None:
+        figures.append({"name": name, "value": round(value, 4), "unit": unit})
+
+    peak = matmul_gflops()
+    flops = flops_per_image()
+    add("matmul_fp32_gflops", peak, "GFLOP/s")
+    add("model_flops_per_image_fwd_bwd", flops / 1e6, "MFLOP")
+    add("flop_bound_images_per_s", peak * 1e9 / flops, "images/s")
     for batch_size in args.batch_sizes:
         rates = [train_images_per_second(batch_size, args.steps) for _ in range(args.repeats)]
         rate = statistics.median(rates)
-        figures.append({"name": f"train_images_per_s_batch{batch_size}", "value": round(rate, 1), "unit": "images/s"})
-        share = data_share(batch_size, batch_size / rate)
-        figures.append({"name": f"data_share_of_step_batch{batch_size}", "value": round(share, 4), "unit": "ratio"})
-    figures.append({"name": "startup_to_first_step", "value": round(startup_seconds(), 2), "unit": "s"})
+        add(f"train_images_per_s_batch{batch_size}", rate, "images/s")
+        add(f"fraction_of_matmul_peak_batch{batch_size}", rate * flops / (peak * 1e9), "ratio")
+        phases = step_breakdown(batch_size)
+        for name, seconds in phases.items():
+            add(f"step_{name}_ms_batch{batch_size}", seconds * 1e3, "ms")
+        add(f"step_loop_overhead_ms_batch{batch_size}", (batch_size / rate - sum(phases.values())) * 1e3, "ms")
+        add(f"data_share_of_step_batch{batch_size}", phases["data"] / (batch_size / rate), "ratio")
+    add("startup_to_first_step", startup_seconds(), "s")
+    add("peak_rss_default_run_1000_steps", peak_rss_of_default_run(), "MB")
     for figure in figures:
         print(f"{figure['name']:<36} {figure['value']:>10} {figure['unit']}")
     for figure in figures:

@@ -66,6 +66,10 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
     from vaelab import metrics
     from vaelab.metrics.representation import CachedEncoder, load_codes_file
 
+    from vaelab.system import tune_glibc_malloc
+
+    if cfg.get("tune_malloc", True):
+        tune_glibc_malloc()
     if (cfg.ckpt is None) == (cfg.codes is None):
         raise UserError("give exactly one of ckpt=PATH (a vaelab checkpoint) or codes=FILE.npz")
     suite = OmegaConf.to_container(cfg.metrics.suite)

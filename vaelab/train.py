@@ -17,6 +17,7 @@ from vaelab.callbacks import DisentanglementEvaluation, InformationEvaluation, S
 from vaelab.data.stream import GroundTruthDataModule
 from vaelab.logging import MetricsFileLogger, finish_wandb
 from vaelab.module import VAEModule
+from vaelab.system import tune_glibc_malloc
 
 log = logging.getLogger("vaelab")
 
@@ -35,6 +36,8 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
 
     ``extra_callbacks`` lets programs (benchmarks, notebooks) watch a run without a config.
     """
+    if cfg.get("tune_malloc", True):
+        tune_glibc_malloc()
     run_dir = Path(cfg.paths.output_dir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 

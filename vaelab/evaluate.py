@@ -96,7 +96,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
         dataset, represent = load_codes_file(cfg.codes)
         source = {"codes": str(Path(cfg.codes).resolve())}
 
-    scores = metrics.evaluate(dataset, represent, suite, seed=cfg.metrics.get("seed", 0))
+    scores = metrics.evaluate(dataset, represent, suite, seed=cfg.metrics.seed)
     scores["metrics/seconds"] = time.perf_counter() - started
 
     metrics_file = MetricsFileLogger(run_dir)

@@ -11,6 +11,7 @@ import hydra.utils
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import WandbLogger
 
 from vaelab import objectives
 from vaelab.callbacks import DisentanglementEvaluation, InformationEvaluation, StepProgressBar
@@ -54,7 +55,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
         external = hydra.utils.instantiate(cfg.logger)
         if external is not None:
             loggers.append(external)
-            if hasattr(external, "experiment") and hasattr(external.experiment, "group"):
+            if isinstance(external, WandbLogger):
                 # Kept in the checkpoint: `vaelab eval` joins the group, a resume the run.
                 run = external.experiment
                 config["wandb"] = {"id": run.id, "group": run.group or None, "name": run.name}
@@ -69,7 +70,9 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
             every_n_train_steps=cfg.checkpoint.every_n_steps,
         ),
         DisentanglementEvaluation(
-            suite=OmegaConf.to_container(cfg.metrics.suite), every_n_steps=cfg.metrics.every_n_steps, seed=cfg.metrics.get("seed", 0)
+            suite=OmegaConf.to_container(cfg.metrics.suite),
+            every_n_steps=cfg.metrics.every_n_steps,
+            seed=cfg.metrics.seed,
         ),
         InformationEvaluation(**cfg.information),
         *(extra_callbacks or []),

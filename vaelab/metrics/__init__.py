@@ -9,6 +9,8 @@ the short headline aliases in :data:`ALIASES`.
 from __future__ import annotations
 
 import inspect
+import logging
+import time
 import zlib
 from collections.abc import Mapping
 from typing import Any, Callable
@@ -18,6 +20,8 @@ import numpy as np
 from vaelab.errors import UserError
 from vaelab.metrics import beta_vae, dci, factor_vae, irs, mig, modularity_explicitness, sap, unsupervised
 from vaelab.metrics._common import Represent
+
+log = logging.getLogger("vaelab")
 
 MetricFn = Callable[..., dict[str, float]]
 
@@ -88,9 +92,12 @@ def evaluate(dataset, represent: Represent, suite: Mapping[str, Mapping | None],
     checked = check_suite(suite)
     results: dict[str, float] = {}
     for name, hparams in checked.items():
+        started = time.perf_counter()
         scores = METRICS[name](dataset, represent, metric_rng(seed, name), **hparams)
         for score, value in scores.items():
             results[metric_key(name, score)] = float(value)
+        if len(checked) > 1:  # a suite can take minutes: say where it is
+            log.info("metric %s: %.1f s", name, time.perf_counter() - started)
     for alias, (name, score) in ALIASES.items():
         if name in checked:
             results[alias] = results[metric_key(name, score)]

@@ -163,29 +163,40 @@ class BinnedGradientBoosting:
 
 # --- exact thresholds ----------------------------------------------------------------------
 
-_FEATURE_THRESHOLD = np.float32(1e-7)  # sklearn's tree: values closer than this are ties
-_INVALID = -1.0  # gain of a position that is not a candidate split (valid gains are >= 0)
+_FEATURE_THRESHOLD = np.float32(1e-7)  # sklearn's splitter: closer values are ties
+# Gains are compared after dropping their last 24 mantissa bits (relative resolution
+# 2**-28): splits that tie in exact arithmetic (frequent: residuals take few distinct
+# values while samples share leaves) then tie here too, whatever the round-off of the
+# cumulative sums, and the lowest position wins, as in sklearn.
+_TIE_MASK = ~((1 << 24) - 1)
+
+
+def _truncate(gain):
+    import torch
+
+    return (gain.view(torch.int64) & _TIE_MASK).view(torch.float64)
 
 
 class ExactGradientBoosting:
-    """sklearn's ``GradientBoostingClassifier`` (log loss, friedman_mse, no
-    subsampling, min_samples_leaf=1) with exact thresholds, grown level-wise.
+    """sklearn's ``GradientBoostingClassifier`` (log loss, squared-error splits, no
+    subsampling, min_samples_leaf=1) with sklearn's exact thresholds, grown level-wise.
 
-    Same model as sklearn: features cast to float32, a candidate threshold between
-    every two consecutive distinct values of a node (ties up to sklearn's 1e-7),
+    The model is sklearn's: features cast to float32, a candidate threshold between
+    every two consecutive distinct values in a node (values within 1e-7 are ties),
     the threshold at their midpoint, the split maximising the squared-error
-    reduction, Newton leaf values, impurity-decrease importances. What differs is
-    the search: every feature is sorted once; the samples of all trees of a chunk
-    are kept, per tree and feature, in an array ordered by (node, value), so one
-    level of all those trees is a handful of whole-array torch operations
-    (a cumulative sum of the node-centred residuals gives every candidate's gain),
-    and the samples are stably partitioned into the next level's order by a scatter.
-    Equal gains are broken by the lowest position, then the lowest feature (sklearn:
-    random feature order), which is the only way its trees can differ.
+    reduction, Newton leaf values, impurity-decrease importances. The search differs:
+    every feature is sorted once, and the samples of all trees of a chunk are kept,
+    per tree and feature, in one row ordered by (node, value). A level of all those
+    trees is then a few whole-array torch operations: one cumulative sum of the
+    node-centred residuals gives every candidate's gain c^2 / (n_left n_right), and a
+    stable partition (a scatter) orders the rows for the next level. Equal gains go
+    to the lowest position, then the lowest feature; sklearn visits the features in a
+    random order, so where two features tie its trees differ between random_states,
+    and ours are one of its possible outcomes.
     """
 
     def __init__(
-        self, n_estimators: int = 100, learning_rate: float = 0.1, max_depth: int = 3, tree_chunk: int = 16
+        self, n_estimators: int = 100, learning_rate: float = 0.1, max_depth: int = 3, tree_chunk: int = 8
     ):
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
@@ -197,9 +208,9 @@ class ExactGradientBoosting:
     def fit(self, x: np.ndarray, y: np.ndarray) -> "ExactGradientBoosting":
         import torch
 
-        x32 = np.ascontiguousarray(x, dtype=np.float32)  # what sklearn's trees see
-        if x32.ndim != 2:
-            raise ValueError("x must be 2-d")
+        x32 = np.ascontiguousarray(x, dtype=np.float32)  # sklearn's trees split float32 values
+        if x32.ndim != 2 or len(x32) != len(y):
+            raise ValueError("x must be (N, D) with one label per row")
         self.classes_, y_index = np.unique(np.asarray(y), return_inverse=True)
         num_classes = len(self.classes_)
         if num_classes < 2:
@@ -209,7 +220,7 @@ class ExactGradientBoosting:
         onehot = np.zeros((n, num_classes))
         onehot[np.arange(n), y_index.ravel()] = 1.0
         eps = np.finfo(np.float64).eps
-        prior = np.clip(onehot.mean(axis=0), eps, 1 - eps)
+        prior = np.clip(onehot.mean(axis=0), eps, 1 - eps)  # sklearn's 'prior' init
         self.binary_ = num_classes == 2
         if self.binary_:
             targets = onehot[:, 1:]
@@ -219,153 +230,195 @@ class ExactGradientBoosting:
             self.init_ = np.log(prior) - np.log(prior).mean()  # sklearn's symmetric link
         trees = targets.shape[1]
 
-        order = np.argsort(x32, axis=0, kind="stable").T  # (D, N)
+        order = np.ascontiguousarray(np.argsort(x32, axis=0, kind="stable").T, dtype=np.int64)  # (D, N)
         x_sorted = np.take_along_axis(x32.T, order, axis=1)
-        ties = np.zeros((d, n), dtype=bool)
-        ties[:, :-1] = x_sorted[:, 1:] <= x_sorted[:, :-1] + _FEATURE_THRESHOLD
-        self._data = dict(
-            order=torch.from_numpy(np.ascontiguousarray(order, dtype=np.int64)),
-            x_sorted=torch.from_numpy(np.ascontiguousarray(x_sorted)),
-            ties=torch.from_numpy(ties),
-            any_ties=bool(ties.any()),
+        invalid = np.ones((d, n), dtype=bool)  # no split after the last value, nor inside ties
+        invalid[:, :-1] = x_sorted[:, 1:] <= x_sorted[:, :-1] + _FEATURE_THRESHOLD
+        # Below the root, ties are found by comparing tie groups (runs of values that
+        # sklearn would not split, numbered in sorted order) rather than the values.
+        group = np.zeros((d, n), dtype=np.int32)
+        group[:, 1:] = np.cumsum(~invalid[:, :-1], axis=1)
+        packed = np.empty((d, n, 2), dtype=np.int32)  # (sample id, tie group) in one int64
+        packed[..., 0] = order
+        packed[..., 1] = group
+        left = np.arange(1, n + 1, dtype=np.float64)
+        self._root = dict(
+            order=torch.from_numpy(order).unsqueeze(0),
+            x32=torch.from_numpy(np.ascontiguousarray(x32.T)),  # (D, N)
+            packed=torch.from_numpy(packed.view(np.int64).reshape(1, d, n)),
+            ties=torch.from_numpy(invalid.reshape(1, d, n)),
+            weight=torch.from_numpy(np.where(left < n, 1.0 / (left * np.maximum(n - left, 1)), 0.0)),
+            any_ties=bool(invalid[:, :-1].any()),
             x=torch.from_numpy(np.ascontiguousarray(x32.T, dtype=np.float64)),  # (D, N)
             positions=torch.arange(n),
         )
+        chunk = max(1, min(self.tree_chunk, trees))
+        self._buffers = {
+            name: torch.empty((chunk, d, n), dtype=dtype)
+            for name, dtype in [
+                ("cum", torch.float64),
+                ("packed", torch.int64),
+                ("packed_next", torch.int64),
+                ("ids", torch.int64),
+                ("index", torch.int64),
+                ("right", torch.bool),
+                ("tie", torch.bool),
+                ("count", torch.int32),
+                ("dest", torch.int32),
+            ]
+        }
         raw = np.tile(self.init_, (n, 1))
         importances = torch.zeros(d, dtype=torch.float64)
         self.stages_: list[tuple[list[np.ndarray], list[np.ndarray], np.ndarray]] = []
         factor = 1.0 if self.binary_ else (num_classes - 1) / num_classes
-        for _ in range(self.n_estimators):
-            prob = self._probabilities(raw)
-            residual = torch.from_numpy(np.ascontiguousarray((targets - prob).T))  # (T, N)
-            hessian = torch.from_numpy(np.ascontiguousarray((prob * (1.0 - prob)).T))
-            features = [np.zeros((trees, 2**level), dtype=np.int64) for level in range(self.max_depth)]
-            thresholds = [np.zeros((trees, 2**level)) for level in range(self.max_depth)]
-            values = np.zeros((trees, 2**self.max_depth))
-            for lo in range(0, trees, self.tree_chunk):
-                hi = min(trees, lo + self.tree_chunk)
-                leaf, chunk_features, chunk_thresholds = self._grow(residual[lo:hi], importances)
-                for level in range(self.max_depth):
-                    features[level][lo:hi] = chunk_features[level]
-                    thresholds[level][lo:hi] = chunk_thresholds[level]
-                leaves = 2**self.max_depth
-                numerator = torch.zeros(hi - lo, leaves, dtype=torch.float64).scatter_add_(1, leaf, residual[lo:hi])
-                denominator = torch.zeros(hi - lo, leaves, dtype=torch.float64).scatter_add_(
-                    1, leaf, hessian[lo:hi]
-                )
-                numerator, denominator = numerator.numpy() * factor, denominator.numpy()
-                small = np.abs(denominator) < 1e-150  # sklearn's _safe_divide
-                values[lo:hi] = np.where(small, 0.0, numerator / np.where(small, 1.0, denominator))
-                raw[:, lo:hi] += self.learning_rate * np.take_along_axis(values[lo:hi], leaf.numpy(), axis=1).T
-            self.stages_.append((features, thresholds, values))
-        del self._data
+        leaves = 2**self.max_depth
+        try:
+            for _ in range(self.n_estimators):
+                prob = self._probabilities(raw)
+                residual = np.ascontiguousarray((targets - prob).T)  # (T, N)
+                hessian = torch.from_numpy(np.ascontiguousarray((prob * (1.0 - prob)).T))
+                features = [np.zeros((trees, 2**level), dtype=np.int64) for level in range(self.max_depth)]
+                thresholds = [np.zeros((trees, 2**level)) for level in range(self.max_depth)]
+                values = np.zeros((trees, leaves))
+                for lo in range(0, trees, chunk):
+                    hi = min(trees, lo + chunk)
+                    leaf, chunk_features, chunk_thresholds = self._grow(residual[lo:hi], importances)
+                    for level in range(self.max_depth):
+                        features[level][lo:hi] = chunk_features[level]
+                        thresholds[level][lo:hi] = chunk_thresholds[level]
+                    numerator = torch.zeros(hi - lo, leaves, dtype=torch.float64)
+                    numerator.scatter_add_(1, leaf, torch.from_numpy(residual[lo:hi]))
+                    denominator = torch.zeros(hi - lo, leaves, dtype=torch.float64)
+                    denominator.scatter_add_(1, leaf, hessian[lo:hi])
+                    numerator, denominator = numerator.numpy() * factor, denominator.numpy()
+                    small = np.abs(denominator) < 1e-150  # sklearn's _safe_divide
+                    values[lo:hi] = np.where(small, 0.0, numerator / np.where(small, 1.0, denominator))
+                    leaf_values = np.take_along_axis(values[lo:hi], leaf.numpy(), axis=1)
+                    raw[:, lo:hi] += self.learning_rate * leaf_values.T
+                self.stages_.append((features, thresholds, values))
+        finally:
+            del self._root, self._buffers
         total = float(importances.sum())
         self.feature_importances_ = importances.numpy() / total if total > 0 else importances.numpy()
         return self
 
-    def _grow(self, residual, importances):
-        """Grow the trees of one chunk (T residual vectors) level by level.
+    def _grow(self, residual: np.ndarray, importances):
+        """Grow the trees of one chunk (T residual vectors, (T, N)) level by level.
 
-        Returns each sample's leaf (T, N), and per level the split features and
-        thresholds (T, 2**level); an unsplit node gets threshold +inf, so all of its
-        samples go to its left child and it stays a leaf.
+        Adds each split's squared-error decrease to ``importances``; returns each
+        sample's leaf (T, N) and per level the split features and thresholds
+        (T, 2**level). An unsplit node gets threshold +inf: its samples all go to its
+        left child, which is then not split either, so it stays one leaf.
         """
         import torch
 
-        data = self._data
+        root = self._root
         t, n = residual.shape
-        d = data["order"].shape[0]
-        positions = data["positions"]
+        d = root["order"].shape[1]
         f64 = torch.float64
+        positions = root["positions"]
+        buf = {name: b[:t] for name, b in self._buffers.items()}
+        rows = torch.arange(t).unsqueeze(1)
+        residual_t = torch.from_numpy(residual)
         node = torch.zeros(t, n, dtype=torch.int64)  # each sample's node at this level
         sizes = torch.full((t, 1), n, dtype=torch.int64)  # node sizes, nodes in order
         unsplittable = torch.zeros(t, 1, dtype=torch.bool)
-        # The samples of every (tree, feature) ordered by (node, value): residuals,
-        # float32 feature values, sample ids. Level 0: one node, the presorted order.
-        r_layout = torch.index_select(residual, 1, data["order"].reshape(-1)).reshape(t, d, n)
-        x_layout = data["x_sorted"].unsqueeze(0)
-        id_layout = data["order"].unsqueeze(0)
-        tie_layout = data["ties"].unsqueeze(0) if data["any_ties"] else None
+        # Per (tree, feature) row, the samples ordered by (node, value), as sample ids
+        # and (below the root) as packed (sample id, tie group) pairs.
+        ids, packed = root["order"].expand(t, d, n), None
+        cum = buf["cum"]
         features, thresholds = [], []
-        residual_sq = residual * residual
         for level in range(self.max_depth):
             m = 2**level
-            sums = torch.zeros(t, m, dtype=f64).scatter_add_(1, node, residual)
-            squares = torch.zeros(t, m, dtype=f64).scatter_add_(1, node, residual_sq)
+            sums = torch.zeros(t, m, dtype=f64).scatter_add_(1, node, residual_t)
             count = sizes.to(f64).clamp(min=1.0)
             mean = sums / count
-            impurity = squares / count - mean * mean
+            centred = residual_t - mean.gather(1, node)
+            impurity = torch.zeros(t, m, dtype=f64).scatter_add_(1, node, centred * centred) / count
             unsplittable = unsplittable | (sizes < 2) | (impurity <= _EPSILON)
+            # c = running sum of the node-centred residuals along each row: it restarts
+            # at every node boundary, and the split after position p of a node with
+            # n_l samples on its left gains n c^2 / (n_l n_r) in squared error.
+            torch.gather(centred.unsqueeze(1).expand(t, d, n), 2, ids, out=cum)
+            torch.cumsum(cum, 2, out=cum)
             starts = torch.cumsum(sizes, 1) - sizes
-            # per position of the layout (same for every feature of a tree): its node
-            segment = (positions.view(1, 1, n) >= (starts + sizes).unsqueeze(2)).sum(1) if m > 1 else (
-                torch.zeros(t, n, dtype=torch.int64)
-            )
-            segment = segment.clamp(max=m - 1)
-            start_p = starts.gather(1, segment)
-            n_left = positions.unsqueeze(0) - start_p + 1
-            n_right = sizes.gather(1, segment) - n_left
-            valid = (n_right > 0) & ~unsplittable.gather(1, segment)
-            weight = torch.where(valid, 1.0 / (n_left * n_right).to(f64).clamp(min=1.0), 0.0)
-            offset = torch.where(valid, 0.0, _INVALID).to(f64)
-            centred = r_layout - mean.gather(1, segment).unsqueeze(1)
-            cum = torch.cumsum(centred, 2)
-            # gain of splitting after each position: (sum_left - n_left * mean)^2 / (n_left n_right)
-            gain = torch.addcmul(offset.unsqueeze(1), cum * weight.unsqueeze(1), cum)
-            if tie_layout is not None:
-                gain.masked_fill_(tie_layout, _INVALID)
-            best_over_features = gain.amax(1)  # (T, N)
-            node_best = torch.full((t, m), -np.inf, dtype=f64).scatter_reduce_(
-                1, segment, best_over_features, "amax"
-            )
-            hit = best_over_features == node_best.gather(1, segment)
+            if level == 0:
+                segment = torch.zeros(t, n, dtype=torch.int64)
+                weight = root["weight"].expand(t, n)
+                if root["any_ties"]:
+                    cum.masked_fill_(root["ties"], 0.0)
+            else:
+                segment = torch.repeat_interleave(
+                    torch.arange(m).repeat(t), sizes.reshape(-1), output_size=t * n
+                ).view(t, n)
+                n_left = positions.unsqueeze(0) - starts.gather(1, segment) + 1
+                n_right = sizes.gather(1, segment) - n_left
+                weight = torch.where(n_right > 0, 1.0 / (n_left * n_right.clamp(min=1)).to(f64), 0.0)
+                if root["any_ties"]:  # no split between two equal values
+                    tie, group = buf["tie"], packed.view(torch.int32)[..., 1::2]
+                    torch.eq(group[..., 1:], group[..., :-1], out=tie[..., :-1])
+                    tie[..., -1] = True
+                    cum.masked_fill_(tie, 0.0)
+            # gain c^2 / (n_l n_r) (n_l n_r is the same for every feature of a tree)
+            cum.mul_(cum)
+            best = _truncate(cum.amax(1) * weight)  # (T, N)
+            node_best = torch.zeros(t, m, dtype=f64).scatter_reduce_(1, segment, best, "amax")
+            hit = best == node_best.gather(1, segment)
             candidate = torch.where(hit, positions.unsqueeze(0), n)
             position = torch.full((t, m), n, dtype=torch.int64).scatter_reduce_(1, segment, candidate, "amin")
-            split = node_best >= 0
+            split = (node_best > 0) & ~unsplittable
             position = torch.where(split, position, 0).clamp(max=n - 2)
-            at_best = gain.gather(2, position.unsqueeze(1).expand(t, d, m))  # (T, D, M)
-            feature = torch.where(split, torch.argmax(at_best, 1), 0)
-            x_full = x_layout.expand(t, d, n)
-            x_lo = x_full[torch.arange(t).unsqueeze(1), feature, position].to(f64)
-            x_hi = x_full[torch.arange(t).unsqueeze(1), feature, position + 1].to(f64)
-            threshold = torch.where(split, x_lo / 2.0 + x_hi / 2.0, np.inf)
-            # importance: the squared-error decrease n c^2 / (n_l n_r) of each split
-            c_best = cum[torch.arange(t).unsqueeze(1), feature, position]
+            at_best = cum.gather(2, position.unsqueeze(1).expand(t, d, m))  # c^2, (T, D, M)
             w_best = weight.gather(1, position)
-            decrease = torch.where(split, sizes.to(f64) * c_best * c_best * w_best, 0.0)
+            feature = torch.where(split, torch.argmax(_truncate(at_best * w_best.unsqueeze(1)), 1), 0)
+            x32 = root["x32"]
+            low_x = x32[feature, ids[rows, feature, position]].to(f64)
+            high_x = x32[feature, ids[rows, feature, position + 1]].to(f64)
+            threshold = torch.where(split, low_x / 2.0 + high_x / 2.0, np.inf)
+            # importance: the split's squared-error decrease n c^2 / (n_l n_r)
+            c2_best = at_best.gather(1, feature.unsqueeze(1)).squeeze(1)
+            decrease = torch.where(split, sizes.to(f64) * c2_best * w_best, 0.0)
             importances.index_add_(0, feature.reshape(-1), decrease.reshape(-1))
             features.append(feature.numpy())
             thresholds.append(threshold.numpy())
-            go_right = torch.gather(data["x"], 0, feature.gather(1, node)) > threshold.gather(1, node)
+            go_right = torch.gather(root["x"], 0, feature.gather(1, node)) > threshold.gather(1, node)
             left_sizes = torch.where(split, position - starts + 1, sizes)
             right_sizes = sizes - left_sizes
             if level + 1 < self.max_depth:
-                # stable partition of every (tree, feature) row into the children's order
-                if id_layout.shape[0] == 1:
-                    bits = torch.index_select(go_right, 1, id_layout.reshape(-1)).reshape(t, d, n)
-                else:
-                    bits = torch.gather(go_right.unsqueeze(1).expand(t, d, n), 2, id_layout)
-                right_before = torch.cumsum(bits, 2, dtype=torch.int32)
-                right_base = torch.cumsum(right_sizes, 1) - right_sizes  # right-goers in earlier nodes
-                a0 = (positions.unsqueeze(0) + right_base.gather(1, segment)).to(torch.int32)
-                a1 = (starts + left_sizes - 1 - right_base).gather(1, segment).to(torch.int32)
-                dest = right_before * 2
-                dest += (a1 - a0).unsqueeze(1)
-                dest *= bits
-                dest += a0.unsqueeze(1)
-                dest -= right_before
-                dest = dest.long()
-                r_layout = torch.empty_like(r_layout).scatter_(2, dest, r_layout)
-                x_layout = torch.empty(t, d, n, dtype=torch.float32).scatter_(2, dest, x_layout.expand(t, d, n))
-                if level + 2 < self.max_depth:
-                    id_layout = torch.empty(t, d, n, dtype=torch.int64).scatter_(2, dest, id_layout.expand(t, d, n))
-                if tie_layout is not None:
-                    tie_layout = torch.zeros(t, d, n, dtype=torch.bool)
-                    tie_layout[:, :, :-1] = x_layout[:, :, 1:] <= x_layout[:, :, :-1] + _FEATURE_THRESHOLD
+                packed = self._partition(level, ids, packed, go_right, segment, starts, left_sizes, right_sizes)
+                ids = buf["ids"]
+                ids.copy_(packed.view(torch.int32)[..., 0::2])
             node = 2 * node + go_right
             sizes = torch.stack([left_sizes, right_sizes], 2).reshape(t, 2 * m)
             unsplittable = (~split).repeat_interleave(2, 1)
         return node, features, thresholds
+
+    def _partition(self, level, ids, packed, go_right, segment, starts, left_sizes, right_sizes):
+        """Stable partition of every (tree, feature) row into its children's order:
+        returns the packed (sample id, tie group) rows of the next level."""
+        import torch
+
+        root = self._root
+        t, d, n = ids.shape
+        buf = {name: b[:t] for name, b in self._buffers.items()}
+        right, count, dest, index = buf["right"], buf["count"], buf["dest"], buf["index"]
+        torch.gather(go_right.unsqueeze(1).expand(t, d, n), 2, ids, out=right)
+        torch.cumsum(right, 2, dtype=torch.int32, out=count)  # right-goers up to here
+        right_base = (torch.cumsum(right_sizes, 1) - right_sizes).gather(1, segment)
+        # left-goer: position - right-goers before it in its node; right-goer: after the
+        # node's left-goers: start + n_left - 1 + (right-goers up to it in its node)
+        to_left = (root["positions"].unsqueeze(0) + right_base).to(torch.int32)
+        to_right = ((starts + left_sizes - 1).gather(1, segment) - right_base).to(torch.int32)
+        torch.mul(count, 2, out=dest)
+        dest += (to_right - to_left).unsqueeze(1)
+        dest *= right
+        dest += to_left.unsqueeze(1)
+        dest -= count
+        index.copy_(dest)
+        if packed is None:
+            packed = root["packed"].expand(t, d, n)
+        out = buf["packed_next"] if packed.data_ptr() == buf["packed"].data_ptr() else buf["packed"]
+        return out.scatter_(2, index, packed)
 
     # -- prediction --------------------------------------------------------------------------
 
@@ -376,6 +429,7 @@ class ExactGradientBoosting:
         return shifted / shifted.sum(axis=1, keepdims=True)
 
     def decision_function(self, x: np.ndarray) -> np.ndarray:
+        """Raw scores (N, 1) for two classes, else (N, K), as sklearn's."""
         xv = np.asarray(x, dtype=np.float32).astype(np.float64)
         n = len(xv)
         trees = len(self.init_)

@@ -17,26 +17,11 @@ from typing import Any
 import hydra.utils
 from omegaconf import DictConfig, OmegaConf
 
+from vaelab.checkpoint import load_checkpoint
 from vaelab.errors import UserError
 from vaelab.logging import MetricsFileLogger, finish_wandb
 
 log = logging.getLogger("vaelab")
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A vaelab checkpoint as a dict, or a one-line UserError saying why not."""
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"ckpt={path}: no such file")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # noqa: BLE001 - any unreadable file is the user's to fix
-        raise UserError(f"ckpt={path}: not a readable checkpoint ({type(error).__name__})") from error
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "vaelab_config" not in checkpoint:
-        raise UserError(f"ckpt={path}: not a vaelab checkpoint (no state_dict / vaelab_config)")
-    return checkpoint
 
 
 def model_from_checkpoint(checkpoint: dict[str, Any]):

@@ -32,11 +32,19 @@ def write_json_atomic(path: Path, payload: Any) -> None:
 class MetricsFileLogger(Logger):
     """A Lightning logger that keeps every scalar in ``metrics.json``."""
 
-    def __init__(self, run_dir: str | os.PathLike) -> None:
+    def __init__(self, run_dir: str | os.PathLike, resume_step: int | None = None) -> None:
+        """``resume_step``: continue the file of a run resumed from that step, dropping what
+        was logged after it (the resumed run logs those steps again, with the same values)."""
         super().__init__()
         self.path = Path(run_dir) / "metrics.json"
         self.by_step: dict[int, dict[str, float]] = {}
         self.final: dict[str, float] = {}
+        if resume_step is not None and self.path.is_file():
+            for entry in json.loads(self.path.read_text())["history"]:
+                step = entry.pop("step")
+                if step <= resume_step:
+                    self.by_step[step] = entry
+                    self.final.update(entry)
 
     @property
     def name(self) -> str:

@@ -15,6 +15,7 @@ from pytorch_lightning.loggers import WandbLogger
 
 from vaelab import objectives
 from vaelab.callbacks import DisentanglementEvaluation, InformationEvaluation, StepProgressBar
+from vaelab.checkpoint import check_compatible, load_checkpoint, resume_checkpoint_path, run_dir_of
 from vaelab.data.stream import GroundTruthDataModule
 from vaelab.logging import MetricsFileLogger, finish_wandb
 from vaelab.module import VAEModule
@@ -40,6 +41,10 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     if cfg.get("tune_malloc", True):
         tune_glibc_malloc()
     run_dir = Path(cfg.paths.output_dir)
+    resume_from = resume_checkpoint_path(cfg.resume, run_dir)
+    checkpoint = load_checkpoint(resume_from, key="resume") if resume_from else None
+    if resume_from is not None:
+        run_dir = run_dir_of(resume_from)  # a resumed run continues in its own directory
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     dataset = hydra.utils.instantiate(cfg.dataset)
@@ -47,12 +52,21 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     model = hydra.utils.instantiate(cfg.model, image_shape=dataset.image_shape, binary_data=dataset.binary)
     datamodule = GroundTruthDataModule(dataset, seed=cfg.seed, **cfg.data)
     config = run_config(cfg, objective)
+    resume_step, wandb_id = None, None
+    if checkpoint is not None:
+        check_compatible(checkpoint, config, resume_from)
+        resume_step = checkpoint["global_step"]
+        wandb_id = (checkpoint["vaelab_config"].get("wandb") or {}).get("id")
+        log.info("resuming %s from step %d (%s)", run_dir, resume_step, resume_from)
     module = VAEModule(model, objective, hydra.utils.instantiate(cfg.optimizer), seed=cfg.seed, config=config)
 
-    metrics_file = MetricsFileLogger(run_dir)
+    metrics_file = MetricsFileLogger(run_dir, resume_step=resume_step)
     loggers = [metrics_file]
     if cfg.get("logger") and cfg.logger.get("_target_"):
-        external = hydra.utils.instantiate(cfg.logger)
+        # A resumed run continues its W&B run (same id) unless one is given.
+        extra = {"run_id": wandb_id} if "run_id" in cfg.logger and cfg.logger.run_id is None and wandb_id else {}
+        extra |= {"save_dir": str(run_dir)} if "save_dir" in cfg.logger else {}
+        external = hydra.utils.instantiate(cfg.logger, **extra)
         if external is not None:
             loggers.append(external)
             if isinstance(external, WandbLogger):
@@ -92,7 +106,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     )  # fmt: skip
     exit_code = 1
     try:
-        trainer.fit(module, datamodule=datamodule)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
         exit_code = 0
     finally:
         finish_wandb(loggers, exit_code=exit_code)

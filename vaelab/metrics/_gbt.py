@@ -251,6 +251,7 @@ class ExactGradientBoosting:
             any_ties=bool(invalid[:, :-1].any()),
             x=torch.from_numpy(np.ascontiguousarray(x32.T, dtype=np.float64)),  # (D, N)
             positions=torch.arange(n),
+            positions_f=torch.arange(n, dtype=torch.float64).unsqueeze(0),
         )
         chunk = max(1, min(self.tree_chunk, trees))
         self._buffers = {
@@ -261,7 +262,7 @@ class ExactGradientBoosting:
                 ("packed_next", torch.int64),
                 ("ids", torch.int64),
                 ("index", torch.int64),
-                ("right", torch.bool),
+                ("right", torch.int32),
                 ("tie", torch.bool),
                 ("count", torch.int32),
                 ("dest", torch.int32),
@@ -296,6 +297,7 @@ class ExactGradientBoosting:
                     leaf_values = np.take_along_axis(values[lo:hi], leaf.numpy(), axis=1)
                     raw[:, lo:hi] += self.learning_rate * leaf_values.T
                 self.stages_.append((features, thresholds, values))
+            self.train_decision_ = raw  # = decision_function(x), without recomputing it
         finally:
             del self._root, self._buffers
         total = float(importances.sum())
@@ -351,9 +353,9 @@ class ExactGradientBoosting:
                 segment = torch.repeat_interleave(
                     torch.arange(m).repeat(t), sizes.reshape(-1), output_size=t * n
                 ).view(t, n)
-                n_left = positions.unsqueeze(0) - starts.gather(1, segment) + 1
-                n_right = sizes.gather(1, segment) - n_left
-                weight = torch.where(n_right > 0, 1.0 / (n_left * n_right.clamp(min=1)).to(f64), 0.0)
+                n_left = root["positions_f"] - (starts.to(f64) - 1.0).gather(1, segment)
+                n_right = sizes.to(f64).gather(1, segment) - n_left
+                weight = (n_left * n_right).reciprocal_().nan_to_num_(posinf=0.0)  # 0 after a node's end
                 if root["any_ties"]:  # no split between two equal values
                     tie, group = buf["tie"], packed.view(torch.int32)[..., 1::2]
                     torch.eq(group[..., 1:], group[..., :-1], out=tie[..., :-1])
@@ -402,8 +404,8 @@ class ExactGradientBoosting:
         t, d, n = ids.shape
         buf = {name: b[:t] for name, b in self._buffers.items()}
         right, count, dest, index = buf["right"], buf["count"], buf["dest"], buf["index"]
-        torch.gather(go_right.unsqueeze(1).expand(t, d, n), 2, ids, out=right)
-        torch.cumsum(right, 2, dtype=torch.int32, out=count)  # right-goers up to here
+        torch.gather(go_right.to(torch.int32).unsqueeze(1).expand(t, d, n), 2, ids, out=right)
+        torch.cumsum(right, 2, out=count)  # right-goers up to here
         right_base = (torch.cumsum(right_sizes, 1) - right_sizes).gather(1, segment)
         # left-goer: position - right-goers before it in its node; right-goer: after the
         # node's left-goers: start + n_left - 1 + (right-goers up to it in its node)
@@ -446,5 +448,11 @@ class ExactGradientBoosting:
         prob = self._probabilities(self.decision_function(x))
         return np.concatenate([1.0 - prob, prob], axis=1) if self.binary_ else prob
 
+    def classes_from_decision(self, raw: np.ndarray) -> np.ndarray:
+        """Predicted labels from raw scores, as sklearn's ``predict`` decides."""
+        if self.binary_:
+            return self.classes_[(raw[:, 0] >= 0).astype(np.int64)]
+        return self.classes_[np.argmax(raw, axis=1)]
+
     def predict(self, x: np.ndarray) -> np.ndarray:
-        return self.classes_[np.argmax(self.predict_proba(x), axis=1)]
+        return self.classes_from_decision(self.decision_function(x))

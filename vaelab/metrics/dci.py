@@ -13,6 +13,11 @@ inside (scipy.stats.entropy as in the reference); informativeness = mean accurac
 - ``"exact"`` (default): sklearn ``GradientBoostingClassifier()`` with defaults,
   the reference's model; about 2 minutes per representation on 2 cores at the
   study's sizes on a dSprites-sized grid.
+- ``"fast_exact"``: the same model (sklearn's algorithm with its exact thresholds,
+  vaelab.metrics._gbt.ExactGradientBoosting), all trees of a boosting round grown
+  together level by level with torch array operations; it equals sklearn's
+  probabilities and importances up to round-off, except where two splits gain
+  exactly the same (sklearn then picks at random), and is 10-30 times faster.
 - ``"binned"``: the same boosting algorithm with each code dim cut into
   ``num_bins`` quantile bins (vaelab.metrics._gbt), several times faster. It
   agrees with the exact booster to ~0.005 on clean, rotated and mixed codes but
@@ -29,9 +34,9 @@ from sklearn.ensemble import GradientBoostingClassifier
 
 from vaelab.errors import UserError
 from vaelab.metrics._common import FactorSampler, Represent, represent_many
-from vaelab.metrics._gbt import BinnedGradientBoosting
+from vaelab.metrics._gbt import BinnedGradientBoosting, ExactGradientBoosting
 
-BOOSTERS = ("exact", "binned")
+BOOSTERS = ("exact", "fast_exact", "binned")
 
 
 def _fit_one(booster: str, x_train: np.ndarray, y_train: np.ndarray, seed: int, num_bins: int):
@@ -42,9 +47,19 @@ def _fit_one(booster: str, x_train: np.ndarray, y_train: np.ndarray, seed: int, 
         model = GradientBoostingClassifier(random_state=seed)
         model.fit(x_train, y_train)
         return model, np.abs(model.feature_importances_)
+    if booster == "fast_exact":
+        model = ExactGradientBoosting(n_estimators=100, learning_rate=0.1, max_depth=3)
+        model.fit(x_train, y_train)
+        return model, model.feature_importances_
     model = BinnedGradientBoosting(n_estimators=100, learning_rate=0.1, max_depth=3, num_bins=num_bins)
     model.fit(x_train, y_train)
     return model, model.feature_importances_
+
+
+def _predict_train(model, x_train: np.ndarray) -> np.ndarray:
+    if isinstance(model, ExactGradientBoosting):  # kept from fitting: the same numbers
+        return model.classes_from_decision(model.train_decision_)
+    return model.predict(x_train)
 
 
 def importance_matrix(
@@ -62,7 +77,7 @@ def importance_matrix(
     train_acc, test_acc = [], []
     for j in range(k):
         model, importances[:, j] = _fit_one(booster, codes_train, factors_train[:, j], seed, num_bins)
-        train_acc.append(np.mean(model.predict(codes_train) == factors_train[:, j]))
+        train_acc.append(np.mean(_predict_train(model, codes_train) == factors_train[:, j]))
         test_acc.append(np.mean(model.predict(codes_test) == factors_test[:, j]))
     return importances, float(np.mean(train_acc)), float(np.mean(test_acc))
 

@@ -1,0 +1,52 @@
+"""Reading vaelab checkpoints: for `vaelab eval ckpt=…` and for resuming a run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from vaelab.errors import UserError
+
+LAST = Path("checkpoints") / "last.ckpt"
+
+
+def load_checkpoint(path: str | Path, key: str = "ckpt") -> dict[str, Any]:
+    """A vaelab checkpoint as a dict, or a one-line UserError (naming ``key``) saying why not."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{key}={path}: no such file")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # noqa: BLE001 - any unreadable file is the user's to fix
+        raise UserError(f"{key}={path}: not a readable checkpoint ({type(error).__name__})") from error
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "vaelab_config" not in checkpoint:
+        raise UserError(f"{key}={path}: not a vaelab checkpoint (no state_dict / vaelab_config)")
+    return checkpoint
+
+
+def resume_checkpoint_path(resume: str | None, run_dir: Path) -> Path | None:
+    """Where `resume=` points: None (start afresh), auto (this run dir's last.ckpt, if any) or a path."""
+    if resume is None:
+        return None
+    if resume == "auto":
+        last = run_dir / LAST
+        return last if last.is_file() else None
+    return Path(resume)
+
+
+def run_dir_of(checkpoint_path: Path) -> Path:
+    """The run directory a checkpoint belongs to (<run dir>/checkpoints/<name>.ckpt)."""
+    return checkpoint_path.resolve().parent.parent
+
+
+def check_compatible(checkpoint: dict[str, Any], config: dict[str, Any], path: Path) -> None:
+    """A resumed run must rebuild the same model and data stream as the run that saved it."""
+    saved = checkpoint["vaelab_config"]
+    for key in ("model", "dataset", "objective", "seed", "data"):
+        if saved.get(key) != config.get(key):
+            raise UserError(
+                f"resume={path}: the checkpoint was trained with a different {key} config "
+                f"({saved.get(key)!r}, now {config.get(key)!r}); resume with the original settings"
+            )

@@ -44,3 +44,36 @@ def test_wandb_that_cannot_start_leaves_training_running(tmp_path, monkeypatch, 
     train(compose_train([*TINY_RUN, "logger=wandb", "logger.tags=[test]"], tmp_path))
     assert any("W&B could not start" in r.getMessage() for r in caplog.records)
     assert json.loads((tmp_path / "metrics.json").read_text())["final"]["train/beta_effective"] == 1.0
+
+
+def test_diverging_run_stops_with_one_line_and_keeps_a_finite_checkpoint(tmp_path):
+    from tests.conftest import run_vaelab
+    from tests.wandb_offline import read_offline_run
+
+    run_dir = tmp_path / "run"
+    # lr 1e30: the first Adam step leaves finite but enormous weights; the next loss is NaN.
+    result = run_vaelab(
+        "train", "experiment=quick", "optimizer.lr=1e30", "checkpoint.every_n_steps=1", "metrics=none",
+        "information.num_samples=0", f"hydra.run.dir={run_dir}", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 1
+    (error,) = [line for line in result.stderr.splitlines() if line.startswith("vaelab: error:")]
+    assert "non-finite value at step 1" in error and "train/loss=nan" in error
+    assert "Traceback" not in result.stderr
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["global_step"] == 1
+    assert all(torch.isfinite(value).all() for value in checkpoint["state_dict"].values())
+    (wandb_dir,) = (run_dir / "wandb").glob("offline-run-*")
+    assert read_offline_run(wandb_dir).exit_code == 1  # the W&B run is marked failed
+
+
+def test_skip_mode_skips_and_counts_non_finite_steps(tmp_path):
+    from vaelab.train import train
+
+    cfg = compose_train([*TINY_RUN, "logger=none", "optimizer.lr=1e30", "on_non_finite=skip"], tmp_path)
+    train(cfg)
+    final = json.loads((tmp_path / "metrics.json").read_text())["final"]
+    assert final["train/skipped_steps"] >= 1
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["global_step"] == 20
+    assert all(torch.isfinite(value).all() for value in checkpoint["state_dict"].values())

@@ -85,6 +85,7 @@ def _quiet_third_party_logging() -> None:
     import warnings
 
     warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")  # Lightning vs torch 2.13 internals
+    warnings.filterwarnings("ignore", message=".*`training_step` returned `None`.*")  # on_non_finite=skip
 
 
 @_report_user_errors

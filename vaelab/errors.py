@@ -11,3 +11,9 @@ class UserError(Exception):
     """Something the user asked for cannot be done; the message says what and how to fix it."""
 
     exit_code = 2
+
+
+class TrainingDiverged(UserError):
+    """The loss or a gradient became NaN/inf: the run stops, its last checkpoint stays finite."""
+
+    exit_code = 1

@@ -9,6 +9,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
+from vaelab.errors import TrainingDiverged, UserError
 from vaelab.models.vae import VAE
 from vaelab.objectives import Objective
 
@@ -36,8 +37,11 @@ class VAEModule(pl.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer] = partial(torch.optim.Adam, lr=5e-4),
         seed: int = 0,
         config: dict[str, Any] | None = None,
+        on_non_finite: str = "stop",
     ) -> None:
         super().__init__()
+        if on_non_finite not in ("stop", "skip"):
+            raise UserError(f"on_non_finite={on_non_finite!r}: expected stop or skip")
         self.model = model
         self.objective = objective
         self.optimizer_factory = optimizer
@@ -45,6 +49,10 @@ class VAEModule(pl.LightningModule):
         # The resolved run config travels inside every checkpoint, so `vaelab eval ckpt=…`
         # can rebuild the model and dataset without the run directory.
         self.config = config or {}
+        # A NaN/inf loss or gradient either stops the run (before the optimiser step, so the
+        # weights and the last checkpoint stay finite) or skips the step and counts it.
+        self.on_non_finite = on_non_finite
+        self.skipped_steps = 0
 
     def forward(self, images: torch.Tensor):
         return self.model(images)
@@ -54,10 +62,31 @@ class VAEModule(pl.LightningModule):
         mu_shape = images.new_empty(images.shape[0], self.model.latent_dim)
         out = self.model(images, step_noise(self.seed, self.global_step, mu_shape))
         terms = self.objective(out)
+        if not torch.isfinite(terms["loss"]):
+            return self._non_finite({f"train/{name}": value for name, value in terms.items()})
         for name, value in terms.items():
             self.log(f"train/{name}", value, prog_bar=name == "loss")
         self.log("train/beta_effective", self.objective.beta_effective)
         return terms["loss"]
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        if grads and not torch.isfinite(torch.stack(torch._foreach_norm(grads))).all():
+            names = [n for n, p in self.model.named_parameters() if p.grad is not None and not p.grad.isfinite().all()]
+            self._non_finite({f"gradient of {name}": float("nan") for name in names[:3]})
+            optimizer.zero_grad(set_to_none=True)  # skip: the step then changes nothing
+
+    def _non_finite(self, terms: dict[str, Any]) -> None:
+        values = {name: float(value.detach() if isinstance(value, torch.Tensor) else value) for name, value in terms.items()}
+        bad = ", ".join(f"{name}={value}" for name, value in values.items() if not np.isfinite(value))
+        if self.on_non_finite == "skip":
+            self.skipped_steps += 1
+            self.log("train/skipped_steps", float(self.skipped_steps))
+            return None
+        raise TrainingDiverged(
+            f"non-finite value at step {self.global_step} ({bad}); stopped before the optimiser step, "
+            "checkpoints/last.ckpt holds the last state saved (on_non_finite=skip skips such steps instead)"
+        )
 
     def validation_step(self, batch: tuple[torch.Tensor], batch_idx: int) -> None:
         (images,) = batch

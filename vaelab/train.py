@@ -58,7 +58,9 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
         resume_step = checkpoint["global_step"]
         wandb_id = (checkpoint["vaelab_config"].get("wandb") or {}).get("id")
         log.info("resuming %s from step %d (%s)", run_dir, resume_step, resume_from)
-    module = VAEModule(model, objective, hydra.utils.instantiate(cfg.optimizer), seed=cfg.seed, config=config)
+    module = VAEModule(
+        model, objective, hydra.utils.instantiate(cfg.optimizer), cfg.seed, config, cfg.on_non_finite
+    )
 
     metrics_file = MetricsFileLogger(run_dir, resume_step=resume_step)
     loggers = [metrics_file]

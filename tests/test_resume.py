@@ -93,3 +93,27 @@ def test_resume_refuses_a_checkpoint_from_another_model(tmp_path):
     assert "different model config" in error
     missing = run_vaelab("train", "logger=none", f"resume={tmp_path / 'nope.ckpt'}", cwd=tmp_path)
     assert missing.returncode == 2 and "resume=" in missing.stderr and "no such file" in missing.stderr
+
+
+def test_sigint_and_sigterm_save_a_checkpoint_and_exit_130_143(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "offline"}
+    env |= {var: str(tmp_path / ".wandb-home") for var in WANDB_DIR_VARS}
+    for signum, expected_code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
+        run_dir = tmp_path / signum.name
+        process = subprocess.Popen(
+            [sys.executable, "-m", "vaelab", "train", *RUN[:5], "checkpoint.every_n_steps=20", "metrics=none",
+             "trainer.max_steps=100000", "information.num_samples=0", f"hydra.run.dir={run_dir}"],
+            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        last = run_dir / "checkpoints" / "last.ckpt"
+        deadline = time.monotonic() + 240
+        while not last.exists() and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.05)
+        time.sleep(0.3)  # now mid-way between two periodic checkpoints
+        process.send_signal(signum)
+        stderr = process.communicate(timeout=120)[1]
+        assert process.returncode == expected_code, stderr[-2000:]
+        assert f"{signum.name} at step" in stderr and "Traceback" not in stderr
+        step = torch.load(last, weights_only=False)["global_step"]
+        assert step > 20 and step % 20 != 0  # written at the interrupt, not by the periodic save
+        assert json.loads((run_dir / "metrics.json").read_text())["history"]

@@ -124,6 +124,39 @@ class InformationEvaluation(pl.Callback):
             self.evaluate(trainer, pl_module)
 
 
+class InterruptCheckpoint(pl.Callback):
+    """Ctrl-C (SIGINT) or SIGTERM: write ``last.ckpt`` before Lightning stops the run.
+
+    Lightning finishes the current step on SIGTERM and aborts it on Ctrl-C; either way the
+    weights and optimiser are those of the last completed step, and the training stream is
+    indexed by step, so ``resume=auto`` continues exactly. ``train`` then exits with 130
+    (SIGINT) or 143 (SIGTERM), the shell's codes for those signals.
+    """
+
+    EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
+
+    def __init__(self, path) -> None:
+        super().__init__()
+        self.path = path
+        self.interrupted_by: str | None = None
+
+    @property
+    def exit_code(self) -> int | None:
+        return self.EXIT_CODES.get(self.interrupted_by)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module, exception: BaseException) -> None:
+        if isinstance(exception, KeyboardInterrupt):
+            self.interrupted_by = "SIGINT"
+        elif type(exception).__name__ == "SIGTERMException":
+            self.interrupted_by = "SIGTERM"
+        else:
+            return
+        trainer.save_checkpoint(self.path)
+        log.warning(
+            "%s at step %d: saved %s; continue with resume=auto", self.interrupted_by, trainer.global_step, self.path
+        )
+
+
 class StepProgressBar(TQDMProgressBar):
     """Training is one endless epoch over the stream: count steps against ``max_steps``."""
 

@@ -14,7 +14,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import WandbLogger
 
 from vaelab import objectives
-from vaelab.callbacks import DisentanglementEvaluation, InformationEvaluation, StepProgressBar
+from vaelab.callbacks import DisentanglementEvaluation, InformationEvaluation, InterruptCheckpoint, StepProgressBar
 from vaelab.checkpoint import check_compatible, load_checkpoint, resume_checkpoint_path, run_dir_of
 from vaelab.data.stream import GroundTruthDataModule
 from vaelab.logging import MetricsFileLogger, finish_wandb
@@ -78,7 +78,9 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     for logger in loggers:
         logger.log_hyperparams(config)
 
+    interrupt = InterruptCheckpoint(run_dir / "checkpoints" / "last.ckpt")
     callbacks = [
+        interrupt,
         ModelCheckpoint(
             dirpath=run_dir / "checkpoints",
             save_last=True,
@@ -110,6 +112,11 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
         exit_code = 0
+    except (KeyboardInterrupt, SystemExit):
+        if interrupt.exit_code is None:
+            raise
+        exit_code = interrupt.exit_code
+        raise SystemExit(exit_code) from None
     finally:
         finish_wandb(loggers, exit_code=exit_code)
     return metrics_file.final

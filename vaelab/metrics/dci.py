@@ -17,7 +17,8 @@ inside (scipy.stats.entropy as in the reference); informativeness = mean accurac
   vaelab.metrics._gbt.ExactGradientBoosting), all trees of a boosting round grown
   together level by level with torch array operations; it equals sklearn's
   probabilities and importances up to round-off, except where two splits gain
-  exactly the same (sklearn then picks at random), and is 10-30 times faster.
+  exactly the same (sklearn then picks at random); about 8 times faster (DCI on
+  a dSprites-sized grid: ~30 s on one core). Measurements in docs/metrics.md.
 - ``"binned"``: the same boosting algorithm with each code dim cut into
   ``num_bins`` quantile bins (vaelab.metrics._gbt), several times faster. It
   agrees with the exact booster to ~0.005 on clean, rotated and mixed codes but

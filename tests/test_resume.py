@@ -117,3 +117,38 @@ def test_sigint_and_sigterm_save_a_checkpoint_and_exit_130_143(tmp_path):
         step = torch.load(last, weights_only=False)["global_step"]
         assert step > 20 and step % 20 != 0  # written at the interrupt, not by the periodic save
         assert json.loads((run_dir / "metrics.json").read_text())["history"]
+
+
+def test_a_save_that_dies_midway_leaves_the_previous_checkpoint_readable(tmp_path, monkeypatch):
+    from tests.conftest import compose_train
+    from vaelab.train import train
+
+    real_save = torch.save
+    saves = []
+
+    def dying_save(obj, file, *args, **kwargs):
+        saves.append(obj.get("global_step") if isinstance(obj, dict) else None)
+        if len(saves) == 2:  # the second checkpoint: half the bytes, then the process "dies"
+            real_save(obj, file, *args, **kwargs)
+            if isinstance(file, (str, os.PathLike)):  # an implementation that writes in place
+                Path(file).write_bytes(Path(file).read_bytes()[: Path(file).stat().st_size // 2])
+            else:
+                file.truncate(file.tell() // 2)
+            raise RuntimeError("killed during the save")
+        return real_save(obj, file, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", dying_save)
+    cfg = compose_train(
+        ["model=mlp", "model.hidden=[32]", "logger=none", "metrics=none", "information.num_samples=0",
+         "data.val_size=64", "trainer.max_steps=20", "checkpoint.every_n_steps=5"],
+        tmp_path,
+    )  # fmt: skip
+    try:
+        train(cfg)
+    except RuntimeError as error:
+        assert "killed during the save" in str(error)
+    else:
+        raise AssertionError("the save did not die")
+    monkeypatch.setattr(torch, "save", real_save)
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert saves[:2] == [5, 10] and checkpoint["global_step"] == 5  # the previous one, whole

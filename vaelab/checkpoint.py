@@ -50,3 +50,29 @@ def check_compatible(checkpoint: dict[str, Any], config: dict[str, Any], path: P
                 f"resume={path}: the checkpoint was trained with a different {key} config "
                 f"({saved.get(key)!r}, now {config.get(key)!r}); resume with the original settings"
             )
+
+
+def atomic_checkpoint_io():
+    """Lightning CheckpointIO that writes ``<name>.tmp`` beside the target, fsyncs, then renames.
+
+    A kill during a save leaves the previous checkpoint intact and readable. (Lightning's
+    default writes through a temporary file in the system temp directory, and moving
+    that onto another filesystem is a copy, not an atomic rename.)
+    """
+    import os
+
+    import torch
+    from pytorch_lightning.plugins.io import TorchCheckpointIO
+
+    class AtomicCheckpointIO(TorchCheckpointIO):
+        def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(path.name + ".tmp")
+            with open(partial, "wb") as file:
+                torch.save(checkpoint, file)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(partial, path)
+
+    return AtomicCheckpointIO()

@@ -15,7 +15,13 @@ from pytorch_lightning.loggers import WandbLogger
 
 from vaelab import objectives
 from vaelab.callbacks import DisentanglementEvaluation, InformationEvaluation, InterruptCheckpoint, StepProgressBar
-from vaelab.checkpoint import check_compatible, load_checkpoint, resume_checkpoint_path, run_dir_of
+from vaelab.checkpoint import (
+    atomic_checkpoint_io,
+    check_compatible,
+    load_checkpoint,
+    resume_checkpoint_path,
+    run_dir_of,
+)
 from vaelab.data.stream import GroundTruthDataModule
 from vaelab.logging import MetricsFileLogger, finish_wandb
 from vaelab.module import VAEModule
@@ -101,7 +107,12 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     if trainer_kwargs.get("enable_progress_bar", cfg.trainer.get("enable_progress_bar")):
         callbacks.append(StepProgressBar())
     trainer: pl.Trainer = hydra.utils.instantiate(
-        cfg.trainer, logger=loggers, callbacks=callbacks, default_root_dir=str(run_dir), **trainer_kwargs
+        cfg.trainer,
+        logger=loggers,
+        callbacks=callbacks,
+        plugins=[atomic_checkpoint_io()],
+        default_root_dir=str(run_dir),
+        **trainer_kwargs,
     )
 
     log.info(

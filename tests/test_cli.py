@@ -48,7 +48,7 @@ def test_help_lists_subcommands_without_loading_torch():
 def test_unknown_subcommand_is_a_one_line_error(tmp_path):
     result = run_vaelab("fit", cwd=tmp_path)
     assert result.returncode == 2
-    assert result.stderr.strip() == "vaelab: error: unknown command 'fit'; expected one of: train, eval"
+    assert result.stderr.strip() == "vaelab: error: unknown command 'fit'; expected one of: train, eval, compare"
 
 
 def test_hydra_flags_keep_working(tmp_path):
@@ -69,6 +69,7 @@ def test_train_writes_a_complete_run_directory(infomax_run):
     assert checkpoint["vaelab_config"]["beta_effective"] == 0.25
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "success"
     final = metrics["final"]
     assert final["train/beta_effective"] == 0.25
     assert {"train/loss", "train/reconstruction", "train/kl_conditional", "metrics/mig"} <= final.keys()

@@ -65,6 +65,7 @@ def test_diverging_run_stops_with_one_line_and_keeps_a_finite_checkpoint(tmp_pat
     assert all(torch.isfinite(value).all() for value in checkpoint["state_dict"].values())
     (wandb_dir,) = (run_dir / "wandb").glob("offline-run-*")
     assert read_offline_run(wandb_dir).exit_code == 1  # the W&B run is marked failed
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "failed"
 
 
 def test_skip_mode_skips_and_counts_non_finite_steps(tmp_path):

@@ -19,10 +19,11 @@ CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
 
 SUBCOMMANDS = {
     "train": "train a VAE with objective=betavae|infomax (a Hydra app: -m sweeps, --cfg job, --help)",
-    "eval": "score a checkpoint: vaelab eval ckpt=PATH",
+    "eval": "score a checkpoint or a codes file: vaelab eval ckpt=PATH | codes=FILE.npz",
+    "compare": "table, compare.csv and plots over sweep/run directories: vaelab compare DIR [DIR ...]",
 }
 
-USAGE = "usage: vaelab {train,eval} [hydra overrides and flags]\n\n" + "\n".join(
+USAGE = "usage: vaelab {train,eval} [hydra overrides and flags] | vaelab compare DIR [DIR ...]\n\n" + "\n".join(
     f"  {name:<7}{text}" for name, text in SUBCOMMANDS.items()
 ) + "\n\nexamples:\n  vaelab train objective=infomax lambda=3\n  vaelab train -m beta=1,2,4,8\n  vaelab train --help   (the config groups and their options)\n"
 
@@ -118,8 +119,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"vaelab {version('vaelab')}")
         return
     command = argv[0]
+    if command == "compare":  # not a Hydra app: it reads finished runs
+        from vaelab.compare import main as compare_main
+
+        sys.exit(compare_main(argv[1:]))
     if command not in MAINS:
-        print(f"vaelab: error: unknown command {command!r}; expected one of: {', '.join(MAINS)}", file=sys.stderr)
+        print(f"vaelab: error: unknown command {command!r}; expected one of: {', '.join(SUBCOMMANDS)}", file=sys.stderr)
         sys.exit(2)
     # Hydra reads sys.argv: drop the subcommand (hydra.job.name says which one ran).
     sys.argv = [sys.argv[0], *argv[1:]]

@@ -96,6 +96,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
         for logger in loggers:
             logger.log_hyperparams(config)
             logger.log_metrics(scores, step=source.get("global_step") or 0)
+        metrics_file.finalize("success")
         exit_code = 0
     finally:
         finish_wandb(loggers, exit_code)

@@ -2,9 +2,10 @@
 
 Every scalar that reaches Lightning's loggers also lands in ``<run dir>/metrics.json``:
 
-    {"final": {key: last value}, "history": [{"step": n, key: value, ...}, ...]}
+    {"status": "running" | "success" | "failed" | "interrupted",
+     "final": {key: last value}, "history": [{"step": n, key: value, ...}, ...]}
 
-so a run can be read without W&B. The file is rewritten atomically (write, then
+so a run can be read without W&B (a killed run stays "running"). The file is rewritten atomically (write, then
 rename) after every logging call: a crash never leaves it half-written.
 """
 
@@ -39,6 +40,7 @@ class MetricsFileLogger(Logger):
         self.path = Path(run_dir) / "metrics.json"
         self.by_step: dict[int, dict[str, float]] = {}
         self.final: dict[str, float] = {}
+        self.status = "running"
         if resume_step is not None and self.path.is_file():
             for entry in json.loads(self.path.read_text())["history"]:
                 step = entry.pop("step")
@@ -73,9 +75,11 @@ class MetricsFileLogger(Logger):
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.path, {"final": self.final, "history": self.history})
+        write_json_atomic(self.path, {"status": self.status, "final": self.final, "history": self.history})
 
     def finalize(self, status: str) -> None:
+        # Lightning says "success", "failed" (an exception) or "finished" (a SIGTERM stop).
+        self.status = {"success": "success", "finished": "interrupted"}.get(status, "failed")
         self.save()
 
 

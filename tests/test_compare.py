@@ -1,0 +1,57 @@
+"""`vaelab compare`: every run of a sweep in the table, the CSV and the plots; failures reported."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from tests.conftest import run_vaelab
+from vaelab.compare import find_runs, plot
+
+
+def fake_run(root: Path, name: str, objective: str, knob: float, seed: int, mig: float | None, status: str = "success"):
+    run = root / name
+    (run / ".hydra").mkdir(parents=True)
+    target, key = (
+        ("vaelab.objectives.betavae.BetaVAE", "beta") if objective == "betavae" else ("vaelab.objectives.infomax.InfoMax", "lambda")
+    )
+    knobs = {"beta": None, "lambda": None, key: knob}
+    (run / ".hydra" / "config.yaml").write_text(
+        f"objective:\n  _target_: {target}\nseed: {seed}\nbeta: {json.dumps(knobs['beta'])}\nlambda: {json.dumps(knobs['lambda'])}\n"
+    )
+    if mig is not None:
+        final = {"metrics/mig": mig, "info/mutual_info": 2.0 + mig}
+        (run / "metrics.json").write_text(json.dumps({"status": status, "final": final, "history": []}))
+
+
+def test_compare_tables_plots_and_reports_failures(tmp_path):
+    sweep = tmp_path / "sweep"
+    fake_run(sweep, "0", "betavae", 1.0, 0, 0.10)
+    fake_run(sweep, "1", "betavae", 1.0, 1, 0.14)
+    fake_run(sweep, "2", "betavae", 4.0, 0, 0.30)
+    fake_run(sweep, "3", "infomax", 0.0, 0, 0.11)  # beta_effective 1
+    fake_run(sweep, "4", "infomax", -0.75, 0, 0.29)  # beta_effective 4
+    fake_run(sweep, "5", "infomax", 3.0, 0, None)  # failed before writing metrics.json
+    fake_run(sweep, "6", "betavae", 8.0, 0, 0.5, status="running")  # killed
+
+    result = run_vaelab("compare", str(sweep), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(open(sweep / "compare.csv")))
+    assert len(rows) == 7
+    status = {Path(row["run"]).name: row["status"] for row in rows}
+    assert status == {"0": "success", "1": "success", "2": "success", "3": "success", "4": "success",
+                      "5": "failed", "6": "unfinished"}  # fmt: skip
+    assert {float(row["beta_effective"]) for row in rows if row["objective"] == "infomax" and row["status"] == "success"} == {1.0, 4.0}
+    assert "failed: " in result.stderr and "unfinished: " in result.stderr
+    assert (sweep / "compare_metrics_mig.png").stat().st_size > 0
+
+    runs = find_runs([sweep])
+    assert plot(runs, "metrics/mig", tmp_path / "mig.png") == 2  # one line per objective
+    assert plot(runs, "metrics/dci_disentanglement", tmp_path / "dci.png") == 0  # nothing to draw
+
+
+def test_compare_rejects_a_missing_directory(tmp_path):
+    result = run_vaelab("compare", str(tmp_path / "nope"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("vaelab: error: compare:")

@@ -1,0 +1,177 @@
+"""`vaelab compare DIR [DIR …]`: the runs of one or more sweeps in one table and one picture per figure.
+
+Reads every training run under the given directories (a run is a directory with
+`.hydra/config.yaml`; its figures are in `metrics.json`), prints a table, writes
+`compare.csv` and, for each headline metric and information quantity, a PNG of the
+figure against `beta_effective` (log axis): one line per objective, mean ± std over
+seeds. Failed and unfinished runs are listed, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import statistics
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+FIGURES = (
+    "metrics/mig",
+    "metrics/dci_disentanglement",
+    "metrics/factor_vae",
+    "metrics/beta_vae",
+    "metrics/sap",
+    "metrics/modularity",
+    "info/mutual_info",
+    "info/total_correlation",
+    "info/kl_marginal",
+    "val/loss",
+)
+
+
+@dataclass
+class Run:
+    path: Path
+    objective: str  # betavae, infomax, infomax-native
+    beta_effective: float | None
+    seed: int | None
+    status: str  # success, failed, interrupted, unfinished
+    figures: dict[str, float] = field(default_factory=dict)
+
+
+def _objective_and_beta(config) -> tuple[str, float | None]:
+    target = str(config.objective.get("_target_", ""))
+    if target.endswith("InfoMax"):
+        lam = config.get("lambda")
+        name = "infomax" if config.objective.get("estimator", "derived") == "derived" else "infomax-native"
+        lam = 0.0 if lam is None else float(lam)
+        return name, 1.0 / (1.0 + lam) if lam > -1 else None
+    if target.endswith("BetaVAE"):
+        beta = config.get("beta")
+        return "betavae", 1.0 if beta is None else float(beta)
+    return target.rsplit(".", 1)[-1].lower() or "unknown", None
+
+
+def read_run(path: Path) -> Run | None:
+    """The run in ``path``, or None when it is not a training run (e.g. an eval run)."""
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.load(path / ".hydra" / "config.yaml")
+    if "objective" not in config:
+        return None
+    try:
+        objective, beta_effective = _objective_and_beta(config)
+    except (ValueError, TypeError):  # a bad knob: the run failed before training
+        objective, beta_effective = str(config.objective.get("_target_", "?")).rsplit(".", 1)[-1].lower(), None
+    seed = config.get("seed")
+    metrics_file = path / "metrics.json"
+    if not metrics_file.is_file():
+        return Run(path, objective, beta_effective, seed, "failed")
+    metrics = json.loads(metrics_file.read_text())
+    status = {"running": "unfinished"}.get(metrics.get("status", "success"), metrics.get("status", "success"))
+    figures = {key: value for key, value in metrics["final"].items() if isinstance(value, (int, float))}
+    beta_effective = figures.get("train/beta_effective", beta_effective)
+    return Run(path, objective, beta_effective, seed, status, figures)
+
+
+def find_runs(directories: list[Path]) -> list[Run]:
+    runs = []
+    for directory in directories:
+        for config in sorted(Path(directory).rglob(".hydra/config.yaml")):
+            run = read_run(config.parent.parent)
+            if run is not None:
+                runs.append(run)
+    return runs
+
+
+def write_csv(runs: list[Run], path: Path) -> None:
+    keys = sorted({key for run in runs for key in run.figures})
+    with open(path, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["run", "objective", "beta_effective", "seed", "status", *keys])
+        for run in runs:
+            writer.writerow(
+                [run.path, run.objective, run.beta_effective, run.seed, run.status, *(run.figures.get(k, "") for k in keys)]
+            )
+
+
+def plot(runs: list[Run], figure: str, path: Path) -> int:
+    """One PNG of ``figure`` against beta_effective; returns how many lines (objectives) it has."""
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_objective: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for run in runs:
+        value = run.figures.get(figure)
+        if run.status == "success" and run.beta_effective and value is not None and math.isfinite(value):
+            by_objective[run.objective][run.beta_effective].append(value)
+    if not by_objective:
+        return 0
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for objective, points in sorted(by_objective.items()):
+        betas = sorted(points)
+        means = [statistics.fmean(points[b]) for b in betas]
+        spreads = [statistics.stdev(points[b]) if len(points[b]) > 1 else 0.0 for b in betas]
+        ax.errorbar(betas, means, yerr=spreads, marker="o", capsize=3, label=objective)
+    skipped = sum(run.status != "success" for run in runs)
+    ax.set_xscale("log")
+    ticks = sorted({b for points in by_objective.values() for b in points})
+    ax.set_xticks(ticks, [f"{b:g}" for b in ticks])
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.set_xlabel("beta_effective  (β, or 1/(1+λ))")
+    ax.set_ylabel(figure)
+    ax.set_title(figure + (f"  ({skipped} failed/unfinished runs not shown)" if skipped else ""), fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return len(by_objective)
+
+
+def print_table(runs: list[Run]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    shown = [f for f in FIGURES if any(f in run.figures for run in runs)]
+    table = Table(title=f"vaelab compare: {len(runs)} runs")
+    for column in ("run", "objective", "β_eff", "seed", "status", *(f.removeprefix("metrics/") for f in shown)):
+        table.add_column(column, justify="left" if column in ("run", "objective", "status") else "right")
+    for run in sorted(runs, key=lambda r: (r.objective, r.beta_effective or 0.0, r.seed or 0)):
+        status = run.status if run.status == "success" else f"[red]{run.status}[/red]"
+        beta = f"{run.beta_effective:.4g}" if run.beta_effective is not None else "?"
+        values = [f"{run.figures[f]:.3f}" if f in run.figures else "" for f in shown]
+        table.add_row(run.path.name, run.objective, beta, str(run.seed), status, *values)
+    Console().print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vaelab compare", description=__doc__.splitlines()[0])
+    parser.add_argument("directories", nargs="+", type=Path, help="sweep or run directories")
+    parser.add_argument("--out", type=Path, help="where compare.csv and the PNGs go (default: the first directory)")
+    args = parser.parse_args(argv)
+    for directory in args.directories:
+        if not directory.is_dir():
+            print(f"vaelab: error: compare: {directory}: no such directory", file=sys.stderr)
+            return 2
+    runs = find_runs(args.directories)
+    if not runs:
+        print(f"vaelab: error: compare: no training runs under {', '.join(map(str, args.directories))}", file=sys.stderr)
+        return 2
+    out = args.out or args.directories[0]
+    out.mkdir(parents=True, exist_ok=True)
+    print_table(runs)
+    write_csv(runs, out / "compare.csv")
+    plotted = [f for f in FIGURES if plot(runs, f, out / f"compare_{f.replace('/', '_')}.png")]
+    bad = [run for run in runs if run.status != "success"]
+    for run in bad:
+        print(f"{run.status}: {run.path}", file=sys.stderr)
+    print(f"wrote {out / 'compare.csv'} and {len(plotted)} plots to {out}", file=sys.stderr)
+    return 0

@@ -85,6 +85,14 @@ def test_train_writes_a_complete_run_directory(infomax_run):
     assert info_steps == [20, 40]
     assert {f"info/kl_dim_{j}" for j in range(10)} | {"info/identity_gap", "info/tc_gap"} <= final.keys()
     assert abs(final["info/identity_gap"]) <= 5 * final["info/identity_gap_stderr"] + 1e-6
+    # Pictures at the same evaluations: inputs above reconstructions; one traversal row per latent dim.
+    from PIL import Image
+
+    names = sorted(path.name for path in (run_dir / "images").glob("*.png"))
+    assert names == [f"{kind}_step{step}.png" for kind in ("reconstructions", "traversals") for step in (20, 40)]
+    reconstructions = Image.open(run_dir / "images" / "reconstructions_step40.png")
+    traversals = Image.open(run_dir / "images" / "traversals_step40.png")
+    assert reconstructions.size[1] < reconstructions.size[0] and traversals.size[1] > 4 * reconstructions.size[1]
     assert 0.0 <= final["info/mutual_info"] <= final["info/mutual_info_cap"] + 1e-6
 
 
@@ -104,6 +112,7 @@ def test_train_logs_an_offline_wandb_run(infomax_run):
     assert {"train/loss", "train/reconstruction", "train/kl_conditional", "train/beta_effective"} <= logged
     assert {"val/loss", "metrics/mig", "info/kl_marginal", "info/total_correlation", "info/kl_dim_0"} <= logged
     assert run.summary["train/beta_effective"] == 0.25 and "metrics/mig" in run.summary
+    assert len(list((wandb_dir / "files" / "media" / "images").rglob("*.png"))) == 4
 
 
 def test_multirun_gives_one_wandb_run_per_job_in_one_group(tmp_path):

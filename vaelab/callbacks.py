@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import TQDMProgressBar
+
+from vaelab.information import kl_conditional_per_dim
 
 log = logging.getLogger("vaelab")
 
@@ -122,6 +125,65 @@ class InformationEvaluation(pl.Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module) -> None:
         if self.num_samples and trainer.is_global_zero and trainer.global_step != self.last_evaluated_step:
             self.evaluate(trainer, pl_module)
+
+
+class ImageLogging(pl.Callback):
+    """Reconstructions and latent traversals every ``every_n_steps`` and at the end.
+
+    Saved as ``<run dir>/images/{reconstructions,traversals}_step<N>.png`` and logged to
+    W&B as images. The inputs are fixed validation images, so pictures compare across
+    steps and runs. Traversal rows are ordered by each dim's KL on those images.
+    """
+
+    def __init__(self, run_dir, every_n_steps: int | None = None, num_images: int = 8, steps: int = 9,
+                 extent: float = 2.5) -> None:  # fmt: skip
+        super().__init__()
+        self.directory = Path(run_dir) / "images"
+        self.every_n_steps = every_n_steps
+        self.num_images = num_images
+        self.steps = steps
+        self.extent = extent
+        self.last_step: int | None = None
+
+    def draw(self, trainer: pl.Trainer, pl_module) -> None:
+        from vaelab.images import latent_traversal, reconstruction_grid
+
+        datamodule = trainer.datamodule
+        datamodule.val_dataloader()  # renders the fixed validation images once
+        images = datamodule._val_images[: self.num_images].to(device=pl_module.device, dtype=pl_module.dtype)
+        model = pl_module.model
+        was_training = model.training
+        model.eval()
+        try:
+            mu, logvar = model.encode(images)
+            kl_per_dim = kl_conditional_per_dim(mu, logvar).mean(0)
+            pictures = {
+                "reconstructions": reconstruction_grid(model, images),
+                "traversals": latent_traversal(model, images[:1], kl_per_dim, self.steps, self.extent),
+            }
+        finally:
+            model.train(was_training)
+        step = trainer.global_step
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for name, picture in pictures.items():
+            path = self.directory / f"{name}_step{step}.png"
+            picture.save(path)
+            for logger in trainer.loggers:
+                if hasattr(logger, "log_image"):
+                    try:
+                        logger.log_image(key=f"images/{name}", images=[picture], step=step)
+                    except Exception as error:  # noqa: BLE001 - pictures must not stop training
+                        log.warning("could not log %s to %s (%s)", name, type(logger).__name__, error)
+        self.last_step = step
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        step = trainer.global_step
+        if self.every_n_steps and step > 0 and step % self.every_n_steps == 0 and trainer.is_global_zero:
+            self.draw(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module) -> None:
+        if self.num_images and trainer.is_global_zero and trainer.global_step != self.last_step:
+            self.draw(trainer, pl_module)
 
 
 class InterruptCheckpoint(pl.Callback):

@@ -14,7 +14,13 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import WandbLogger
 
 from vaelab import objectives
-from vaelab.callbacks import DisentanglementEvaluation, InformationEvaluation, InterruptCheckpoint, StepProgressBar
+from vaelab.callbacks import (
+    DisentanglementEvaluation,
+    ImageLogging,
+    InformationEvaluation,
+    InterruptCheckpoint,
+    StepProgressBar,
+)
 from vaelab.checkpoint import (
     atomic_checkpoint_io,
     check_compatible,
@@ -99,6 +105,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
             seed=cfg.metrics.seed,
         ),
         InformationEvaluation(**cfg.information),
+        ImageLogging(run_dir, **cfg.images),
         *(extra_callbacks or []),
     ]
     trainer_kwargs = {}

@@ -15,7 +15,7 @@ LABEL_WIDTH = 56  # left margin for row labels in traversals
 
 def _to_uint8(images: torch.Tensor) -> np.ndarray:
     """(N, C, H, W) in [0, 1] -> (N, H, W, 3) uint8."""
-    array = images.detach().float().clamp(0, 1).cpu().numpy()
+    array = np.nan_to_num(images.detach().float().clamp(0, 1).cpu().numpy())  # a diverged model draws black
     if array.shape[1] == 1:
         array = np.repeat(array, 3, axis=1)
     return (array.transpose(0, 2, 3, 1) * 255).round().astype(np.uint8)

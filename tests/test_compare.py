@@ -55,3 +55,30 @@ def test_compare_rejects_a_missing_directory(tmp_path):
     result = run_vaelab("compare", str(tmp_path / "nope"), cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().startswith("vaelab: error: compare:")
+
+
+def test_sweep_presets_define_matched_grids(tmp_path):
+    from omegaconf import OmegaConf
+
+    grids = {}
+    for preset in ("sweep_beta", "sweep_lambda"):
+        result = run_vaelab("train", f"experiment={preset}", "--cfg", "hydra", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        grids[preset] = OmegaConf.create(result.stdout).hydra.sweeper.params
+    betas = [float(b) for b in grids["sweep_beta"].beta.split(",")]
+    lambdas = [float(x) for x in grids["sweep_lambda"]["lambda"].split(",")]
+    # The same beta_effective points, so compare puts both derivations on one axis.
+    assert [1 / b for b in betas] == [1 + lam for lam in lambdas]
+    assert grids["sweep_beta"].seed == grids["sweep_lambda"].seed == "0,1,2"
+
+
+def test_a_real_sweep_lands_in_compare(tmp_path):
+    result = run_vaelab(
+        "train", "-m", "experiment=sweep_lambda", "lambda=0,-0.75", "seed=0", "trainer.max_steps=2", "metrics=none",
+        "information.num_samples=0", "images.num_images=0", "logger=none", "hydra.sweep.dir=sweep", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    runs = find_runs([tmp_path / "sweep"])
+    assert sorted((run.objective, run.beta_effective, run.status) for run in runs) == [
+        ("infomax", 1.0, "success"), ("infomax", 4.0, "success"),
+    ]  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,41 @@ def log_to_loggers(trainer: pl.Trainer, metrics: dict[str, float], step: int) ->
         logger.log_metrics(metrics, step=step)
 
 
-class DisentanglementEvaluation(pl.Callback):
+class PeriodicEvaluation(pl.Callback, ABC):
+    """Calls :meth:`evaluate` every ``every_n_steps`` and once at the end of training.
+
+    Only on rank 0, never twice at one step, and not at all when :attr:`enabled` is false.
+    Subclasses implement :meth:`evaluate`; the step is ``trainer.global_step``.
+    """
+
+    def __init__(self, every_n_steps: int | None) -> None:
+        super().__init__()
+        self.every_n_steps = every_n_steps
+        self.last_evaluated_step: int | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return True
+
+    @abstractmethod
+    def evaluate(self, trainer: pl.Trainer, pl_module) -> None:
+        """Compute and log this callback's figures for the model as it is now."""
+
+    def _evaluate_once(self, trainer: pl.Trainer, pl_module) -> None:
+        if self.enabled and trainer.is_global_zero and trainer.global_step != self.last_evaluated_step:
+            self.evaluate(trainer, pl_module)
+            self.last_evaluated_step = trainer.global_step
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        step = trainer.global_step
+        if self.every_n_steps and step > 0 and step % self.every_n_steps == 0:
+            self._evaluate_once(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module) -> None:
+        self._evaluate_once(trainer, pl_module)
+
+
+class DisentanglementEvaluation(PeriodicEvaluation):
     """Runs the metric suite every ``every_n_steps`` and once at the end of training.
 
     The representation is the encoder mean. Within one evaluation each needed image
@@ -40,14 +75,16 @@ class DisentanglementEvaluation(pl.Callback):
         seed: int = 0,
         encode_batch_size: int = 1024,
     ) -> None:
-        super().__init__()
+        super().__init__(every_n_steps)
         self.suite = {name: dict(hparams or {}) for name, hparams in suite.items()}
-        self.every_n_steps = every_n_steps
         self.seed = seed
         self.encode_batch_size = encode_batch_size
-        self.last_evaluated_step: int | None = None
 
-    def evaluate(self, trainer: pl.Trainer, pl_module) -> dict[str, float]:
+    @property
+    def enabled(self) -> bool:
+        return bool(self.suite)
+
+    def evaluate(self, trainer: pl.Trainer, pl_module) -> None:
         from vaelab.metrics import ALIASES, evaluate
         from vaelab.metrics.representation import CachedEncoder
 
@@ -60,25 +97,11 @@ class DisentanglementEvaluation(pl.Callback):
         seconds = time.perf_counter() - started
         step = trainer.global_step
         log_to_loggers(trainer, {**scores, "metrics/seconds": seconds}, step)
-        self.last_evaluated_step = step
         headline = ", ".join(f"{k.removeprefix('metrics/')}={v:.3f}" for k, v in scores.items() if k in ALIASES)
         log.info("step %d: %s (%.1f s, %d images encoded)", step, headline, seconds, represent.num_encoded)
-        return scores
-
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        if not self.suite or not self.every_n_steps or trainer.sanity_checking:
-            return
-        step = trainer.global_step
-        if step > 0 and step % self.every_n_steps == 0 and step != self.last_evaluated_step:
-            if trainer.is_global_zero:
-                self.evaluate(trainer, pl_module)
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module) -> None:
-        if self.suite and trainer.is_global_zero and trainer.global_step != self.last_evaluated_step:
-            self.evaluate(trainer, pl_module)
 
 
-class InformationEvaluation(pl.Callback):
+class InformationEvaluation(PeriodicEvaluation):
     """The information decomposition of docs/objectives.md section 3, logged under ``info/…``.
 
     On a fixed evaluation set of ``num_samples`` images (the same at every evaluation):
@@ -87,17 +110,19 @@ class InformationEvaluation(pl.Callback):
     """
 
     def __init__(self, num_samples: int = 10000, every_n_steps: int | None = None, seed: int = 0) -> None:
-        super().__init__()
+        super().__init__(every_n_steps)
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 0:
             from vaelab.errors import UserError
 
             raise UserError(f"information.num_samples={num_samples!r}: expected an integer >= 0 (0: off)")
         self.num_samples = num_samples
-        self.every_n_steps = every_n_steps
         self.seed = seed
-        self.last_evaluated_step: int | None = None
 
-    def evaluate(self, trainer: pl.Trainer, pl_module) -> dict[str, float]:
+    @property
+    def enabled(self) -> bool:
+        return self.num_samples > 0
+
+    def evaluate(self, trainer: pl.Trainer, pl_module) -> None:
         from vaelab.information import information_decomposition
 
         started = time.perf_counter()
@@ -112,22 +137,9 @@ class InformationEvaluation(pl.Callback):
         figures = {f"info/{key}": value for key, value in info.items()}
         figures["info/seconds"] = time.perf_counter() - started
         log_to_loggers(trainer, figures, trainer.global_step)
-        self.last_evaluated_step = trainer.global_step
-        return figures
-
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        if not self.num_samples or not self.every_n_steps:
-            return
-        step = trainer.global_step
-        if step > 0 and step % self.every_n_steps == 0 and trainer.is_global_zero:
-            self.evaluate(trainer, pl_module)
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module) -> None:
-        if self.num_samples and trainer.is_global_zero and trainer.global_step != self.last_evaluated_step:
-            self.evaluate(trainer, pl_module)
 
 
-class ImageLogging(pl.Callback):
+class ImageLogging(PeriodicEvaluation):
     """Reconstructions and latent traversals every ``every_n_steps`` and at the end.
 
     Saved as ``<run dir>/images/{reconstructions,traversals}_step<N>.png`` and logged to
@@ -137,20 +149,21 @@ class ImageLogging(pl.Callback):
 
     def __init__(self, run_dir, every_n_steps: int | None = None, num_images: int = 8, steps: int = 9,
                  extent: float = 2.5) -> None:  # fmt: skip
-        super().__init__()
+        super().__init__(every_n_steps)
         self.directory = Path(run_dir) / "images"
-        self.every_n_steps = every_n_steps
         self.num_images = num_images
         self.steps = steps
         self.extent = extent
-        self.last_step: int | None = None
 
-    def draw(self, trainer: pl.Trainer, pl_module) -> None:
+    @property
+    def enabled(self) -> bool:
+        return self.num_images > 0
+
+    def evaluate(self, trainer: pl.Trainer, pl_module) -> None:
         from vaelab.images import latent_traversal, reconstruction_grid
 
-        datamodule = trainer.datamodule
-        datamodule.val_dataloader()  # renders the fixed validation images once
-        images = datamodule._val_images[: self.num_images].to(device=pl_module.device, dtype=pl_module.dtype)
+        images = trainer.datamodule.val_images[: self.num_images]
+        images = images.to(device=pl_module.device, dtype=pl_module.dtype)
         model = pl_module.model
         was_training = model.training
         model.eval()
@@ -174,16 +187,6 @@ class ImageLogging(pl.Callback):
                         logger.log_image(key=f"images/{name}", images=[picture], step=step)
                     except Exception as error:  # noqa: BLE001 - pictures must not stop training
                         log.warning("could not log %s to %s (%s)", name, type(logger).__name__, error)
-        self.last_step = step
-
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        step = trainer.global_step
-        if self.every_n_steps and step > 0 and step % self.every_n_steps == 0 and trainer.is_global_zero:
-            self.draw(trainer, pl_module)
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module) -> None:
-        if self.num_images and trainer.is_global_zero and trainer.global_step != self.last_step:
-            self.draw(trainer, pl_module)
 
 
 class InterruptCheckpoint(pl.Callback):

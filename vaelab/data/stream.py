@@ -68,8 +68,13 @@ class GroundTruthDataModule(pl.LightningDataModule):
         stream = TrainingStream(self.dataset, self.batch_size, self.seed, start_step=start)
         return DataLoader(stream, batch_size=None)
 
-    def val_dataloader(self) -> DataLoader:
+    @property
+    def val_images(self) -> torch.Tensor:
+        """The fixed validation images, rendered on first use."""
         if self._val_images is None:
             factors = self.dataset.sample_factors(self.val_size, np.random.default_rng(self.val_seed))
             self._val_images = self.dataset.images(factors)
-        return DataLoader(TensorDataset(self._val_images), batch_size=max(self.batch_size, 256))
+        return self._val_images
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(TensorDataset(self.val_images), batch_size=max(self.batch_size, 256))

@@ -195,6 +195,10 @@ def test_eval_scores_any_representation_from_a_codes_file(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     scores = json.loads(result.stdout)
     assert scores["metrics/mig"] > 0.9  # an ideal code
+    # Any logger choice works for eval (the W&B-only group is not passed to the CSV logger).
+    with_csv = run_vaelab("eval", f"codes={tmp_path / 'codes.npz'}", "metrics=default", "logger=csv", cwd=tmp_path)
+    assert with_csv.returncode == 0, with_csv.stderr[-2000:]
+    assert json.loads(with_csv.stdout)["metrics/mig"] == scores["metrics/mig"]
 
     np.savez(tmp_path / "broken.npz", factors=factors[:-1], codes=ideal[:-1])
     broken = run_vaelab("eval", f"codes={tmp_path / 'broken.npz'}", "logger=none", cwd=tmp_path)

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vaelab.checkpoint import load_checkpoint
 from vaelab.errors import UserError
-from vaelab.logging import MetricsFileLogger, finish_wandb
+from vaelab.logging import build_loggers, finish_wandb
 
 log = logging.getLogger("vaelab")
 
@@ -84,12 +84,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
     scores = metrics.evaluate(dataset, represent, suite, seed=cfg.metrics.seed)
     scores["metrics/seconds"] = time.perf_counter() - started
 
-    metrics_file = MetricsFileLogger(run_dir)
-    loggers = [metrics_file]
-    if cfg.get("logger") and cfg.logger.get("_target_"):
-        external = hydra.utils.instantiate(cfg.logger, group=cfg.logger.group or group)
-        if external is not None:
-            loggers.append(external)
+    metrics_file, loggers = build_loggers(cfg.get("logger"), run_dir, group=group)
     config = {**OmegaConf.to_container(cfg, resolve=True), **source}
     exit_code = 1
     try:

@@ -83,6 +83,27 @@ class MetricsFileLogger(Logger):
         self.save()
 
 
+def build_loggers(
+    logger_cfg, run_dir: str | os.PathLike, resume_step: int | None = None, **fill: Any
+) -> tuple[MetricsFileLogger, list[Logger]]:
+    """The run's loggers: metrics.json always, plus the one ``logger=`` selects (none: none).
+
+    ``fill`` supplies values for keys that the selected logger's config declares and leaves
+    null (a resumed run's W&B ``run_id``, an eval run's ``group``); other loggers never
+    see them.
+    """
+    import hydra.utils
+
+    metrics_file = MetricsFileLogger(run_dir, resume_step=resume_step)
+    loggers: list[Logger] = [metrics_file]
+    if logger_cfg and logger_cfg.get("_target_"):
+        extra = {key: value for key, value in fill.items() if value is not None and logger_cfg.get(key, 0) is None}
+        external = hydra.utils.instantiate(logger_cfg, **extra)
+        if external is not None:
+            loggers.append(external)
+    return metrics_file, loggers
+
+
 def _as_float(value: Any) -> float:
     # NaN/inf are kept (JSON NaN/Infinity): a diverged run must show as diverged.
     return float(value.item() if hasattr(value, "item") else value)
@@ -149,7 +170,7 @@ def wandb_logger(
     mode: str = "auto",
     group: str | None = None,
     name: str | None = None,
-    job_type: str = "train",
+    job_type: str | None = None,
     tags: list[str] | None = None,
     entity: str | None = None,
     run_id: str | None = None,
@@ -162,9 +183,11 @@ def wandb_logger(
     mode = resolve_wandb_mode(mode)
     if mode == "disabled":
         return None
-    sweep_group, overrides_name = _hydra_run_identity()
+    sweep_group, overrides_name, default_tags = _hydra_run_identity()
     group = group or sweep_group
     name = name or overrides_name
+    tags = tags or default_tags
+    job_type = job_type or _hydra_job_name() or "train"
     Path(save_dir).mkdir(parents=True, exist_ok=True)
     try:
         logger = GuardedWandbLogger(
@@ -188,8 +211,9 @@ def wandb_logger(
     return logger
 
 
-def _hydra_run_identity() -> tuple[str | None, str | None]:
-    """(group, name) defaults: the sweep directory in a multirun; the overrides as the name.
+def _hydra_run_identity() -> tuple[str | None, str | None, list[str] | None]:
+    """(group, name, tags) defaults: the sweep directory in a multirun; the overrides as the
+    name; the chosen objective and dataset as tags (an eval run: "eval").
 
     e.g. group "multirun/2026-01-31/12-00-00", name "beta=4,objective=infomax".
     """
@@ -197,14 +221,22 @@ def _hydra_run_identity() -> tuple[str | None, str | None]:
     from hydra.types import RunMode
 
     if not HydraConfig.initialized():
-        return None, None
+        return None, None, None
     hydra_cfg = HydraConfig.get()
     name = hydra_cfg.job.override_dirname or None
+    choices = hydra_cfg.runtime.choices
+    tags = [choices[g] for g in ("objective", "dataset") if choices.get(g)] or [hydra_cfg.job.name]
     group = None
     if hydra_cfg.mode == RunMode.MULTIRUN:
         sweep_dir = Path(hydra_cfg.sweep.dir)
         group = "/".join(sweep_dir.parts[-3:])  # e.g. multirun/<date>/<time>: unique per sweep
-    return group, name
+    return group, name, tags
+
+
+def _hydra_job_name() -> str | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get().job.name if HydraConfig.initialized() else None
 
 
 def _wandb_settings():

@@ -29,7 +29,7 @@ from vaelab.checkpoint import (
     run_dir_of,
 )
 from vaelab.data.stream import GroundTruthDataModule
-from vaelab.logging import MetricsFileLogger, finish_wandb
+from vaelab.logging import build_loggers, finish_wandb
 from vaelab.module import VAEModule
 from vaelab.system import tune_glibc_malloc
 
@@ -57,6 +57,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     checkpoint = load_checkpoint(resume_from, key="resume") if resume_from else None
     if resume_from is not None:
         run_dir = run_dir_of(resume_from)  # a resumed run continues in its own directory
+        cfg.paths.output_dir = str(run_dir)  # and so do its loggers
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     dataset = hydra.utils.instantiate(cfg.dataset)
@@ -74,19 +75,13 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
         model, objective, hydra.utils.instantiate(cfg.optimizer), cfg.seed, config, cfg.on_non_finite
     )
 
-    metrics_file = MetricsFileLogger(run_dir, resume_step=resume_step)
-    loggers = [metrics_file]
-    if cfg.get("logger") and cfg.logger.get("_target_"):
-        # A resumed run continues its W&B run (same id) unless one is given.
-        extra = {"run_id": wandb_id} if "run_id" in cfg.logger and cfg.logger.run_id is None and wandb_id else {}
-        extra |= {"save_dir": str(run_dir)} if "save_dir" in cfg.logger else {}
-        external = hydra.utils.instantiate(cfg.logger, **extra)
-        if external is not None:
-            loggers.append(external)
-            if isinstance(external, WandbLogger):
-                # Kept in the checkpoint: `vaelab eval` joins the group, a resume the run.
-                run = external.experiment
-                config["wandb"] = {"id": run.id, "group": run.group or None, "name": run.name}
+    # A resumed run continues its W&B run (same id) unless one is given.
+    metrics_file, loggers = build_loggers(cfg.get("logger"), run_dir, resume_step, run_id=wandb_id)
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            # Kept in the checkpoint: `vaelab eval` joins the group, a resume the run.
+            run = logger.experiment
+            config["wandb"] = {"id": run.id, "group": run.group or None, "name": run.name}
     for logger in loggers:
         logger.log_hyperparams(config)
 

@@ -52,7 +52,34 @@ def apply_bins(x: np.ndarray, edges: list[np.ndarray]) -> np.ndarray:
     return np.stack([np.searchsorted(e, col, side="left") for e, col in zip(edges, x.T)], axis=1)
 
 
-class BinnedGradientBoosting:
+class _TreeEnsemble:
+    """What both boosters share once fitted: raw scores from their level-wise trees, and
+    probabilities from raw scores (sigmoid for two classes, softmax otherwise).
+
+    Each stage is (features per level, thresholds per level, leaf values); the arrays of
+    a level are indexed [tree, node], so every sample walks every tree of a stage at once.
+    """
+
+    def _raw_scores(self, x: np.ndarray, stages) -> np.ndarray:
+        n = len(x)
+        trees = len(self.init_)
+        rows, tree_ids = np.arange(n)[:, None], np.arange(trees)[None, :]
+        raw = np.tile(self.init_, (n, 1))
+        for features, thresholds, values in stages:
+            node = np.zeros((n, trees), dtype=np.int64)
+            for feature, threshold in zip(features, thresholds):
+                node = 2 * node + (x[rows, feature[tree_ids, node]] > threshold[tree_ids, node])
+            raw += self.learning_rate * values[tree_ids, node]
+        return raw
+
+    def _probabilities(self, raw: np.ndarray) -> np.ndarray:
+        if self.binary_:
+            return 1.0 / (1.0 + np.exp(-raw))
+        shifted = np.exp(raw - raw.max(axis=1, keepdims=True))
+        return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+class BinnedGradientBoosting(_TreeEnsemble):
     def __init__(self, n_estimators: int = 100, learning_rate: float = 0.1, max_depth: int = 3, num_bins: int = 256):
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
@@ -139,24 +166,8 @@ class BinnedGradientBoosting:
         self.feature_importances_ = self.importances_ / total if total > 0 else self.importances_
         return self
 
-    def _probabilities(self, raw: np.ndarray) -> np.ndarray:
-        if self.binary_:
-            return 1.0 / (1.0 + np.exp(-raw))
-        shifted = np.exp(raw - raw.max(axis=1, keepdims=True))
-        return shifted / shifted.sum(axis=1, keepdims=True)
-
     def decision_function(self, x: np.ndarray) -> np.ndarray:
-        xb = apply_bins(x, self.edges_)
-        n = len(xb)
-        trees = len(self.init_)
-        samples, tree_ids = np.arange(n)[:, None], np.arange(trees)[None, :]
-        raw = np.tile(self.init_, (n, 1))
-        for split_features, split_bins, values in self.splits_:
-            node = np.zeros((n, trees), dtype=np.int64)
-            for feature, threshold in zip(split_features, split_bins):
-                node = 2 * node + (xb[samples, feature[tree_ids, node]] > threshold[tree_ids, node])
-            raw += self.learning_rate * values[tree_ids, node]
-        return raw
+        return self._raw_scores(apply_bins(x, self.edges_), self.splits_)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         raw = self.decision_function(x)
@@ -181,7 +192,7 @@ def _truncate(gain):
     return (gain.view(torch.int64) & _TIE_MASK).view(torch.float64)
 
 
-class ExactGradientBoosting:
+class ExactGradientBoosting(_TreeEnsemble):
     """sklearn's ``GradientBoostingClassifier`` (log loss, squared-error splits, no
     subsampling, min_samples_leaf=1) with sklearn's exact thresholds, grown level-wise.
 
@@ -448,25 +459,9 @@ class ExactGradientBoosting:
 
     # -- prediction --------------------------------------------------------------------------
 
-    def _probabilities(self, raw: np.ndarray) -> np.ndarray:
-        if self.binary_:
-            return 1.0 / (1.0 + np.exp(-raw))
-        shifted = np.exp(raw - raw.max(axis=1, keepdims=True))
-        return shifted / shifted.sum(axis=1, keepdims=True)
-
     def decision_function(self, x: np.ndarray) -> np.ndarray:
         """Raw scores (N, 1) for two classes, else (N, K), as sklearn's."""
-        xv = np.asarray(x, dtype=np.float32).astype(np.float64)
-        n = len(xv)
-        trees = len(self.init_)
-        rows, tree_ids = np.arange(n)[:, None], np.arange(trees)[None, :]
-        raw = np.tile(self.init_, (n, 1))
-        for features, thresholds, values in self.stages_:
-            node = np.zeros((n, trees), dtype=np.int64)
-            for feature, threshold in zip(features, thresholds):
-                node = 2 * node + (xv[rows, feature[tree_ids, node]] > threshold[tree_ids, node])
-            raw += self.learning_rate * values[tree_ids, node]
-        return raw
+        return self._raw_scores(np.asarray(x, dtype=np.float32).astype(np.float64), self.stages_)
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         prob = self._probabilities(self.decision_function(x))

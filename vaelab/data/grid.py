@@ -11,6 +11,7 @@ fastest (row-major / C order over ``factor_sizes``).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,7 +58,7 @@ class FactorGrid:
         return np.stack([self.factor_values[k][factors[:, k]] for k in range(self.num_factors)], axis=1)
 
 
-class GroundTruthDataset:
+class GroundTruthDataset(ABC):
     """A full factor grid plus a renderer: ``images(factors)`` for any factor vectors.
 
     Subclasses set ``grid``, ``image_shape`` (C, H, W) and ``binary`` and implement
@@ -97,9 +98,9 @@ class GroundTruthDataset:
     def index_to_factors(self, index: np.ndarray) -> np.ndarray:
         return self.grid.index_to_factors(index)
 
+    @abstractmethod
     def images(self, factors: np.ndarray):
         """(N, K) integer factor indices -> float32 torch tensor (N, C, H, W) in [0, 1]."""
-        raise NotImplementedError
 
     def images_at(self, index: np.ndarray):
         """Images by flat index (the original file's order)."""

@@ -110,6 +110,9 @@ MAINS = {"train": train_main, "eval": eval_main}
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    from vaelab.distributed import worker_argv
+
+    argv = worker_argv() or argv  # a DDP worker runs its rank 0's job, whatever Lightning passed
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE, end="")
         return

@@ -59,13 +59,18 @@ class VAEModule(pl.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images = batch["images"]
-        mu_shape = images.new_empty(images.shape[0], self.model.latent_dim)
-        out = self.model(images, step_noise(self.seed, self.global_step, mu_shape))
+        # Under DDP each rank holds one slice of the step's global batch (see TrainingStream):
+        # it takes the same slice of the step's noise, so n ranks x B images train exactly
+        # like one process with n*B.
+        size, rank, world = images.shape[0], self.global_rank, self.trainer.world_size if self._trainer else 1
+        noise = step_noise(self.seed, self.global_step, images.new_empty(size * world, self.model.latent_dim))
+        out = self.model(images, noise[rank * size : (rank + 1) * size])
         terms = self.objective(out)
         if not torch.isfinite(terms["loss"]):
             return self._non_finite({f"train/{name}": value for name, value in terms.items()})
+        distributed = world > 1  # logged figures are means over the global batch
         for name, value in terms.items():
-            self.log(f"train/{name}", value, prog_bar=name == "loss")
+            self.log(f"train/{name}", value, prog_bar=name == "loss", sync_dist=distributed)
         self.log("train/beta_effective", self.objective.beta_effective)
         return terms["loss"]
 
@@ -93,8 +98,9 @@ class VAEModule(pl.LightningModule):
         mu_shape = images.new_empty(images.shape[0], self.model.latent_dim)
         out = self.model(images, step_noise(VAL_NOISE_SEED, batch_idx, mu_shape))
         for name, value in self.objective(out).items():
-            self.log(f"val/{name}", value, batch_size=images.shape[0], prog_bar=name == "loss")
-        self.log("val/beta_effective", self.objective.beta_effective, batch_size=images.shape[0])
+            # sync_dist: under DDP each rank sees part of the validation set.
+            self.log(f"val/{name}", value, batch_size=images.shape[0], prog_bar=name == "loss", sync_dist=True)
+        self.log("val/beta_effective", self.objective.beta_effective, batch_size=images.shape[0], sync_dist=True)
 
     @torch.no_grad()
     def encode_posterior(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

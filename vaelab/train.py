@@ -29,6 +29,7 @@ from vaelab.checkpoint import (
     run_dir_of,
 )
 from vaelab.data.stream import GroundTruthDataModule
+from vaelab.distributed import is_worker, launching_workers
 from vaelab.logging import build_loggers, finish_wandb
 from vaelab.module import VAEModule
 from vaelab.system import tune_glibc_malloc
@@ -75,8 +76,12 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
         model, objective, hydra.utils.instantiate(cfg.optimizer), cfg.seed, config, cfg.on_non_finite
     )
 
-    # A resumed run continues its W&B run (same id) unless one is given.
-    metrics_file, loggers = build_loggers(cfg.get("logger"), run_dir, resume_step, run_id=wandb_id)
+    # A resumed run continues its W&B run (same id) unless one is given. DDP workers
+    # (ranks > 0) log nothing: rank 0 writes metrics.json and the one W&B run.
+    logger_cfg = None if is_worker() else cfg.get("logger")
+    metrics_file, loggers = build_loggers(logger_cfg, run_dir, resume_step, run_id=wandb_id)
+    if is_worker():
+        loggers = []
     for logger in loggers:
         if isinstance(logger, WandbLogger):
             # Kept in the checkpoint: `vaelab eval` joins the group, a resume the run.
@@ -123,7 +128,8 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     )  # fmt: skip
     exit_code = 1
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+        with launching_workers():
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
         exit_code = 0
     except (KeyboardInterrupt, SystemExit):
         if interrupt.exit_code is None:

@@ -26,17 +26,33 @@ def batch_factors(dataset: GroundTruthDataset, batch_size: int, seed: int, step:
 
 
 class TrainingStream(IterableDataset):
-    """Endless batches ``{"images", "factors", "step"}`` starting at ``start_step``."""
+    """Endless batches ``{"images", "factors", "step"}`` starting at ``start_step``.
 
-    def __init__(self, dataset: GroundTruthDataset, batch_size: int, seed: int, start_step: int = 0) -> None:
+    Under DDP, step t has one global batch of ``batch_size * world_size`` factor vectors,
+    drawn as above, and rank r trains on slice r of it: n ranks see exactly the
+    batches of one process with an n times larger batch.
+    """
+
+    def __init__(
+        self,
+        dataset: GroundTruthDataset,
+        batch_size: int,
+        seed: int,
+        start_step: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         self.dataset = dataset
         self.batch_size = batch_size
         self.seed = seed
         self.start_step = start_step
+        self.rank = rank
+        self.world_size = world_size
 
     def __iter__(self):
+        shard = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
         for step in itertools.count(self.start_step):
-            factors = batch_factors(self.dataset, self.batch_size, self.seed, step)
+            factors = batch_factors(self.dataset, self.batch_size * self.world_size, self.seed, step)[shard]
             yield {"images": self.dataset.images(factors), "factors": torch.from_numpy(factors), "step": step}
 
 
@@ -64,8 +80,10 @@ class GroundTruthDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         # Start where the trainer is (non-zero after a checkpoint restore).
-        start = self.trainer.global_step if self.trainer is not None else 0
-        stream = TrainingStream(self.dataset, self.batch_size, self.seed, start_step=start)
+        trainer = self.trainer
+        start = trainer.global_step if trainer is not None else 0
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        stream = TrainingStream(self.dataset, self.batch_size, self.seed, start_step=start, rank=rank, world_size=world)
         return DataLoader(stream, batch_size=None)
 
     @property

@@ -12,6 +12,7 @@ import torch
 
 from tests.conftest import REPO, run_vaelab
 from tests.wandb_offline import read_offline_run
+from vaelab.cli import main
 
 QUICK = (
     "experiment=quick",
@@ -141,18 +142,36 @@ def test_multirun_gives_one_wandb_run_per_job_in_one_group(tmp_path):
         (["beta=abc"], "beta='abc': expected a number > 0"),
         (["model.latent_dim=0"], "model.latent_dim=0: expected an integer >= 1"),
         (["data.batch_size=0"], "data.batch_size=0: expected an integer >= 1"),
+        (["trainer.max_steps=-5"], "trainer.max_steps=-5: expected an integer >= 1"),
+        (["trainer.max_steps=abc"], "trainer.max_steps='abc': expected an integer >= 1"),
+        (["checkpoint.every_n_steps=0"], "checkpoint.every_n_steps=0: expected an integer >= 1"),
+        (["trainer.devices=0"], "trainer: `Trainer(devices=0)` value is not a valid input"),
+        # Hydra's composition errors, several lines long from Hydra itself:
+        (["model=foo"], "Could not find 'model/foo'; available: conv, mlp"),
+        (["foo=1"], "Could not override 'foo'; To append to your config use +foo=1"),
+        (["beta=[1"], "no viable alternative at input '[1'"),
+        (["seed=${nothing}"], "seed: Interpolation key 'nothing' not found"),
     ],
 )
-def test_bad_inputs_are_one_line_errors(tmp_path, overrides, message):
-    result = run_vaelab("train", "logger=none", "metrics=none", *overrides, cwd=tmp_path)
-    assert result.returncode == 2
-    errors = [line for line in result.stderr.splitlines() if line.startswith("vaelab: error:")]
-    assert len(errors) == 1 and message in errors[0]
-    assert "Traceback" not in result.stderr
+def test_bad_inputs_are_one_line_errors(tmp_path, monkeypatch, capfd, overrides, message):
+    # In-process (the CLI's own main, as the console script calls it): one torch import for all cases.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["vaelab"])
+    for var in ("HYDRA_FULL_ERROR", "VAELAB_SHOW_TRACEBACKS"):  # main() sets them: restore afterwards
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "logger=none", "metrics=none", *overrides])
+    assert exit_info.value.code == 2
+    stderr = capfd.readouterr().err
+    errors = [line for line in stderr.splitlines() if line.startswith("vaelab: error:")]
+    assert len(errors) == 1 and message in errors[0], stderr
+    assert "Traceback" not in stderr
+    assert not list(tmp_path.glob("outputs/*/*/checkpoints")) and not list(tmp_path.glob("outputs/*/*/metrics.json"))
 
 
-def test_full_error_shows_the_traceback(tmp_path):
-    result = run_vaelab("train", "logger=none", "beta=0", cwd=tmp_path, env={"HYDRA_FULL_ERROR": "1"})
+@pytest.mark.parametrize("override", ["beta=0", "model=foo"])
+def test_full_error_shows_the_traceback(tmp_path, override):
+    result = run_vaelab("train", "logger=none", override, cwd=tmp_path, env={"HYDRA_FULL_ERROR": "1"})
     assert result.returncode != 0 and "Traceback" in result.stderr
 
 

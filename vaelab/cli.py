@@ -47,7 +47,8 @@ def _user_error_in(error: BaseException):
 
 
 def _report_user_errors(task):
-    """Run ``task``; a UserError becomes one line on stderr and exit code 2 (no traceback).
+    """Run ``task``; an error becomes one line on stderr and an exit code (no traceback):
+    2 for the user's errors (bad config values, files, paths), 1 for runtime failures.
 
     HYDRA_FULL_ERROR=1 shows the traceback. In a multirun the error is re-raised so
     Hydra records the failed job and the sweep goes on.
@@ -58,18 +59,77 @@ def _report_user_errors(task):
         try:
             return task(cfg)
         except Exception as error:
-            user_error = _user_error_in(error)
-            if user_error is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            if _show_tracebacks():
                 raise
             from hydra.core.hydra_config import HydraConfig
             from hydra.types import RunMode
 
-            print(f"vaelab: error: {user_error}", file=sys.stderr)
+            message, code = _one_line(error)
+            print(f"vaelab: error: {message}", file=sys.stderr)
             if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
                 raise
-            sys.exit(user_error.exit_code)
+            sys.exit(code)
 
     return wrapped
+
+
+# Set by main(): whether the user asked for tracebacks (HYDRA_FULL_ERROR=1). main() then
+# sets HYDRA_FULL_ERROR=1 itself so that Hydra raises instead of printing its several-line
+# report; jobs in other processes (launchers, DDP workers) read the user's choice here.
+SHOW_TRACEBACKS_ENV = "VAELAB_SHOW_TRACEBACKS"
+
+
+def _show_tracebacks() -> bool:
+    return os.environ.get(SHOW_TRACEBACKS_ENV, os.environ.get("HYDRA_FULL_ERROR", "0")) == "1"
+
+
+def _one_line(error: BaseException) -> tuple[str, int]:
+    """(message, exit code) for an error that reached the top: one line, never a traceback.
+
+    Config composition and override errors are the user's (exit 2); Hydra and OmegaConf
+    spread them over several lines with a search path the user never asked about.
+    Anything else is a runtime failure (exit 1).
+    """
+    from hydra.errors import HydraException, InstantiationException, MissingConfigException
+    from omegaconf.errors import OmegaConfBaseException
+
+    user_error = _user_error_in(error)
+    if user_error is not None:
+        return str(user_error), user_error.exit_code
+    text = str(error)
+    if isinstance(error, MissingConfigException) and error.options:
+        return f"{text.splitlines()[0]}; available: {', '.join(error.options)}", 2
+    parts = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("Config search path"):
+            break
+        if line and not line.startswith(("full_key:", "object_type=", "reference_type=", "See https")):
+            parts.append(line.rstrip("."))
+    message = "; ".join(parts) or type(error).__name__
+    if isinstance(error, OmegaConfBaseException) and getattr(error, "full_key", None):
+        message = f"{error.full_key}: {message}"
+    if isinstance(error, InstantiationException) and error.__cause__ is not None:
+        # A config value a class rejected, e.g. trainer.max_steps=abc reaching Lightning.
+        cause = error.__cause__
+        target = text.split("'")[1] if text.count("'") >= 2 else "a config target"
+        return f"{target}: {type(cause).__name__}: {str(cause).strip().splitlines()[0]}", 2
+    if isinstance(error, (HydraException, OmegaConfBaseException)):
+        return message, 2
+    return f"{type(error).__name__}: {message} (HYDRA_FULL_ERROR=1 shows the traceback)", 1
+
+
+def _run_reporting_errors(hydra_main) -> None:
+    os.environ.setdefault(SHOW_TRACEBACKS_ENV, "1" if os.environ.get("HYDRA_FULL_ERROR") == "1" else "0")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        hydra_main()
+    except Exception as error:
+        if _show_tracebacks():
+            raise
+        message, code = _one_line(error)
+        print(f"vaelab: error: {message}", file=sys.stderr)
+        sys.exit(code)
 
 
 def _quiet_third_party_logging() -> None:
@@ -131,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     # Hydra reads sys.argv: drop the subcommand (hydra.job.name says which one ran).
     sys.argv = [sys.argv[0], *argv[1:]]
-    MAINS[command]()
+    _run_reporting_errors(MAINS[command])
 
 
 if __name__ == "__main__":

@@ -17,3 +17,16 @@ class TrainingDiverged(UserError):
     """The loss or a gradient became NaN/inf: the run stops, its last checkpoint stays finite."""
 
     exit_code = 1
+
+
+def check_int(key: str, value, *, minimum: int, optional: bool = False) -> int | None:
+    """``value`` as an int, or a one-line UserError naming ``key`` and the valid range.
+
+    ``optional``: None is allowed (e.g. "no periodic evaluation").
+    """
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        allowed = " or null" if optional else ""
+        raise UserError(f"{key}={value!r}: expected an integer >= {minimum}{allowed}")
+    return value

@@ -29,6 +29,7 @@ from vaelab.checkpoint import (
     run_dir_of,
 )
 from vaelab.data.stream import GroundTruthDataModule
+from vaelab.errors import check_int
 from vaelab.distributed import is_worker, launching_workers
 from vaelab.logging import build_loggers, finish_wandb
 from vaelab.module import VAEModule
@@ -46,11 +47,23 @@ def run_config(cfg: DictConfig, objective) -> dict[str, Any]:
     return config
 
 
+def check_schedule(cfg: DictConfig) -> None:
+    """The step counts a run is scheduled by: integers in range, or one line naming the key."""
+    check_int("seed", cfg.seed, minimum=0)
+    check_int("trainer.max_steps", cfg.trainer.max_steps, minimum=1)
+    check_int("trainer.val_check_interval", cfg.trainer.val_check_interval, minimum=1)
+    check_int("trainer.log_every_n_steps", cfg.trainer.log_every_n_steps, minimum=1)
+    check_int("checkpoint.every_n_steps", cfg.checkpoint.every_n_steps, minimum=1)
+    for group in ("metrics", "information", "images"):
+        check_int(f"{group}.every_n_steps", cfg[group].every_n_steps, minimum=1, optional=True)
+
+
 def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> dict[str, float]:
     """Train one model; returns the final figures (also in <run dir>/metrics.json).
 
     ``extra_callbacks`` lets programs (benchmarks, notebooks) watch a run without a config.
     """
+    check_schedule(cfg)
     if cfg.get("tune_malloc", True):
         tune_glibc_malloc()
     run_dir = Path(cfg.paths.output_dir)

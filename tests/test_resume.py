@@ -59,17 +59,10 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_result(tmp_path):
     assert resumed["global_step"] == expected["global_step"] == 60
     for key, value in expected["state_dict"].items():
         assert torch.equal(resumed["state_dict"][key], value), key  # bit for bit
-    # The same figures at the same steps. Known gap: Lightning writes the step-k checkpoint
-    # before that step's train/ and val/ figures reach the loggers (logged as step k-1), so a
-    # kill in that window loses them; everything else is logged again identically.
-    expected_history = {entry["step"]: entry for entry in _without_timings(_history(uninterrupted))}
-    resumed_history = {entry["step"]: entry for entry in _without_timings(_history(killed))}
-    assert set(expected_history) == set(resumed_history) | {killed_at - 1}
-    for step, entry in resumed_history.items():
-        if step == killed_at - 1:
-            assert entry.items() <= expected_history[step].items(), step
-        else:
-            assert entry == expected_history[step], step
+    # The same figures at the same steps: step k's checkpoint is written after step k-1's
+    # train/ figures and step k's validation and evaluations are logged, so nothing is lost.
+    assert _without_timings(_history(killed)) == _without_timings(_history(uninterrupted))
+    resumed_history = {entry["step"]: entry for entry in _history(killed)}
     assert {20, 40, 60} <= {step for step, entry in resumed_history.items() if "metrics/mig" in entry}
 
     # W&B: the resumed run continues the killed run's id.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from abc import ABC, abstractmethod
@@ -12,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import TQDMProgressBar
+from pytorch_lightning.callbacks import Checkpoint, TQDMProgressBar
 
 from vaelab.information import kl_conditional_per_dim
 
@@ -187,6 +188,52 @@ class ImageLogging(PeriodicEvaluation):
                         logger.log_image(key=f"images/{name}", images=[picture], step=step)
                     except Exception as error:  # noqa: BLE001 - pictures must not stop training
                         log.warning("could not log %s to %s (%s)", name, type(logger).__name__, error)
+
+
+class PeriodicCheckpoint(Checkpoint):
+    """``last.ckpt`` every ``every_n_steps`` steps and at the end of training.
+
+    The state is taken where Lightning expects it (the end of the step's batch) but the
+    file is written when the next step begins: by then that step's train/ figures, its
+    validation and its evaluations have all reached the loggers. A run killed right
+    after the file appears and resumed from it therefore logs exactly what the
+    uninterrupted run logs, with no hole (Lightning skips the validation it believes
+    already done on resume; its figures are already in metrics.json).
+    """
+
+    def __init__(self, path, every_n_steps: int) -> None:
+        super().__init__()
+        self.path = path
+        self.every_n_steps = every_n_steps
+        self._pending: dict | None = None
+        self._saved_at: int | None = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module) -> None:
+        self._saved_at = trainer.global_step  # a resumed run starts from a saved step
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if trainer.global_step % self.every_n_steps == 0 and trainer.global_step != self._saved_at:
+            # A copy: nothing changes the weights before the write, but nothing need be trusted to.
+            self._pending = copy.deepcopy(trainer._checkpoint_connector.dump_checkpoint())
+            self._saved_at = trainer.global_step
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module, batch, batch_idx: int) -> None:
+        self._write_pending(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module) -> None:
+        self._write_pending(trainer)
+        if trainer.global_step != self._saved_at:
+            trainer.save_checkpoint(self.path)
+            self._saved_at = trainer.global_step
+
+    def on_exception(self, trainer: pl.Trainer, pl_module, exception: BaseException) -> None:
+        self._pending = None  # the figures of that step may be incomplete: keep the previous file
+
+    def _write_pending(self, trainer: pl.Trainer) -> None:
+        if self._pending is not None:
+            trainer.strategy.save_checkpoint(self._pending, self.path)  # atomic: AtomicCheckpointIO
+            trainer.strategy.barrier("PeriodicCheckpoint")
+            self._pending = None
 
 
 class InterruptCheckpoint(pl.Callback):

@@ -10,7 +10,6 @@ from typing import Any
 import hydra.utils
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import WandbLogger
 
 from vaelab import objectives
@@ -19,6 +18,7 @@ from vaelab.callbacks import (
     ImageLogging,
     InformationEvaluation,
     InterruptCheckpoint,
+    PeriodicCheckpoint,
     StepProgressBar,
 )
 from vaelab.checkpoint import (
@@ -106,12 +106,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     interrupt = InterruptCheckpoint(run_dir / "checkpoints" / "last.ckpt")
     callbacks = [
         interrupt,
-        ModelCheckpoint(
-            dirpath=run_dir / "checkpoints",
-            save_last=True,
-            save_top_k=0,  # with save_last: only last.ckpt, rewritten every every_n_train_steps
-            every_n_train_steps=cfg.checkpoint.every_n_steps,
-        ),
+        PeriodicCheckpoint(run_dir / "checkpoints" / "last.ckpt", cfg.checkpoint.every_n_steps),
         DisentanglementEvaluation(
             suite=OmegaConf.to_container(cfg.metrics.suite),
             every_n_steps=cfg.metrics.every_n_steps,

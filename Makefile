@@ -8,7 +8,7 @@ TORCH_PIN := torch==2.13.0
 
 install:
 	$(PIP) install $(TORCH_PIN)
-	$(PIP) install -c constraints.txt -e '.[test]'
+	$(PIP) install -c constraints.txt -e '.[test,sweeps]'
 
 test:
 	$(PYTHON) -m pytest -q

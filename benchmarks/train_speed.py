@@ -60,7 +60,7 @@ def train_images_per_second(batch_size: int, steps: int) -> float:
         cfg = compose_train(
             [
                 f"data.batch_size={batch_size}", f"trainer.max_steps={steps + WARMUP_STEPS}",
-                "logger=none", "metrics=none", "information.num_samples=0", "trainer.val_check_interval=100000",
+                "logger=none", "metrics=none", "metrics@periodic_metrics=none", "information.num_samples=0", "trainer.val_check_interval=100000",
                 f"checkpoint.every_n_steps={10**9}",
             ],
             Path(run_dir),
@@ -145,7 +145,7 @@ def startup_seconds() -> float:
     with tempfile.TemporaryDirectory() as cwd:
         start = time.perf_counter()
         process = subprocess.Popen(
-            [sys.executable, "-m", "vaelab", "train", "logger=none", "metrics=none", "information.num_samples=0",
+            [sys.executable, "-m", "vaelab", "train", "logger=none", "metrics=none", "metrics@periodic_metrics=none", "information.num_samples=0",
              "trainer.max_steps=1"],
             cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip

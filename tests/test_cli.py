@@ -18,8 +18,11 @@ QUICK = (
     "experiment=quick",
     "trainer.max_steps=40",
     "trainer.val_check_interval=20",
-    "metrics.every_n_steps=20",
+    "metrics=mig",
     "metrics.suite.mig.num_train=1000",
+    "metrics@periodic_metrics=mig",
+    "periodic_metrics.every_n_steps=20",
+    "periodic_metrics.suite.mig.num_train=1000",
 )
 
 
@@ -157,8 +160,8 @@ def test_bad_inputs_are_one_line_errors(tmp_path, monkeypatch, capfd, overrides,
     # In-process (the CLI's own main, as the console script calls it): one torch import for all cases.
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["vaelab"])
-    for var in ("HYDRA_FULL_ERROR", "VAELAB_SHOW_TRACEBACKS"):  # main() sets them: restore afterwards
-        monkeypatch.delenv(var, raising=False)
+    for var in ("HYDRA_FULL_ERROR", "VAELAB_SHOW_TRACEBACKS"):  # main() sets them: restored afterwards
+        monkeypatch.setenv(var, "0")
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "logger=none", "metrics=none", *overrides])
     assert exit_info.value.code == 2
@@ -179,7 +182,7 @@ def test_eval_scores_a_checkpoint(infomax_run, tmp_path):
     _, run_dir = infomax_run
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     # The suite and seed of the training run's final evaluation, on its final weights.
-    result = run_vaelab("eval", f"ckpt={checkpoint}", "metrics=default", "metrics.suite.mig.num_train=1000", cwd=tmp_path)
+    result = run_vaelab("eval", f"ckpt={checkpoint}", "metrics=mig", "metrics.suite.mig.num_train=1000", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     scores = json.loads(result.stdout)  # stdout holds the JSON alone; the table goes to stderr
     trained = json.loads((run_dir / "metrics.json").read_text())["final"]
@@ -210,12 +213,12 @@ def test_eval_scores_any_representation_from_a_codes_file(tmp_path):
     order = rng.permutation(len(factors))  # any row order
     ideal = factors / (np.array(sizes) - 1) + 0.01 * rng.standard_normal(factors.shape)
     np.savez(tmp_path / "codes.npz", factors=factors[order], codes=ideal[order], factor_names=np.array(["a", "b", "c"]))
-    result = run_vaelab("eval", f"codes={tmp_path / 'codes.npz'}", "metrics=default", "logger=none", cwd=tmp_path)
+    result = run_vaelab("eval", f"codes={tmp_path / 'codes.npz'}", "metrics=mig", "logger=none", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     scores = json.loads(result.stdout)
     assert scores["metrics/mig"] > 0.9  # an ideal code
     # Any logger choice works for eval (the W&B-only group is not passed to the CSV logger).
-    with_csv = run_vaelab("eval", f"codes={tmp_path / 'codes.npz'}", "metrics=default", "logger=csv", cwd=tmp_path)
+    with_csv = run_vaelab("eval", f"codes={tmp_path / 'codes.npz'}", "metrics=mig", "logger=csv", cwd=tmp_path)
     assert with_csv.returncode == 0, with_csv.stderr[-2000:]
     assert json.loads(with_csv.stdout)["metrics/mig"] == scores["metrics/mig"]
 

@@ -35,7 +35,8 @@ def test_two_processes_of_32_train_like_one_of_64(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     result = run_vaelab(
         "train", *SHORT, "trainer=ddp", "trainer.devices=2", "data.batch_size=32",
-        "metrics.every_n_steps=3", "metrics.suite.mig.num_train=500", f"hydra.run.dir={ddp}", cwd=tmp_path,
+        "metrics=none", "metrics@periodic_metrics=mig", "periodic_metrics.every_n_steps=3",
+        "periodic_metrics.suite.mig.num_train=500", f"hydra.run.dir={ddp}", cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
 

@@ -16,8 +16,9 @@ from tests.conftest import REPO, WANDB_DIR_VARS, run_vaelab
 
 RUN = (
     "data.batch_size=32", "data.val_size=64", "trainer.max_steps=60", "trainer.val_check_interval=20",
-    "trainer.log_every_n_steps=10", "checkpoint.every_n_steps=20", "metrics.every_n_steps=20",
-    "metrics.suite.mig.num_train=1000", "information.num_samples=500",
+    "trainer.log_every_n_steps=10", "checkpoint.every_n_steps=20", "metrics=mig",
+    "metrics.suite.mig.num_train=1000", "metrics@periodic_metrics=mig", "periodic_metrics.every_n_steps=20",
+    "periodic_metrics.suite.mig.num_train=1000", "information.num_samples=500",
 )  # fmt: skip
 
 
@@ -94,7 +95,7 @@ def test_sigint_and_sigterm_save_a_checkpoint_and_exit_130_143(tmp_path):
     for signum, expected_code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
         run_dir = tmp_path / signum.name
         process = subprocess.Popen(
-            [sys.executable, "-m", "vaelab", "train", *RUN[:5], "checkpoint.every_n_steps=20", "metrics=none",
+            [sys.executable, "-m", "vaelab", "train", *RUN[:5], "checkpoint.every_n_steps=20", "metrics=none", "metrics@periodic_metrics=none",
              "trainer.max_steps=100000", "information.num_samples=0", f"hydra.run.dir={run_dir}"],
             cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip

@@ -30,12 +30,14 @@ class PeriodicEvaluation(pl.Callback, ABC):
     """Calls :meth:`evaluate` every ``every_n_steps`` and once at the end of training.
 
     Only on rank 0, never twice at one step, and not at all when :attr:`enabled` is false.
+    ``at_end=False``: not at the end, nor at the last step (another evaluation owns it).
     Subclasses implement :meth:`evaluate`; the step is ``trainer.global_step``.
     """
 
-    def __init__(self, every_n_steps: int | None) -> None:
+    def __init__(self, every_n_steps: int | None, at_end: bool = True) -> None:
         super().__init__()
         self.every_n_steps = every_n_steps
+        self.at_end = at_end
         self.last_evaluated_step: int | None = None
 
     @property
@@ -53,15 +55,21 @@ class PeriodicEvaluation(pl.Callback, ABC):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         step = trainer.global_step
+        if not self.at_end and step >= trainer.max_steps:
+            return
         if self.every_n_steps and step > 0 and step % self.every_n_steps == 0:
             self._evaluate_once(trainer, pl_module)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module) -> None:
-        self._evaluate_once(trainer, pl_module)
+        if self.at_end:
+            self._evaluate_once(trainer, pl_module)
 
 
 class DisentanglementEvaluation(PeriodicEvaluation):
-    """Runs the metric suite every ``every_n_steps`` and once at the end of training.
+    """Runs a metric suite every ``every_n_steps`` and/or once at the end of training.
+
+    Training uses two: ``periodic_metrics`` (default: the fast preset) during training
+    and ``metrics`` (default: the full suite) at the end; both log ``metrics/…``.
 
     The representation is the encoder mean. Within one evaluation each needed image
     is encoded once (:class:`~vaelab.metrics.representation.CachedEncoder`); the
@@ -75,8 +83,9 @@ class DisentanglementEvaluation(PeriodicEvaluation):
         every_n_steps: int | None = None,
         seed: int = 0,
         encode_batch_size: int = 1024,
+        at_end: bool = True,
     ) -> None:
-        super().__init__(every_n_steps)
+        super().__init__(every_n_steps, at_end)
         self.suite = {name: dict(hparams or {}) for name, hparams in suite.items()}
         self.seed = seed
         self.encode_batch_size = encode_batch_size
@@ -214,7 +223,7 @@ class PeriodicCheckpoint(Checkpoint):
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if trainer.global_step % self.every_n_steps == 0 and trainer.global_step != self._saved_at:
             # A copy: nothing changes the weights before the write, but nothing need be trusted to.
-            self._pending = copy.deepcopy(trainer._checkpoint_connector.dump_checkpoint())
+            self._pending = copy.deepcopy(trainer._checkpoint_connector.dump_checkpoint(weights_only=False))
             self._saved_at = trainer.global_step
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module, batch, batch_idx: int) -> None:
@@ -223,7 +232,7 @@ class PeriodicCheckpoint(Checkpoint):
     def on_train_end(self, trainer: pl.Trainer, pl_module) -> None:
         self._write_pending(trainer)
         if trainer.global_step != self._saved_at:
-            trainer.save_checkpoint(self.path)
+            trainer.save_checkpoint(self.path, weights_only=False)
             self._saved_at = trainer.global_step
 
     def on_exception(self, trainer: pl.Trainer, pl_module, exception: BaseException) -> None:
@@ -263,7 +272,7 @@ class InterruptCheckpoint(pl.Callback):
             self.interrupted_by = "SIGTERM"
         else:
             return
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)
         log.warning(
             "%s at step %d: saved %s; continue with resume=auto", self.interrupted_by, trainer.global_step, self.path
         )

@@ -4,7 +4,8 @@ Reads every training run under the given directories (a run is a directory with
 `.hydra/config.yaml`; its figures are in `metrics.json`), prints a table, writes
 `compare.csv` and, for each headline metric and information quantity, a PNG of the
 figure against `beta_effective` (log axis): one line per objective, mean ± std over
-seeds. Failed and unfinished runs are listed, never silently dropped.
+seeds. Failed and unfinished runs are listed, never silently dropped. With `--wandb`
+the table and the plots also go to a W&B run in the sweep's group.
 """
 
 from __future__ import annotations
@@ -45,6 +46,11 @@ class Run:
 
 def _objective_and_beta(config) -> tuple[str, float | None]:
     target = str(config.objective.get("_target_", ""))
+    if config.get("beta_effective") is not None:  # set directly (experiment=beta_vs_infomax)
+        name = target.rsplit(".", 1)[-1].lower()
+        if name == "infomax" and config.objective.get("estimator", "derived") != "derived":
+            name = "infomax-native"
+        return name, float(config.beta_effective)
     if target.endswith("InfoMax"):
         lam = config.get("lambda")
         name = "infomax" if config.objective.get("estimator", "derived") == "derived" else "infomax-native"
@@ -152,10 +158,45 @@ def print_table(runs: list[Run]) -> None:
     Console().print(table)
 
 
+def log_to_wandb(runs: list[Run], plots: dict[str, Path], out: Path, sweep_dir: Path, project: str) -> str | None:
+    """The table and the plots as one W&B run (job_type compare) in the sweep's group.
+
+    Returns the run's directory, or None after one line saying why W&B could not log
+    (compare.csv and the PNGs are on disk either way)."""
+    from vaelab.logging import _one_line, _wandb_settings, resolve_wandb_mode, sweep_group
+
+    try:
+        import wandb
+
+        mode = resolve_wandb_mode("auto")
+        group = sweep_group(sweep_dir)
+        run = wandb.init(
+            project=project, group=group, job_type="compare", name=f"compare {group}", dir=str(out),
+            mode=mode, settings=_wandb_settings(),
+        )  # fmt: skip
+        keys = sorted({key for r in runs for key in r.figures})
+        table = wandb.Table(columns=["run", "objective", "beta_effective", "seed", "status", *keys])
+        for r in runs:
+            table.add_data(str(r.path), r.objective, r.beta_effective, r.seed, r.status, *(r.figures.get(k) for k in keys))
+        run.log({"compare/runs": table, **{f"compare/{figure}": wandb.Image(str(path)) for figure, path in plots.items()}})
+        run.summary.update({"runs": len(runs), "failed_or_unfinished": sum(r.status != "success" for r in runs)})
+        run_dir = run.dir
+        run.finish()
+        return run_dir
+    except Exception as error:  # noqa: BLE001 - the files on disk are the result; W&B is extra
+        print(f"vaelab: W&B could not log the comparison ({_one_line(error)}); files are in {out}", file=sys.stderr)
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vaelab compare", description=__doc__.splitlines()[0])
     parser.add_argument("directories", nargs="+", type=Path, help="sweep or run directories")
     parser.add_argument("--out", type=Path, help="where compare.csv and the PNGs go (default: the first directory)")
+    parser.add_argument(
+        "--wandb", action="store_true",
+        help="also log the table and plots as a W&B run (job_type compare) in the sweep's group; offline without an API key",
+    )  # fmt: skip
+    parser.add_argument("--project", default="vaelab", help="W&B project for --wandb (default: vaelab)")
     args = parser.parse_args(argv)
     for directory in args.directories:
         if not directory.is_dir():
@@ -169,9 +210,14 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     print_table(runs)
     write_csv(runs, out / "compare.csv")
-    plotted = [f for f in FIGURES if plot(runs, f, out / f"compare_{f.replace('/', '_')}.png")]
+    plots = {f: out / f"compare_{f.replace('/', '_')}.png" for f in FIGURES}
+    plots = {f: path for f, path in plots.items() if plot(runs, f, path)}
     bad = [run for run in runs if run.status != "success"]
     for run in bad:
         print(f"{run.status}: {run.path}", file=sys.stderr)
-    print(f"wrote {out / 'compare.csv'} and {len(plotted)} plots to {out}", file=sys.stderr)
+    print(f"wrote {out / 'compare.csv'} and {len(plots)} plots to {out}", file=sys.stderr)
+    if args.wandb:
+        run_dir = log_to_wandb(runs, plots, out, args.directories[0], args.project)
+        if run_dir:
+            print(f"logged to W&B: {run_dir}", file=sys.stderr)
     return 0

@@ -228,9 +228,14 @@ def _hydra_run_identity() -> tuple[str | None, str | None, list[str] | None]:
     tags = [choices[g] for g in ("objective", "dataset") if choices.get(g)] or [hydra_cfg.job.name]
     group = None
     if hydra_cfg.mode == RunMode.MULTIRUN:
-        sweep_dir = Path(hydra_cfg.sweep.dir)
-        group = "/".join(sweep_dir.parts[-3:])  # e.g. multirun/<date>/<time>: unique per sweep
+        group = sweep_group(hydra_cfg.sweep.dir)
     return group, name, tags
+
+
+def sweep_group(sweep_dir: str | os.PathLike) -> str:
+    """The W&B group of a sweep: the last three parts of its directory, e.g.
+    multirun/<date>/<time> (unique per sweep); `vaelab compare --wandb` joins it."""
+    return "/".join(Path(sweep_dir).resolve().parts[-3:])
 
 
 def _hydra_job_name() -> str | None:

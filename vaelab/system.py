@@ -1,4 +1,4 @@
-"""Process-level settings for fast CPU training.
+"""Process-level settings for fast CPU training: malloc thresholds and thread counts.
 
 glibc's malloc returns large freed blocks to the kernel (munmap / trim) and faults
 them back in on the next step. A training step allocates and frees the same large
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import sys
 
 log = logging.getLogger("vaelab")
@@ -50,3 +51,65 @@ def tune_glibc_malloc(
     if not applied:
         log.debug("glibc mallopt refused the thresholds; the default allocator settings stay")
     return applied
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask: a SLURM allocation, taskset)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def concurrent_processes(trainer_cfg) -> tuple[int, str]:
+    """(processes sharing this machine's cores with this one, why): parallel sweep jobs
+    times the DDP processes of one job on CPU. Without this, 2 joblib jobs of 2 DDP
+    processes on 2 cores would run 8 threads where 2 fit."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    jobs, why = 1, []
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        launcher = HydraConfig.get().launcher
+        target = str(launcher.get("_target_", ""))
+        if target.endswith("JoblibLauncher"):
+            n_jobs = int(launcher.get("n_jobs", -1))
+            jobs = n_jobs if n_jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + n_jobs)  # joblib's rule
+            why.append(f"{jobs} joblib jobs")
+        elif target.endswith("submitit_launcher.LocalLauncher"):
+            # submitit_local starts every job at once: each gets cpus_per_task cores (default 1).
+            jobs = max(1, available_cores() // int(launcher.get("cpus_per_task") or 1))
+            why.append("submitit_local cpus_per_task")
+    strategy = str(trainer_cfg.get("strategy", "auto"))
+    if strategy.startswith("ddp") and trainer_cfg.get("accelerator") in ("cpu", "auto") and not _has_gpu():
+        devices = trainer_cfg.get("devices", 1)
+        ranks = int(devices) if str(devices).isdigit() else 1
+        jobs *= ranks
+        why.append(f"{ranks} DDP processes")
+    return jobs, " x ".join(why)
+
+
+def _has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def set_num_threads(setting, trainer_cfg) -> int:
+    """Torch and BLAS threads for this process: ``setting`` if an integer; ``auto``: the
+    cores available divided among the processes that share them (see above)."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    if setting == "auto" or setting is None:
+        processes, why = concurrent_processes(trainer_cfg)
+        threads = max(1, available_cores() // processes)
+        if processes > 1:
+            log.info("%d of %d cores for this process (%s)", threads, available_cores(), why)
+    else:
+        from vaelab.errors import check_int
+
+        threads = check_int("num_threads", setting, minimum=1)
+    torch.set_num_threads(threads)
+    threadpool_limits(limits=threads)  # numpy/scipy/sklearn (the metrics) too
+    return threads

@@ -33,7 +33,7 @@ from vaelab.errors import check_int
 from vaelab.distributed import is_worker, launching_workers
 from vaelab.logging import build_loggers, finish_wandb
 from vaelab.module import VAEModule
-from vaelab.system import tune_glibc_malloc
+from vaelab.system import set_num_threads, tune_glibc_malloc
 
 log = logging.getLogger("vaelab")
 
@@ -54,7 +54,7 @@ def check_schedule(cfg: DictConfig) -> None:
     check_int("trainer.val_check_interval", cfg.trainer.val_check_interval, minimum=1)
     check_int("trainer.log_every_n_steps", cfg.trainer.log_every_n_steps, minimum=1)
     check_int("checkpoint.every_n_steps", cfg.checkpoint.every_n_steps, minimum=1)
-    for group in ("metrics", "information", "images"):
+    for group in ("periodic_metrics", "information", "images"):
         check_int(f"{group}.every_n_steps", cfg[group].every_n_steps, minimum=1, optional=True)
 
 
@@ -66,6 +66,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     check_schedule(cfg)
     if cfg.get("tune_malloc", True):
         tune_glibc_malloc()
+    set_num_threads(cfg.get("num_threads", "auto"), cfg.trainer)
     run_dir = Path(cfg.paths.output_dir)
     resume_from = resume_checkpoint_path(cfg.resume, run_dir)
     checkpoint = load_checkpoint(resume_from, key="resume") if resume_from else None
@@ -104,13 +105,18 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
         logger.log_hyperparams(config)
 
     interrupt = InterruptCheckpoint(run_dir / "checkpoints" / "last.ckpt")
+    final_metrics = DisentanglementEvaluation(
+        suite=OmegaConf.to_container(cfg.metrics.suite), every_n_steps=None, seed=cfg.metrics.seed
+    )
     callbacks = [
         interrupt,
         PeriodicCheckpoint(run_dir / "checkpoints" / "last.ckpt", cfg.checkpoint.every_n_steps),
+        final_metrics,
         DisentanglementEvaluation(
-            suite=OmegaConf.to_container(cfg.metrics.suite),
-            every_n_steps=cfg.metrics.every_n_steps,
-            seed=cfg.metrics.seed,
+            suite=OmegaConf.to_container(cfg.periodic_metrics.suite),
+            every_n_steps=cfg.periodic_metrics.every_n_steps,
+            seed=cfg.periodic_metrics.seed,
+            at_end=not final_metrics.enabled,  # the final suite scores the last step
         ),
         InformationEvaluation(**cfg.information),
         ImageLogging(run_dir, **cfg.images),

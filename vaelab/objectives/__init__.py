@@ -8,7 +8,7 @@ The maths is in docs/objectives.md.
 from __future__ import annotations
 
 from numbers import Real
-from typing import Protocol
+from typing import Callable, Protocol
 
 import hydra.utils
 import torch
@@ -17,12 +17,13 @@ from omegaconf import DictConfig
 from vaelab.errors import UserError
 from vaelab.models.vae import VAEOutput
 
-KNOBS = ("beta", "lambda")  # top-level keys of the train config
+KNOBS = ("beta", "lambda")  # top-level keys of the train config (beta_effective sets either)
 
 
 class Objective(Protocol):
     name: str  # the config group option that selects it
     knob: str  # the top-level knob it reads
+    knob_arguments: Callable[[float], dict[str, float]]  # beta_effective -> constructor argument
     beta_effective: float  # the β of the equivalent β-VAE: the shared axis of every sweep
 
     def __call__(self, out: VAEOutput) -> dict[str, torch.Tensor]:
@@ -50,4 +51,12 @@ def build(cfg: DictConfig, dataset_size: int) -> Objective:
             )
     # Objectives that estimate log q(z) on minibatches need N; fill it in unless set.
     extra = {"dataset_size": dataset_size} if cfg.objective.get("dataset_size", 0) is None else {}
+    if cfg.get("beta_effective") is not None:
+        # One axis for every objective (experiment=beta_vs_infomax sweeps it with objective=…).
+        if cfg.get(objective_class.knob) is not None:
+            raise UserError(
+                f"beta_effective={cfg.beta_effective} and {objective_class.knob}={cfg.get(objective_class.knob)} "
+                "both set the objective's weight; set one of them"
+            )
+        extra |= objective_class.knob_arguments(check_real("beta_effective", cfg.beta_effective, above=0.0))
     return hydra.utils.instantiate(cfg.objective, **extra)

@@ -18,6 +18,11 @@ class BetaVAE:
     name = "betavae"
     knob = "beta"
 
+    @staticmethod
+    def knob_arguments(beta_effective: float) -> dict[str, float]:
+        """The constructor argument that gives ``beta_effective`` (top-level ``beta_effective=``)."""
+        return {"beta": beta_effective}
+
     def __init__(self, beta: float | None = None) -> None:
         self.beta = 1.0 if beta is None else check_real("beta", beta, above=0.0)
         self.beta_effective = self.beta

@@ -33,6 +33,11 @@ class InfoMax:
     name = "infomax"
     knob = "lambda"
 
+    @staticmethod
+    def knob_arguments(beta_effective: float) -> dict[str, float]:
+        """The constructor argument that gives ``beta_effective`` = 1/(1+lambda)."""
+        return {"lam": 1.0 / beta_effective - 1.0}
+
     def __init__(
         self,
         lam: float | None = None,

@@ -1,0 +1,95 @@
+"""Sweeps through the launchers (optional extra vaelab[sweeps]): parallel jobs that do not
+collide, one W&B run per job in one group, failures that leave the rest intact, compare."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import run_vaelab
+from tests.wandb_offline import read_offline_run
+
+pytestmark = pytest.mark.slow
+
+SHORT = (
+    "trainer.max_steps=6", "trainer.val_check_interval=6", "data.batch_size=32", "data.val_size=64",
+    "information.num_samples=0", "images.num_images=0", "num_threads=1",
+    "metrics=mig", "metrics.suite.mig.num_train=300", "metrics@periodic_metrics=none",
+)  # fmt: skip
+
+
+def _job_dirs(sweep: Path) -> list[Path]:
+    return sorted(path for path in sweep.iterdir() if path.is_dir() and path.name[0].isdigit())
+
+
+def test_four_parallel_jobs_on_two_cores_match_sequential_runs(tmp_path):
+    """A 2x2 sweep (beta x seed) as 4 joblib jobs at once: each job's own dirs, W&B runs in
+    one group, results identical to the same job run alone, and 4 rows in compare."""
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    result = run_vaelab(
+        "train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", "beta=1,4", "seed=0,1", *SHORT,
+        "hydra.sweep.dir=sweep", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = _job_dirs(tmp_path / "sweep")
+    assert len(jobs) == 4
+
+    runs = []
+    for job in jobs:
+        final = json.loads((job / "metrics.json").read_text())
+        assert final["status"] == "success"
+        (wandb_dir,) = (job / "wandb").glob("offline-run-*")  # each job its own W&B dir
+        run = read_offline_run(wandb_dir)
+        runs.append(run)
+        assert run.exit_code == 0
+        assert {"beta_effective", "objective_name", "seed"} <= set(run.config)
+        # Final figures are the W&B summary too, so runs sort by them in the dashboard.
+        assert run.summary["metrics/mig"] == pytest.approx(final["final"]["metrics/mig"])
+    assert len({run.run_id for run in runs}) == 4
+    assert len({run.group for run in runs}) == 1 and runs[0].group.endswith("sweep")
+    assert sorted(run.name.split(",")[0] for run in runs) == ["beta=1", "beta=1", "beta=4", "beta=4"]
+
+    # Nothing shared between parallel jobs: one of them, run alone, ends identically.
+    alone = tmp_path / "alone"
+    result = run_vaelab("train", "beta=4", "seed=1", *SHORT, "logger=none", f"hydra.run.dir={alone}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (parallel,) = [job for job in jobs if "beta=4" in job.name and "seed=1" in job.name]
+    expected = torch.load(alone / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    got = torch.load(parallel / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    for key, value in expected.items():
+        assert torch.equal(got[key], value), key
+
+    result = run_vaelab("compare", "sweep", "--wandb", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = list(csv.DictReader(open(tmp_path / "sweep" / "compare.csv")))
+    assert len(rows) == 4 and {row["status"] for row in rows} == {"success"}
+    (compare_dir,) = (tmp_path / "sweep" / "wandb").glob("offline-run-*")
+    compare_run = read_offline_run(compare_dir)
+    assert compare_run.job_type == "compare" and compare_run.group == runs[0].group
+    assert compare_run.summary["runs"] == 4
+
+
+def test_a_failing_job_leaves_the_others_intact_submitit_local(tmp_path):
+    """The cluster code path (submitit), run locally: one job fails, the other's results stay
+    and compare lists the failure."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    result = run_vaelab(
+        "train", "-m", "hydra/launcher=submitit_local", "beta=1,0", *SHORT, "logger=none", "hydra.sweep.dir=sweep",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "beta=0: expected a number > 0" in result.stderr
+    good, bad = _job_dirs(tmp_path / "sweep")
+    assert json.loads((good / "metrics.json").read_text())["status"] == "success"
+    assert (good / "checkpoints" / "last.ckpt").is_file()
+    assert not (bad / "metrics.json").exists()
+
+    result = run_vaelab("compare", "sweep", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    status = {Path(row["run"]).name[0]: row["status"] for row in csv.DictReader(open(tmp_path / "sweep" / "compare.csv"))}
+    assert status == {"0": "success", "1": "failed"}
+    assert f"failed: {bad}" in result.stderr or "failed: " in result.stderr

@@ -78,3 +78,25 @@ def test_skip_mode_skips_and_counts_non_finite_steps(tmp_path):
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
     assert checkpoint["global_step"] == 20
     assert all(torch.isfinite(value).all() for value in checkpoint["state_dict"].values())
+
+
+def test_periodic_suite_during_training_and_the_final_suite_once_at_the_end(tmp_path, caplog):
+    """periodic_metrics every n steps; metrics (the full suite by default) at the end only,
+    also when the last step falls on the periodic schedule."""
+    from vaelab.train import train
+
+    small_fast = [
+        "metrics=fast", "metrics.suite.mig.num_train=300", "metrics.suite.factor_vae.num_train=50",
+        "metrics.suite.factor_vae.num_eval=50", "metrics.suite.factor_vae.num_variance_estimate=300",
+        "metrics.suite.modularity_explicitness.num_train=300", "metrics.suite.modularity_explicitness.num_test=100",
+    ]  # fmt: skip
+    periodic_mig = ["metrics@periodic_metrics=mig", "periodic_metrics.suite.mig.num_train=300", "periodic_metrics.every_n_steps=5"]
+    cfg = compose_train([*TINY_RUN, "logger=none", *small_fast, *periodic_mig], tmp_path)
+    with caplog.at_level("INFO", logger="vaelab"):
+        train(cfg)
+    history = json.loads((tmp_path / "metrics.json").read_text())["history"]
+    evaluated = {entry["step"]: entry for entry in history if "metrics/mig" in entry}
+    assert sorted(evaluated) == [5, 10, 15, 20]
+    assert all("metrics/factor_vae" not in evaluated[step] for step in (5, 10, 15))
+    assert "metrics/factor_vae" in evaluated[20]  # the final suite, not the periodic one
+    assert sum("step 20: mig=" in message for message in caplog.messages) == 1

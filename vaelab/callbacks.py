@@ -15,7 +15,6 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Checkpoint, TQDMProgressBar
 
-from vaelab.information import kl_conditional_per_dim
 
 log = logging.getLogger("vaelab")
 
@@ -30,14 +29,16 @@ class PeriodicEvaluation(pl.Callback, ABC):
     """Calls :meth:`evaluate` every ``every_n_steps`` and once at the end of training.
 
     Only on rank 0, never twice at one step, and not at all when :attr:`enabled` is false.
-    ``at_end=False``: not at the end, nor at the last step (another evaluation owns it).
+    ``at_end=False``: not at the end of training; ``skip_last_step``: nor at the last step
+    when it falls on the schedule (another evaluation owns it).
     Subclasses implement :meth:`evaluate`; the step is ``trainer.global_step``.
     """
 
-    def __init__(self, every_n_steps: int | None, at_end: bool = True) -> None:
+    def __init__(self, every_n_steps: int | None, at_end: bool = True, skip_last_step: bool = False) -> None:
         super().__init__()
         self.every_n_steps = every_n_steps
         self.at_end = at_end
+        self.skip_last_step = skip_last_step
         self.last_evaluated_step: int | None = None
 
     @property
@@ -55,7 +56,7 @@ class PeriodicEvaluation(pl.Callback, ABC):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         step = trainer.global_step
-        if not self.at_end and step >= trainer.max_steps:
+        if self.skip_last_step and step >= trainer.max_steps:
             return
         if self.every_n_steps and step > 0 and step % self.every_n_steps == 0:
             self._evaluate_once(trainer, pl_module)
@@ -84,8 +85,9 @@ class DisentanglementEvaluation(PeriodicEvaluation):
         seed: int = 0,
         encode_batch_size: int = 1024,
         at_end: bool = True,
+        skip_last_step: bool = False,
     ) -> None:
-        super().__init__(every_n_steps, at_end)
+        super().__init__(every_n_steps, at_end, skip_last_step)
         self.suite = {name: dict(hparams or {}) for name, hparams in suite.items()}
         self.seed = seed
         self.encode_batch_size = encode_batch_size
@@ -96,6 +98,7 @@ class DisentanglementEvaluation(PeriodicEvaluation):
 
     def evaluate(self, trainer: pl.Trainer, pl_module) -> None:
         from vaelab.metrics import ALIASES, evaluate
+        from vaelab.metrics._common import NonFiniteCodes
         from vaelab.metrics.representation import CachedEncoder
 
         dataset = trainer.datamodule.dataset
@@ -103,7 +106,11 @@ class DisentanglementEvaluation(PeriodicEvaluation):
         represent = CachedEncoder(
             dataset, lambda images: pl_module.encode_means(images).double().cpu().numpy(), self.encode_batch_size
         )
-        scores = evaluate(dataset, represent, self.suite, seed=self.seed)
+        try:
+            scores = evaluate(dataset, represent, self.suite, seed=self.seed)
+        except NonFiniteCodes:
+            log.warning("step %d: the encoder gives NaN/inf codes; metrics skipped", trainer.global_step)
+            return
         seconds = time.perf_counter() - started
         step = trainer.global_step
         log_to_loggers(trainer, {**scores, "metrics/seconds": seconds}, step)
@@ -152,8 +159,8 @@ class InformationEvaluation(PeriodicEvaluation):
 class ImageLogging(PeriodicEvaluation):
     """Reconstructions and latent traversals every ``every_n_steps`` and at the end.
 
-    Saved as ``<run dir>/images/{reconstructions,traversals}_step<N>.png`` and logged to
-    W&B as images. The inputs are fixed validation images, so pictures compare across
+    Saved as ``<run dir>/images/{reconstructions,traversals}_step<N>.png`` and
+    ``traversal_animation_step<N>.gif`` and logged to W&B as images. The inputs are fixed validation images, so pictures compare across
     steps and runs. Traversal rows are ordered by each dim's KL on those images.
     """
 
@@ -170,33 +177,12 @@ class ImageLogging(PeriodicEvaluation):
         return self.num_images > 0
 
     def evaluate(self, trainer: pl.Trainer, pl_module) -> None:
-        from vaelab.images import latent_traversal, reconstruction_grid
+        from vaelab.images import model_pictures, save_and_log
 
         images = trainer.datamodule.val_images[: self.num_images]
         images = images.to(device=pl_module.device, dtype=pl_module.dtype)
-        model = pl_module.model
-        was_training = model.training
-        model.eval()
-        try:
-            mu, logvar = model.encode(images)
-            kl_per_dim = kl_conditional_per_dim(mu, logvar).mean(0)
-            pictures = {
-                "reconstructions": reconstruction_grid(model, images),
-                "traversals": latent_traversal(model, images[:1], kl_per_dim, self.steps, self.extent),
-            }
-        finally:
-            model.train(was_training)
-        step = trainer.global_step
-        self.directory.mkdir(parents=True, exist_ok=True)
-        for name, picture in pictures.items():
-            path = self.directory / f"{name}_step{step}.png"
-            picture.save(path)
-            for logger in trainer.loggers:
-                if hasattr(logger, "log_image"):
-                    try:
-                        logger.log_image(key=f"images/{name}", images=[picture], step=step)
-                    except Exception as error:  # noqa: BLE001 - pictures must not stop training
-                        log.warning("could not log %s to %s (%s)", name, type(logger).__name__, error)
+        pictures = model_pictures(pl_module.model, images, self.steps, self.extent)
+        save_and_log(pictures, self.directory, trainer.global_step, trainer.loggers)
 
 
 class PeriodicCheckpoint(Checkpoint):

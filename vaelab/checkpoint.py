@@ -41,14 +41,29 @@ def run_dir_of(checkpoint_path: Path) -> Path:
     return checkpoint_path.resolve().parent.parent
 
 
+# Dataset settings that change where or how pixels are read, never which pixels: a resume
+# may change them (a moved file, a cache elsewhere, loading into memory).
+STORAGE_KEYS = ("path", "in_memory", "cache_dir")
+
+
+def _without_storage(dataset: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not isinstance(dataset, dict):
+        return dataset
+    # correlation: null is the default (and absent from checkpoints written before it existed).
+    return {k: v for k, v in dataset.items() if k not in STORAGE_KEYS and not (k == "correlation" and v is None)}
+
+
 def check_compatible(checkpoint: dict[str, Any], config: dict[str, Any], path: Path) -> None:
     """A resumed run must rebuild the same model and data stream as the run that saved it."""
     saved = checkpoint["vaelab_config"]
     for key in ("model", "dataset", "objective", "seed", "data"):
-        if saved.get(key) != config.get(key):
+        before, now = saved.get(key), config.get(key)
+        if key == "dataset":
+            before, now = _without_storage(before), _without_storage(now)
+        if before != now:
             raise UserError(
                 f"resume={path}: the checkpoint was trained with a different {key} config "
-                f"({saved.get(key)!r}, now {config.get(key)!r}); resume with the original settings"
+                f"({before!r}, now {now!r}); resume with the original settings"
             )
 
 

@@ -1,13 +1,22 @@
-"""Pictures of what a model does: reconstruction grids and latent traversals (numpy -> PIL).
+"""Pictures of what a model does: reconstruction grids, latent traversals, and an animated traversal.
 
-Both return a PIL image; callers save it as PNG in the run directory and log it to W&B.
+:func:`model_pictures` makes all three for a model and a few images; :func:`save_and_log`
+writes them to ``<run dir>/images/`` (PNG, GIF) and sends them to the loggers that take
+images (W&B). Training (callbacks.ImageLogging) and `vaelab eval ckpt=` both use them.
 """
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
+
+from vaelab.information import kl_conditional_per_dim
+
+log = logging.getLogger("vaelab")
 
 PAD = 2  # pixels between tiles
 LABEL_WIDTH = 56  # left margin for row labels in traversals
@@ -67,3 +76,62 @@ def latent_traversal(
         kl = float(kl_per_dim[j])
         labels.append(f"z{j} {kl:.2f}" if kl >= collapsed else f"z{j} off")
     return tile(rows, labels=labels)
+
+
+@torch.no_grad()
+def traversal_animation(
+    model, image: torch.Tensor, kl_per_dim: torch.Tensor, steps: int = 9, extent: float = 2.5
+) -> list[Image.Image]:
+    """Frames of a GIF: one tile per latent dim (largest KL first, as in the traversal rows),
+    all dims swept together from -extent to extent and back, each around the mean of ``image``."""
+    mu, _ = model.encode(image)
+    order = torch.argsort(kl_per_dim, descending=True)
+    values = torch.linspace(-extent, extent, steps, device=mu.device, dtype=mu.dtype)
+    frames = []
+    for value in torch.cat([values, values.flip(0)[1:-1]]):
+        z = mu.repeat(len(order), 1)
+        z[torch.arange(len(order)), order] = value  # row i moves dim order[i] only
+        frames.append(tile([model.mean_image(model.decode(z))]))
+    return frames
+
+
+@torch.no_grad()
+def model_pictures(model, images: torch.Tensor, steps: int = 9, extent: float = 2.5) -> dict:
+    """``reconstructions``, ``traversals`` (PIL images) and ``traversal_animation`` (frames)
+    for ``images`` (N, C, H, W); traversals start from the first image. Eval mode inside."""
+    was_training = model.training
+    model.eval()
+    try:
+        mu, logvar = model.encode(images)
+        kl_per_dim = kl_conditional_per_dim(mu, logvar).mean(0)
+        return {
+            "reconstructions": reconstruction_grid(model, images),
+            "traversals": latent_traversal(model, images[:1], kl_per_dim, steps, extent),
+            "traversal_animation": traversal_animation(model, images[:1], kl_per_dim, steps, extent),
+        }
+    finally:
+        model.train(was_training)
+
+
+def save_and_log(pictures: dict, directory: Path, step: int, loggers=()) -> dict[str, Path]:
+    """``<name>_step<step>.png`` (``.gif`` for frame lists) in ``directory``, then to every logger
+    with ``log_image`` (W&B) under ``images/<name>``; a logger that fails is told about once
+    here and never stops the caller. Returns the paths written."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, picture in pictures.items():
+        if isinstance(picture, list):
+            path = directory / f"{name}_step{step}.gif"
+            picture[0].save(path, save_all=True, append_images=picture[1:], duration=120, loop=0)
+        else:
+            path = directory / f"{name}_step{step}.png"
+            picture.save(path)
+        paths[name] = path
+        for logger in loggers:
+            if hasattr(logger, "log_image"):
+                try:
+                    logger.log_image(key=f"images/{name}", images=[str(path)], step=step)
+                except Exception as error:  # noqa: BLE001 - pictures must not stop training or eval
+                    log.warning("could not log %s to %s (%s)", name, type(logger).__name__, error)
+    return paths

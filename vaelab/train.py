@@ -75,6 +75,9 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
         cfg.paths.output_dir = str(run_dir)  # and so do its loggers
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
+    if cfg.dataset.get("path"):
+        # Recorded absolute, so `vaelab eval ckpt=…` finds the file from any directory.
+        cfg.dataset.path = str(Path(cfg.dataset.path).expanduser().resolve())
     dataset = hydra.utils.instantiate(cfg.dataset)
     objective = objectives.build(cfg, dataset_size=len(dataset))
     model = hydra.utils.instantiate(cfg.model, image_shape=dataset.image_shape, binary_data=dataset.binary)
@@ -116,7 +119,8 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
             suite=OmegaConf.to_container(cfg.periodic_metrics.suite),
             every_n_steps=cfg.periodic_metrics.every_n_steps,
             seed=cfg.periodic_metrics.seed,
-            at_end=not final_metrics.enabled,  # the final suite scores the last step
+            at_end=False,
+            skip_last_step=final_metrics.enabled,  # the final suite scores the last step
         ),
         InformationEvaluation(**cfg.information),
         ImageLogging(run_dir, **cfg.images),

@@ -12,6 +12,18 @@ Factors (the colour factor of size 1 is not a ground-truth factor and is dropped
 are rasterised once with 4x4 supersampling; an image is a sprite pasted at an
 integer offset: pos_x moves it right, pos_y moves it down, one pixel per step.
 Nothing is downloaded and the full set is never materialised.
+
+Two variants from the study of Locatello et al. (2019), as in disentanglement_lib
+(``data/ground_truth/dsprites.py``: ColorDSprites, NoisyDSprites); 3 channels, not binary:
+
+    color_dsprites  the sprite in a random colour (each channel uniform in [0.5, 1])
+                    on black; the colour is noise, not a factor
+    noisy_dsprites  a white sprite on uniform noise in [0, 1) (per pixel and channel)
+
+disentanglement_lib draws the colour/noise afresh whenever an image is made.
+Here it is a fixed function of the image's flat index (and ``variant_seed``), so
+an image always looks the same: the validation set, the metrics and every
+evaluation see the same pixels, and scores are repeatable.
 """
 
 from __future__ import annotations
@@ -22,6 +34,7 @@ import numpy as np
 import torch
 
 from vaelab.data.grid import FactorGrid, GroundTruthDataset
+from vaelab.errors import UserError
 
 IMAGE_SIZE = 64
 SPRITE_SIZE = 32  # centred sprites live in a 32x32 patch; 32 positions fill the remaining span
@@ -71,7 +84,7 @@ class ProceduralDSprites(GroundTruthDataset):
     binary = True
     image_shape = (1, IMAGE_SIZE, IMAGE_SIZE)
 
-    def __init__(self) -> None:
+    def __init__(self, correlation=None) -> None:
         self.grid = FactorGrid(
             factor_names=("shape", "scale", "orientation", "pos_x", "pos_y"),
             factor_sizes=(3, 6, 40, 32, 32),
@@ -86,6 +99,7 @@ class ProceduralDSprites(GroundTruthDataset):
         sprites = render_sprites(self.grid.factor_values[1], self.grid.factor_values[2])
         self._sprites = torch.from_numpy(sprites.reshape(-1, SPRITE_SIZE, SPRITE_SIZE).astype(np.float32))
         self._offsets = torch.arange(SPRITE_SIZE)
+        self.configure_correlation(correlation)
 
     def images(self, factors: np.ndarray) -> torch.Tensor:
         factors = torch.as_tensor(np.asarray(factors, dtype=np.int64))
@@ -98,3 +112,48 @@ class ProceduralDSprites(GroundTruthDataset):
         target = (rows * IMAGE_SIZE + cols).reshape(n, -1)
         canvas = torch.zeros(n, IMAGE_SIZE * IMAGE_SIZE).scatter_(1, target, sprites.reshape(n, -1))
         return canvas.view(n, 1, IMAGE_SIZE, IMAGE_SIZE)
+
+
+def per_image_generator(variant_seed: int, index: int) -> np.random.Generator:
+    """The random stream of one image: Philox keyed by (variant_seed, flat index).
+
+    Counter-based and keyed directly (no seed hashing): every image has its own
+    independent stream, a few microseconds to set up, whatever order images come in.
+    """
+    return np.random.Generator(np.random.Philox(key=np.array([variant_seed, index], dtype=np.uint64)))
+
+
+class _ProceduralVariant(ProceduralDSprites):
+    """dSprites with per-image randomness that is a function of the flat index (not a factor)."""
+
+    binary = False
+    image_shape = (3, IMAGE_SIZE, IMAGE_SIZE)
+
+    def __init__(self, variant_seed: int = 0, correlation=None) -> None:
+        if isinstance(variant_seed, bool) or not isinstance(variant_seed, int) or not 0 <= variant_seed < 2**64:
+            raise UserError(f"dataset.variant_seed={variant_seed!r}: expected an integer in [0, 2**64)")
+        super().__init__(correlation=correlation)
+        self.variant_seed = variant_seed
+
+    def _per_image(self, factors: np.ndarray, draw) -> torch.Tensor:
+        """``draw(generator)`` with each image's own generator, stacked as a tensor."""
+        index = self.factors_to_index(factors)
+        return torch.from_numpy(np.stack([draw(per_image_generator(self.variant_seed, int(i))) for i in index]))
+
+
+class ColorDSprites(_ProceduralVariant):
+    """`dataset=color_dsprites`: the sprite in a colour with each channel uniform in [0.5, 1], on black."""
+
+    def images(self, factors: np.ndarray) -> torch.Tensor:
+        shapes = super().images(factors)  # (N, 1, 64, 64) in {0, 1}
+        colours = self._per_image(factors, lambda rng: rng.uniform(0.5, 1.0, 3).astype(np.float32))
+        return shapes * colours[:, :, None, None]
+
+
+class NoisyDSprites(_ProceduralVariant):
+    """`dataset=noisy_dsprites`: a white sprite on uniform noise (per pixel and channel)."""
+
+    def images(self, factors: np.ndarray) -> torch.Tensor:
+        shapes = super().images(factors)
+        noise = self._per_image(factors, lambda rng: rng.random((3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32))
+        return torch.clamp_max(shapes + noise, 1.0)

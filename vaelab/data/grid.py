@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vaelab.data.correlation import FactorCorrelation
+
 
 @dataclass(frozen=True)
 class FactorGrid:
@@ -64,11 +66,17 @@ class GroundTruthDataset(ABC):
     Subclasses set ``grid``, ``image_shape`` (C, H, W) and ``binary`` and implement
     :meth:`images`. The grid methods are forwarded so metrics can treat a dataset
     and a bare :class:`FactorGrid` alike.
+
+    :meth:`sample_factors` is the uniform full grid (validation, metrics);
+    :meth:`sample_training_factors` is what the training stream draws: the same,
+    unless ``dataset.correlation`` pairs some factors (see
+    :mod:`vaelab.data.correlation`; subclasses call :meth:`configure_correlation`).
     """
 
     grid: FactorGrid
     image_shape: tuple[int, int, int]
     binary: bool
+    correlation: FactorCorrelation | None = None
 
     @property
     def factor_names(self) -> tuple[str, ...]:
@@ -91,6 +99,20 @@ class GroundTruthDataset(ABC):
 
     def sample_factors(self, n: int, rng: np.random.Generator) -> np.ndarray:
         return self.grid.sample_factors(n, rng)
+
+    def configure_correlation(self, spec) -> None:
+        """Set the training-time factor pairs from ``dataset.correlation`` (None or [] for none)."""
+        self.correlation = FactorCorrelation.from_config(spec, self.factor_names, self.factor_sizes)
+
+    def sample_training_factors(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """n factor vectors for training: uniform on the grid, then correlated pairs redrawn.
+
+        Without correlation this is exactly :meth:`sample_factors` (same draws from ``rng``).
+        """
+        factors = self.sample_factors(n, rng)
+        if self.correlation is None:
+            return factors
+        return self.correlation.apply(factors, rng)
 
     def factors_to_index(self, factors: np.ndarray) -> np.ndarray:
         return self.grid.factors_to_index(factors)

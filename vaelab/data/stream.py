@@ -21,8 +21,12 @@ from vaelab.errors import UserError
 
 
 def batch_factors(dataset: GroundTruthDataset, batch_size: int, seed: int, step: int) -> np.ndarray:
-    """The factor vectors of training batch ``step``: uniform on the grid, seeded by (seed, step)."""
-    return dataset.sample_factors(batch_size, np.random.default_rng([seed, step]))
+    """The factor vectors of training batch ``step``, seeded by (seed, step).
+
+    Uniform on the grid unless ``dataset.correlation`` pairs factors (training only;
+    validation and metrics keep the uniform grid).
+    """
+    return dataset.sample_training_factors(batch_size, np.random.default_rng([seed, step]))
 
 
 class TrainingStream(IterableDataset):

@@ -29,6 +29,10 @@ def num_factors(dataset: FactorSampler) -> int:
     return len(dataset.factor_sizes)
 
 
+class NonFiniteCodes(ValueError):
+    """The representation has NaN/inf entries: no metric is defined on it (a diverged model)."""
+
+
 def represent_all(represent: Represent, factors: np.ndarray) -> np.ndarray:
     """Codes of all ``factors`` in a single ``represent`` call, checked: (N, D) float64."""
     factors = np.ascontiguousarray(factors, dtype=np.int64)
@@ -38,7 +42,7 @@ def represent_all(represent: Represent, factors: np.ndarray) -> np.ndarray:
             f"represent returned shape {codes.shape} for {factors.shape[0]} factor vectors; expected (N, D)"
         )
     if not np.all(np.isfinite(codes)):
-        raise ValueError("represent returned NaN or infinite codes")
+        raise NonFiniteCodes("represent returned NaN or infinite codes")
     return codes
 
 

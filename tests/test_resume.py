@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from tests.conftest import REPO, WANDB_DIR_VARS, run_vaelab
+from tests.wandb_offline import read_offline_run
 
 RUN = (
     "data.batch_size=32", "data.val_size=64", "trainer.max_steps=60", "trainer.val_check_interval=20",
@@ -110,7 +111,11 @@ def test_sigint_and_sigterm_save_a_checkpoint_and_exit_130_143(tmp_path):
         assert f"{signum.name} at step" in stderr and "Traceback" not in stderr
         step = torch.load(last, weights_only=False)["global_step"]
         assert step > 20 and step % 20 != 0  # written at the interrupt, not by the periodic save
-        assert json.loads((run_dir / "metrics.json").read_text())["history"]
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        assert metrics["history"] and metrics["status"] == "interrupted"
+        (wandb_dir,) = (run_dir / "wandb").glob("offline-run-*")
+        run = read_offline_run(wandb_dir)
+        assert run.exit_code == expected_code and run.summary["status"] == "interrupted"
 
 
 def test_a_save_that_dies_midway_leaves_the_previous_checkpoint_readable(tmp_path, monkeypatch):

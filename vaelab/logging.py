@@ -256,11 +256,23 @@ def _one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0] if text else ''}"
 
 
+INTERRUPTED_EXIT_CODES = (130, 143)  # SIGINT, SIGTERM: the run can be resumed
+
+
 def finish_wandb(loggers: list[Logger], exit_code: int = 0) -> None:
-    """``wandb.finish()`` after every job: without it a multirun logs all jobs into one run."""
+    """``wandb.finish()`` after every job: without it a multirun logs all jobs into one run.
+
+    The run's summary gets ``status`` (success, failed or interrupted, as in metrics.json);
+    an interrupted run is also marked preempting, W&B's state for a run that will resume.
+    """
+    status = "success" if exit_code == 0 else "interrupted" if exit_code in INTERRUPTED_EXIT_CODES else "failed"
     for logger in loggers:
         if isinstance(logger, WandbLogger) and logger._experiment is not None:
             try:
-                logger.experiment.finish(exit_code=exit_code)
+                run = logger.experiment
+                run.summary["status"] = status
+                if status == "interrupted":
+                    run.mark_preempting()
+                run.finish(exit_code=exit_code)
             except Exception as error:  # noqa: BLE001
                 log.warning("W&B finish failed (%s); the offline run files are kept", _one_line(error))

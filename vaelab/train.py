@@ -153,6 +153,8 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
         if interrupt.exit_code is None:
             raise
         exit_code = interrupt.exit_code
+        if not is_worker():  # Lightning finalised the loggers as "failed" on Ctrl-C: resumable, not failed
+            metrics_file.finalize("finished")
         raise SystemExit(exit_code) from None
     finally:
         finish_wandb(loggers, exit_code=exit_code)

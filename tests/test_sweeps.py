@@ -74,15 +74,15 @@ def test_four_parallel_jobs_on_two_cores_match_sequential_runs(tmp_path):
 
 
 def test_a_failing_job_leaves_the_others_intact_submitit_local(tmp_path):
-    """The cluster code path (submitit), run locally: one job fails, the other's results stay
-    and compare lists the failure."""
+    """The cluster code path (submitit), run locally, on the λ preset: one job fails, the
+    other's results stay and compare lists the failure."""
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     result = run_vaelab(
-        "train", "-m", "hydra/launcher=submitit_local", "beta=1,0", *SHORT, "logger=none", "hydra.sweep.dir=sweep",
-        cwd=tmp_path,
+        "train", "-m", "hydra/launcher=submitit_local", "experiment=sweep_lambda", "lambda=-0.75,-1", "seed=0", *SHORT,
+        "logger=none", "hydra.sweep.dir=sweep", cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode != 0
-    assert "beta=0: expected a number > 0" in result.stderr
+    assert "lambda=-1: expected a number > -1" in result.stderr
     good, bad = _job_dirs(tmp_path / "sweep")
     assert json.loads((good / "metrics.json").read_text())["status"] == "success"
     assert (good / "checkpoints" / "last.ckpt").is_file()
@@ -90,6 +90,7 @@ def test_a_failing_job_leaves_the_others_intact_submitit_local(tmp_path):
 
     result = run_vaelab("compare", "sweep", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    status = {Path(row["run"]).name[0]: row["status"] for row in csv.DictReader(open(tmp_path / "sweep" / "compare.csv"))}
-    assert status == {"0": "success", "1": "failed"}
+    rows = {Path(row["run"]).name[0]: row for row in csv.DictReader(open(tmp_path / "sweep" / "compare.csv"))}
+    assert {job: row["status"] for job, row in rows.items()} == {"0": "success", "1": "failed"}
+    assert rows["0"]["objective"] == "infomax" and float(rows["0"]["beta_effective"]) == 4.0
     assert f"failed: {bad}" in result.stderr or "failed: " in result.stderr

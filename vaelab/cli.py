@@ -13,9 +13,23 @@ import sys
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
+DIRNAME_LIMIT = 120  # characters of the overrides in a sweep job's directory name (filesystems allow 255)
+
+
+def short_dirname(overrides: str) -> str:
+    """A sweep job's directory name from its overrides, at most DIRNAME_LIMIT + 9 characters:
+    the overrides, or their first characters plus a hash of all of them (still unique)."""
+    if len(overrides) <= DIRNAME_LIMIT:
+        return overrides
+    import hashlib
+
+    return f"{overrides[:DIRNAME_LIMIT]}+{hashlib.sha1(overrides.encode()).hexdigest()[:8]}"
+
+
+OmegaConf.register_new_resolver("vaelab.dirname", short_dirname, replace=True)
 
 SUBCOMMANDS = {
     "train": "train a VAE with objective=betavae|infomax (a Hydra app: -m sweeps, --cfg job, --help)",
@@ -97,6 +111,9 @@ def _one_line(error: BaseException) -> tuple[str, int]:
     if user_error is not None:
         return str(user_error), user_error.exit_code
     text = str(error)
+    remote = _remote_failure(text)
+    if remote is not None:
+        return remote
     if isinstance(error, MissingConfigException) and error.options:
         return f"{text.splitlines()[0]}; available: {', '.join(error.options)}", 2
     parts = []
@@ -117,6 +134,28 @@ def _one_line(error: BaseException) -> tuple[str, int]:
     if isinstance(error, (HydraException, OmegaConfBaseException)):
         return message, 2
     return f"{type(error).__name__}: {message} (HYDRA_FULL_ERROR=1 shows the traceback)", 1
+
+
+def _remote_failure(text: str) -> tuple[str, int] | None:
+    """A job that failed in another process (submitit launchers) arrives as its traceback in
+    text: report its final exception line, and where the job's log is."""
+    import re
+
+    if "Traceback (most recent call last)" not in text:
+        return None
+    exception = None
+    for line in text.splitlines():
+        match = re.match(r"^((?:\w+\.)*\w+): (.+)$", line)
+        if match and not line.startswith(("Traceback", "Job ")):
+            exception = match
+    if exception is None:
+        return None
+    name, message = exception.groups()
+    logs = re.findall(r"^\s*- (\S+\.err)\s*$", text, flags=re.MULTILINE)
+    where = f" (job log: {logs[0]})" if logs else ""
+    if name.endswith("UserError"):
+        return message + where, 2
+    return f"{name.rsplit('.', 1)[-1]}: {message}{where}", 1
 
 
 def _run_reporting_errors(hydra_main) -> None:

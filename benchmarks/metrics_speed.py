@@ -1,16 +1,37 @@
-"""Time the metric suites (conf/metrics/*.yaml) on a dSprites-sized grid.
+"""Time the metric suites (conf/metrics/*.yaml) and the encoding path on a dSprites-sized grid.
 
-The representation is a cheap lookup table (a fixed random linear map of the
-factors plus fixed noise, precomputed for all 737,280 grid points), so the
-timings are the metrics' own cost, not encoding. Prints a small table, then one
-JSON line per figure: {"name": ..., "value": ..., "unit": ...}.
+Three parts (``--parts``, default all three); every figure is a wall-clock time on
+this machine, so compare runs on the same machine, preferably idle:
 
-    PYTHONPATH=. python benchmarks/metrics_speed.py [--suites fast full] [--dci-booster exact|fast_exact|binned]
+- ``codes``: each suite given codes: a cheap lookup table (a fixed random linear map
+  of the factors plus fixed noise, precomputed for all 737,280 grid points), so the
+  timings are the metrics' own cost. Figures ``metrics_speed/<suite>/<metric>`` (s).
+- ``encode``: encoder throughput (images/s) of the conv VAE on procedural dSprites,
+  per variant: ``nchw_no_grad`` (the encoding of vaelab <= this change: ``no_grad``,
+  NCHW, float64 copy), ``fp32`` (``MeanEncoder``, the default: bit-identical codes),
+  ``fp32_channels_last`` (not used: round-off moves some scores) and ``bf16``
+  (``encode_precision=bf16``). The variants take turns on the same blocks of images
+  (rendering excluded), and each figure is the median over the blocks.
+  Figures ``metrics_speed/encode/<variant>`` (images/s).
+- ``e2e``: what ``vaelab eval ckpt=...`` spends: render + encode every needed image
+  + the metrics, per suite and encode precision, on ``--ckpt`` (else a randomly
+  initialised conv VAE: the same cost, meaningless scores). Figures
+  ``metrics_speed/e2e/<suite>_<precision>/{total,encode,metrics}`` (s) and
+  ``.../images_encoded``; ``e2e/<suite>_before`` with ``--baseline``.
+
+Prints a table, then one JSON line per figure: {"name": ..., "value": ..., "unit": ...}.
+
+    PYTHONPATH=. python benchmarks/metrics_speed.py            # all parts, fast and full (several minutes)
+    PYTHONPATH=. python benchmarks/metrics_speed.py --quick    # fast preset only, short encode test (~1 min)
+    PYTHONPATH=. python benchmarks/metrics_speed.py --parts codes --suites full [--dci-booster exact|fast_exact|binned]
+    PYTHONPATH=. python benchmarks/metrics_speed.py --parts e2e --suites full --precisions fp32 bf16 --ckpt outputs/.../last.ckpt
+    ... --baseline    # also the pipeline as before the speed-ups, interleaved, and check its scores equal fp32's
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import pathlib
 import time
@@ -24,6 +45,7 @@ from vaelab.metrics import evaluate
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DSPRITES_SIZES = (3, 6, 40, 32, 32)
 NUM_CODES = 10
+ENCODE_VARIANTS = ("nchw_no_grad", "fp32", "fp32_channels_last", "bf16")
 
 
 def synthetic_representation(sizes=DSPRITES_SIZES, num_codes=NUM_CODES, seed=0):
@@ -40,36 +62,178 @@ def synthetic_representation(sizes=DSPRITES_SIZES, num_codes=NUM_CODES, seed=0):
     return grid, lambda f: table[grid.factors_to_index(f)]
 
 
+@contextlib.contextmanager
+def before_this_change():
+    """The metrics as they ran before the speed-ups (``--baseline``): DCI's factors fitted
+    one after another and BLAS on its default threads. Same numbers, only slower."""
+    import vaelab.metrics as metrics
+    from vaelab.metrics import dci
+
+    saved = metrics._one_blas_thread, dci.default_workers
+    metrics._one_blas_thread, dci.default_workers = contextlib.nullcontext, lambda: 1
+    try:
+        yield
+    finally:
+        metrics._one_blas_thread, dci.default_workers = saved
+
+
+def nchw_no_grad_encoder(model):
+    """vaelab's encoding before MeanEncoder: ``no_grad``, NCHW, a float64 copy per batch."""
+    import torch
+
+    @torch.no_grad()
+    def encode(images):
+        return model.encode(images)[0].double().cpu().numpy()
+
+    return encode
+
+
+def load_suite(name: str, dci_booster: str | None = None) -> dict:
+    suite = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "metrics" / f"{name}.yaml"))["suite"]
+    if dci_booster and "dci" in suite:
+        suite["dci"] = {**(suite["dci"] or {}), "booster": dci_booster}
+    return suite
+
+
+def dsprites_model(ckpt: str | None):
+    """(dataset, conv VAE in eval mode): from a checkpoint, or freshly initialised."""
+    if ckpt:
+        from vaelab.checkpoint import load_checkpoint
+        from vaelab.evaluate import model_from_checkpoint
+
+        return model_from_checkpoint(load_checkpoint(ckpt))
+    import torch
+
+    from vaelab.data.dsprites import ProceduralDSprites
+    from vaelab.models.conv import ConvVAE
+
+    torch.manual_seed(0)
+    dataset = ProceduralDSprites()
+    return dataset, ConvVAE(dataset.image_shape, dataset.binary).eval()
+
+
+def time_codes(suites, dci_booster, seed, baseline: bool) -> list[tuple[str, float, str]]:
+    """Per metric; with ``baseline``, the metric before the speed-ups right after it (``<tag>_before``)."""
+    grid, represent = synthetic_representation()
+    # first calls import and initialise sklearn's solvers: not part of any metric's cost
+    evaluate(grid, represent, {"beta_vae": dict(num_train=50, num_eval=50), "sap": dict(num_train=100, num_test=50)}, seed)
+    figures = []
+    for suite_name in suites:
+        suite = load_suite(suite_name, dci_booster)
+        tag = suite_name + (f"_dci_{dci_booster}" if dci_booster else "")
+        totals = {tag: 0.0, f"{tag}_before": 0.0}
+        for metric, hparams in suite.items():
+            runs = [(tag, contextlib.nullcontext)] + ([(f"{tag}_before", before_this_change)] if baseline else [])
+            if len(figures) % 4 == 2:  # with --baseline, alternate which of the two goes first
+                runs.reverse()
+            scores = []
+            for name, context in runs:
+                start = time.perf_counter()
+                with context():
+                    scores.append(evaluate(grid, represent, {metric: hparams}, seed=seed))
+                seconds = time.perf_counter() - start
+                totals[name] += seconds
+                figures.append((f"metrics_speed/{name}/{metric}", seconds, "s"))
+            if len(scores) == 2 and scores[0] != scores[1]:
+                raise SystemExit(f"{metric}: the scores differ from before the speed-ups")
+        figures += [(f"metrics_speed/{name}/total", totals[name], "s") for name in totals if baseline or name == tag]
+    return figures
+
+
+def time_encode(dataset, model, blocks: int, block: int, batch_size: int) -> list[tuple[str, float, str]]:
+    from vaelab.metrics.representation import MeanEncoder
+
+    variants = {
+        "nchw_no_grad": nchw_no_grad_encoder(model),
+        "fp32": MeanEncoder(model, "cpu", "fp32"),
+        "fp32_channels_last": MeanEncoder(model, "cpu", "fp32", channels_last=True),
+        "bf16": MeanEncoder(model, "cpu", "bf16"),
+    }
+    rates: dict[str, list[float]] = {name: [] for name in variants}
+    rng = np.random.default_rng(0)
+    warm = dataset.images_at(np.arange(batch_size))
+    for encode in variants.values():  # oneDNN builds its kernels on the first call
+        encode(warm)
+    for b in range(blocks):
+        start = int(rng.integers(0, len(dataset) - block))
+        images = dataset.images_at(np.arange(start, start + block))
+        names = list(variants)
+        for name in names[b % len(names) :] + names[: b % len(names)]:  # rotate who goes first
+            began = time.perf_counter()
+            for i in range(0, block, batch_size):
+                variants[name](images[i : i + batch_size])
+            rates[name].append(block / (time.perf_counter() - began))
+    return [(f"metrics_speed/encode/{name}", float(np.median(r)), "images/s") for name, r in rates.items()]
+
+
+def time_e2e(dataset, model, suites, precisions, batch_size, seed, baseline: bool) -> list[tuple[str, float, str]]:
+    """Per suite and precision; with ``baseline`` first the pipeline before the speed-ups
+    (``<suite>_before``: the NCHW no_grad encoder and :func:`before_this_change`), whose
+    scores must equal fp32's."""
+    from vaelab.metrics.representation import CachedEncoder, encoder_representation
+
+    figures = []
+    for suite_name in suites:
+        suite = load_suite(suite_name)
+        scores = {}
+        for precision in (["before"] if baseline else []) + list(precisions):
+            began = time.perf_counter()
+            if precision == "before":
+                represent = CachedEncoder(dataset, nchw_no_grad_encoder(model), batch_size)
+                with before_this_change():
+                    scores[precision] = evaluate(dataset, represent, suite, seed=seed)
+            else:
+                represent = encoder_representation(model, dataset, "cpu", batch_size=batch_size, precision=precision)
+                scores[precision] = evaluate(dataset, represent, suite, seed=seed)
+            total = time.perf_counter() - began
+            tag = f"metrics_speed/e2e/{suite_name}_{precision}"
+            figures += [
+                (f"{tag}/total", total, "s"),
+                (f"{tag}/encode", represent.encode_seconds, "s"),
+                (f"{tag}/metrics", total - represent.encode_seconds, "s"),
+                (f"{tag}/images_encoded", float(represent.num_encoded), "images"),
+            ]
+        if "before" in scores and "fp32" in scores and scores["before"] != scores["fp32"]:
+            raise SystemExit(f"{suite_name}: fp32 scores differ from before the speed-ups")
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", nargs="+", choices=["codes", "encode", "e2e"], default=["codes", "encode", "e2e"])
     parser.add_argument("--suites", nargs="+", default=["fast", "full"])
-    parser.add_argument("--dci-booster", choices=["exact", "fast_exact", "binned"], help="override the preset's DCI booster")
+    parser.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"])
+    parser.add_argument("--dci-booster", choices=["exact", "fast_exact", "binned"], help="override the preset's DCI booster (codes part)")
+    parser.add_argument("--ckpt", help="a vaelab checkpoint for encode/e2e (default: a freshly initialised conv VAE)")
+    parser.add_argument("--encode-blocks", type=int, default=12, help="blocks of images per encode variant")
+    parser.add_argument("--encode-block", type=int, default=8192, help="images per block")
+    parser.add_argument("--batch-size", type=int, default=1024, help="images per encoder call (eval.yaml encode_batch_size)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--baseline", action="store_true", help="also time the code as before the speed-ups (codes, e2e)")
+    parser.add_argument("--quick", action="store_true", help="fast preset only, 4 encode blocks of 4096 images")
     args = parser.parse_args()
+    if args.quick:
+        args.suites, args.encode_blocks, args.encode_block = ["fast"], 4, 4096
 
-    grid, represent = synthetic_representation()
-    figures = []
-    for suite_name in args.suites:
-        preset = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "metrics" / f"{suite_name}.yaml"))
-        suite = preset["suite"]
-        if args.dci_booster and "dci" in suite:
-            suite["dci"] = {**(suite["dci"] or {}), "booster": args.dci_booster}
-        tag = suite_name + (f"_dci_{args.dci_booster}" if args.dci_booster else "")
-        total = 0.0
-        for metric, hparams in suite.items():
-            start = time.perf_counter()
-            evaluate(grid, represent, {metric: hparams}, seed=args.seed)
-            seconds = time.perf_counter() - start
-            total += seconds
-            figures.append((f"metrics_speed/{tag}/{metric}", seconds))
-        figures.append((f"metrics_speed/{tag}/total", total))
+    from vaelab.system import tune_glibc_malloc
 
-    width = max(len(name) for name, _ in figures)
-    print(f"{'figure'.ljust(width)}  seconds")
-    for name, seconds in figures:
-        print(f"{name.ljust(width)}  {seconds:7.2f}")
-    for name, seconds in figures:
-        print(json.dumps({"name": name, "value": round(seconds, 3), "unit": "s"}))
+    tune_glibc_malloc()  # as `vaelab eval` does
+    figures: list[tuple[str, float, str]] = []
+    if "codes" in args.parts:
+        figures += time_codes(args.suites, args.dci_booster, args.seed, args.baseline)
+    if "encode" in args.parts or "e2e" in args.parts:
+        dataset, model = dsprites_model(args.ckpt)
+        if "encode" in args.parts:
+            figures += time_encode(dataset, model, args.encode_blocks, args.encode_block, args.batch_size)
+        if "e2e" in args.parts:
+            figures += time_e2e(dataset, model, args.suites, args.precisions, args.batch_size, args.seed, args.baseline)
+
+    width = max(len(name) for name, _, _ in figures)
+    print(f"{'figure'.ljust(width)}  value")
+    for name, value, unit in figures:
+        print(f"{name.ljust(width)}  {value:10.2f} {unit}")
+    for name, value, unit in figures:
+        print(json.dumps({"name": name, "value": round(value, 3), "unit": unit}))
 
 
 if __name__ == "__main__":

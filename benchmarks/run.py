@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parent
 
 BENCHMARKS = {
     "train_speed.py": ([], ["--steps", "100", "--repeats", "1", "--batch-sizes", "64"]),
-    "metrics_speed.py": ([], ["--suites", "fast"]),
+    # all parts: full and fast suites given codes, encoder throughput, end to end (several minutes)
+    "metrics_speed.py": ([], ["--quick"]),
     "information_speed.py": ([], ["--repeats", "1"]),
 }
 

@@ -103,3 +103,18 @@ def test_fast_exact_dci_agrees_with_disentanglement_lib(code):
     reference = REFERENCE["scores"][code]["dci"]["scores"]
     for score, ref in reference.items():
         assert abs(scores[score] - ref["mean"]) <= 0.02, f"{code} {score}: {scores[score]:.4f} vs {ref['mean']:.4f}"
+
+
+@pytest.mark.parametrize("booster", ["fast_exact", "exact", "binned"])
+def test_parallel_factor_fits_give_the_same_numbers(booster):
+    """importance_matrix fits the factors in threads; the result must not depend on how many."""
+    rng = np.random.default_rng(5)
+    factors = np.stack([rng.integers(0, s, 600) for s in (2, 3, 5)], axis=1)
+    codes = factors @ rng.standard_normal((3, 4)) + 0.5 * rng.standard_normal((600, 4))
+    factors_test = np.stack([rng.integers(0, s, 200) for s in (2, 3, 5)], axis=1)
+    codes_test = factors_test @ rng.standard_normal((3, 4))
+    args = (codes, factors, codes_test, factors_test, booster, 0)
+    serial = dci.importance_matrix(*args, workers=1)
+    threaded = dci.importance_matrix(*args, workers=3)
+    np.testing.assert_array_equal(serial[0], threaded[0])
+    assert serial[1:] == threaded[1:]

@@ -99,12 +99,12 @@ class DisentanglementEvaluation(PeriodicEvaluation):
     def evaluate(self, trainer: pl.Trainer, pl_module) -> None:
         from vaelab.metrics import ALIASES, evaluate
         from vaelab.metrics._common import NonFiniteCodes
-        from vaelab.metrics.representation import CachedEncoder
+        from vaelab.metrics.representation import encoder_representation
 
         dataset = trainer.datamodule.dataset
         started = time.perf_counter()
-        represent = CachedEncoder(
-            dataset, lambda images: pl_module.encode_means(images).double().cpu().numpy(), self.encode_batch_size
+        represent = encoder_representation(
+            pl_module.model, dataset, pl_module.device, batch_size=self.encode_batch_size
         )
         try:
             scores = evaluate(dataset, represent, self.suite, seed=self.seed)

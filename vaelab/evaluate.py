@@ -24,9 +24,15 @@ from vaelab.logging import build_loggers, finish_wandb
 log = logging.getLogger("vaelab")
 
 
-def model_from_checkpoint(checkpoint: dict[str, Any]):
-    """Rebuild (dataset, model) from the config stored in the checkpoint and load the weights."""
+def model_from_checkpoint(checkpoint: dict[str, Any], dataset_path: str | None = None):
+    """Rebuild (dataset, model) from the config stored in the checkpoint and load the weights.
+
+    ``dataset_path``: where the dataset file is now, if it moved since training."""
     config = OmegaConf.create(checkpoint["vaelab_config"])
+    if dataset_path is not None:
+        if "path" not in config.dataset:
+            raise UserError(f"dataset_path={dataset_path}: the checkpoint's dataset is not read from a file")
+        config.dataset.path = str(Path(dataset_path).resolve())
     dataset = hydra.utils.instantiate(config.dataset)
     model = hydra.utils.instantiate(config.model, image_shape=dataset.image_shape, binary_data=dataset.binary)
     state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
@@ -49,7 +55,7 @@ def _device(name: str):
 
 def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
     from vaelab import metrics
-    from vaelab.metrics.representation import CachedEncoder, load_codes_file
+    from vaelab.metrics.representation import encoder_representation, load_codes_file
 
     from vaelab.system import tune_glibc_malloc
 
@@ -63,18 +69,12 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
     started = time.perf_counter()
     group = None
     if cfg.ckpt is not None:
-        import torch
-
         checkpoint = load_checkpoint(cfg.ckpt)
-        dataset, model = model_from_checkpoint(checkpoint)
+        dataset, model = model_from_checkpoint(checkpoint, cfg.get("dataset_path"))
         device = _device(cfg.device)
-        model.to(device)
-
-        @torch.no_grad()
-        def encode_means(images):
-            return model.encode(images.to(device))[0].double().cpu().numpy()
-
-        represent = CachedEncoder(dataset, encode_means, cfg.encode_batch_size)
+        represent = encoder_representation(
+            model, dataset, device, batch_size=cfg.encode_batch_size, precision=cfg.get("encode_precision", "fp32")
+        )
         source = {"ckpt": str(Path(cfg.ckpt).resolve()), "global_step": checkpoint.get("global_step")}
         group = (checkpoint["vaelab_config"].get("wandb") or {}).get("group")
     else:
@@ -88,9 +88,12 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
     config = {**OmegaConf.to_container(cfg, resolve=True), **source}
     exit_code = 1
     try:
+        step = source.get("global_step") or 0
         for logger in loggers:
             logger.log_hyperparams(config)
-            logger.log_metrics(scores, step=source.get("global_step") or 0)
+            logger.log_metrics(scores, step=step)
+        if cfg.ckpt is not None and cfg.images.num_images > 0:
+            save_pictures(checkpoint, dataset, model, cfg.images, run_dir / "images", step, loggers)
         metrics_file.finalize("success")
         exit_code = 0
     finally:
@@ -98,6 +101,19 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
     print_table(scores)
     print(json.dumps(scores))
     return scores
+
+
+def save_pictures(checkpoint, dataset, model, images_cfg, directory: Path, step: int, loggers) -> None:
+    """The training run's pictures (same validation images) for the checkpoint's weights."""
+    from vaelab.data.stream import GroundTruthDataModule
+    from vaelab.images import model_pictures, save_and_log
+
+    data = GroundTruthDataModule(dataset, **checkpoint["vaelab_config"].get("data", {}))
+    parameter = next(model.parameters())
+    images = data.val_images[: images_cfg.num_images].to(device=parameter.device, dtype=parameter.dtype)
+    pictures = model_pictures(model, images, images_cfg.steps, images_cfg.extent)
+    paths = save_and_log(pictures, directory, step, loggers)
+    log.info("pictures: %s", ", ".join(str(path) for path in paths.values()))
 
 
 def print_table(scores: dict[str, float]) -> None:

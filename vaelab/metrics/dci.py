@@ -29,6 +29,9 @@ inside (scipy.stats.entropy as in the reference); informativeness = mean accurac
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import scipy.stats
 from sklearn.ensemble import GradientBoostingClassifier
@@ -63,6 +66,16 @@ def _predict_train(model, x_train: np.ndarray) -> np.ndarray:
     return model.predict(x_train)
 
 
+def default_workers() -> int:
+    """Threads for the per-factor fits: the CPUs this process may use (``VAELAB_DCI_WORKERS`` overrides)."""
+    if os.environ.get("VAELAB_DCI_WORKERS"):
+        return max(1, int(os.environ["VAELAB_DCI_WORKERS"]))
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def importance_matrix(
     codes_train: np.ndarray,
     factors_train: np.ndarray,
@@ -71,15 +84,44 @@ def importance_matrix(
     booster: str,
     seed: int,
     num_bins: int = 256,
+    workers: int | None = None,
 ) -> tuple[np.ndarray, float, float]:
-    """(D, K) importances, mean train accuracy, mean test accuracy."""
+    """(D, K) importances, mean train accuracy, mean test accuracy.
+
+    The K fits are independent and deterministic, so they run in ``workers`` threads
+    (default :func:`default_workers`), most classes first; every booster spends its
+    time in code that releases the GIL (torch, numpy, sklearn's Cython splitter), and
+    torch runs one thread per fit meanwhile. The result does not depend on ``workers``.
+    """
     num_codes, k = codes_train.shape[1], factors_train.shape[1]
+
+    def fit(j: int):
+        model, importance = _fit_one(booster, codes_train, factors_train[:, j], seed, num_bins)
+        train = np.mean(_predict_train(model, codes_train) == factors_train[:, j])
+        test = np.mean(model.predict(codes_test) == factors_test[:, j])
+        return importance, train, test
+
+    workers = min(k, default_workers() if workers is None else max(1, workers))
+    if workers == 1:
+        results = [fit(j) for j in range(k)]
+    else:
+        import torch
+
+        # Longest first (cost grows with the number of classes), so the slow fits overlap.
+        order = sorted(range(k), key=lambda j: -len(np.unique(factors_train[:, j])))
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # read by each new thread: one OpenMP thread per fit
+        try:
+            with ThreadPoolExecutor(workers, thread_name_prefix="vaelab-dci") as pool:
+                done = dict(zip(order, pool.map(fit, order)))
+        finally:
+            torch.set_num_threads(threads)
+        results = [done[j] for j in range(k)]
     importances = np.zeros((num_codes, k))
-    train_acc, test_acc = [], []
-    for j in range(k):
-        model, importances[:, j] = _fit_one(booster, codes_train, factors_train[:, j], seed, num_bins)
-        train_acc.append(np.mean(_predict_train(model, codes_train) == factors_train[:, j]))
-        test_acc.append(np.mean(model.predict(codes_test) == factors_test[:, j]))
+    for j, (importance, _, _) in enumerate(results):
+        importances[:, j] = importance
+    train_acc = [train for _, train, _ in results]
+    test_acc = [test for _, _, test in results]
     return importances, float(np.mean(train_acc)), float(np.mean(test_acc))
 
 

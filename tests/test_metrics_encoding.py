@@ -134,3 +134,13 @@ def test_bf16_full_suite_within_tolerance_of_fp32(trained_checkpoint):
             assert abs(bf16 - fp32) <= BF16_RELATIVE[key] * abs(fp32), f"{key}: bf16 {bf16:.5f} vs fp32 {fp32:.5f}"
         else:
             assert abs(bf16 - fp32) <= BF16_TOLERANCE, f"{key}: bf16 {bf16:.5f} vs fp32 {fp32:.5f}"
+
+
+def test_auto_precision_is_bf16_only_where_the_cpu_computes_it_natively(monkeypatch):
+    from vaelab.metrics import representation
+
+    for native in (True, False):
+        monkeypatch.setattr(representation, "native_bf16_cpu", lambda native=native: native)
+        assert representation.resolve_precision("auto", torch.device("cpu")) == ("bf16" if native else "fp32")
+        assert representation.resolve_precision("auto", torch.device("cuda")) == "fp32"
+        assert representation.resolve_precision("fp32", torch.device("cpu")) == "fp32"

@@ -84,6 +84,7 @@ class DisentanglementEvaluation(PeriodicEvaluation):
         every_n_steps: int | None = None,
         seed: int = 0,
         encode_batch_size: int = 1024,
+        encode_precision: str = "auto",
         at_end: bool = True,
         skip_last_step: bool = False,
     ) -> None:
@@ -91,6 +92,7 @@ class DisentanglementEvaluation(PeriodicEvaluation):
         self.suite = {name: dict(hparams or {}) for name, hparams in suite.items()}
         self.seed = seed
         self.encode_batch_size = encode_batch_size
+        self.encode_precision = encode_precision
 
     @property
     def enabled(self) -> bool:
@@ -104,7 +106,7 @@ class DisentanglementEvaluation(PeriodicEvaluation):
         dataset = trainer.datamodule.dataset
         started = time.perf_counter()
         represent = encoder_representation(
-            pl_module.model, dataset, pl_module.device, batch_size=self.encode_batch_size
+            pl_module.model, dataset, pl_module.device, batch_size=self.encode_batch_size, precision=self.encode_precision
         )
         try:
             scores = evaluate(dataset, represent, self.suite, seed=self.seed)

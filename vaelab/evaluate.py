@@ -73,7 +73,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
         dataset, model = model_from_checkpoint(checkpoint, cfg.get("dataset_path"))
         device = _device(cfg.device)
         represent = encoder_representation(
-            model, dataset, device, batch_size=cfg.encode_batch_size, precision=cfg.get("encode_precision", "fp32")
+            model, dataset, device, batch_size=cfg.encode_batch_size, precision=cfg.metrics.encode_precision
         )
         source = {"ckpt": str(Path(cfg.ckpt).resolve()), "global_step": checkpoint.get("global_step")}
         group = (checkpoint["vaelab_config"].get("wandb") or {}).get("group")

@@ -109,7 +109,10 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
 
     interrupt = InterruptCheckpoint(run_dir / "checkpoints" / "last.ckpt")
     final_metrics = DisentanglementEvaluation(
-        suite=OmegaConf.to_container(cfg.metrics.suite), every_n_steps=None, seed=cfg.metrics.seed
+        suite=OmegaConf.to_container(cfg.metrics.suite),
+        every_n_steps=None,
+        seed=cfg.metrics.seed,
+        encode_precision=cfg.metrics.encode_precision,
     )
     callbacks = [
         interrupt,
@@ -119,6 +122,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
             suite=OmegaConf.to_container(cfg.periodic_metrics.suite),
             every_n_steps=cfg.periodic_metrics.every_n_steps,
             seed=cfg.periodic_metrics.seed,
+            encode_precision=cfg.periodic_metrics.encode_precision,
             at_end=False,
             skip_last_step=final_metrics.enabled,  # the final suite scores the last step
         ),

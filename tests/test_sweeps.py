@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from tests.conftest import run_vaelab
 from tests.wandb_offline import read_offline_run
@@ -57,7 +58,8 @@ def test_four_parallel_jobs_on_two_cores_match_sequential_runs(tmp_path):
     alone = tmp_path / "alone"
     result = run_vaelab("train", "beta=4", "seed=1", *SHORT, "logger=none", f"hydra.run.dir={alone}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    (parallel,) = [job for job in jobs if "beta=4" in job.name and "seed=1" in job.name]
+    configs = {job: OmegaConf.load(job / ".hydra" / "config.yaml") for job in jobs}
+    (parallel,) = [job for job, config in configs.items() if config.beta == 4 and config.seed == 1]
     expected = torch.load(alone / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
     got = torch.load(parallel / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
     for key, value in expected.items():

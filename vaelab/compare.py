@@ -182,6 +182,7 @@ def log_to_wandb(runs: list[Run], plots: dict[str, Path], out: Path, sweep_dir: 
         run.summary.update({"runs": len(runs), "failed_or_unfinished": sum(r.status != "success" for r in runs)})
         run_dir = run.dir
         run.finish()
+        wandb.teardown()  # compare exits next: wait until the run's file is written whole
         return run_dir
     except Exception as error:  # noqa: BLE001 - the files on disk are the result; W&B is extra
         print(f"vaelab: W&B could not log the comparison ({_one_line(error)}); files are in {out}", file=sys.stderr)

@@ -39,6 +39,7 @@ def run_vaelab(*args: str, cwd: Path, env: dict | None = None, timeout: float = 
         **(env or {}),
     }
     full_env.pop("WANDB_API_KEY", None)
+    full_env.pop("WANDB_SERVICE", None)  # the test process's own W&B service, if it started one: not the child's
     full_env = {key: value for key, value in full_env.items() if value is not None}
     return subprocess.run(
         [sys.executable, "-m", "vaelab", *args],

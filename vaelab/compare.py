@@ -171,7 +171,7 @@ def log_to_wandb(runs: list[Run], plots: dict[str, Path], out: Path, sweep_dir: 
         mode = resolve_wandb_mode("auto")
         group = sweep_group(sweep_dir)
         run = wandb.init(
-            project=project, group=group, job_type="compare", name=f"compare {group}", dir=str(out),
+            project=project, group=group, job_type="compare", name=f"compare {group}", dir=str(out.resolve()),
             mode=mode, settings=_wandb_settings(),
         )  # fmt: skip
         keys = sorted({key for r in runs for key in r.figures})

@@ -162,7 +162,8 @@ class ImageLogging(PeriodicEvaluation):
     """Reconstructions and latent traversals every ``every_n_steps`` and at the end.
 
     Saved as ``<run dir>/images/{reconstructions,traversals}_step<N>.png`` and
-    ``traversal_animation_step<N>.gif`` and logged to W&B as images. The inputs are fixed validation images, so pictures compare across
+    ``traversal_animation_step<N>.gif`` and logged to W&B as images. The inputs are
+    fixed validation images, so pictures compare across
     steps and runs. Traversal rows are ordered by each dim's KL on those images.
     """
 

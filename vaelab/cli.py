@@ -78,8 +78,7 @@ def _report_user_errors(task):
             from hydra.core.hydra_config import HydraConfig
             from hydra.types import RunMode
 
-            message, code = _one_line(error)
-            print(f"vaelab: error: {message}", file=sys.stderr)
+            code = _report(error)
             if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
                 raise
             sys.exit(code)
@@ -116,6 +115,11 @@ def _one_line(error: BaseException) -> tuple[str, int]:
         return remote
     if isinstance(error, MissingConfigException) and error.options:
         return f"{text.splitlines()[0]}; available: {', '.join(error.options)}", 2
+    if isinstance(error, InstantiationException) and error.__cause__ is not None:
+        # A config value a class rejected, e.g. trainer.max_steps=abc reaching Lightning.
+        cause = error.__cause__
+        target = text.split("'")[1] if text.count("'") >= 2 else "a config target"
+        return f"{target}: {type(cause).__name__}: {str(cause).strip().splitlines()[0]}", 2
     parts = []
     for line in text.splitlines():
         line = line.strip()
@@ -126,14 +130,16 @@ def _one_line(error: BaseException) -> tuple[str, int]:
     message = "; ".join(parts) or type(error).__name__
     if isinstance(error, OmegaConfBaseException) and getattr(error, "full_key", None):
         message = f"{error.full_key}: {message}"
-    if isinstance(error, InstantiationException) and error.__cause__ is not None:
-        # A config value a class rejected, e.g. trainer.max_steps=abc reaching Lightning.
-        cause = error.__cause__
-        target = text.split("'")[1] if text.count("'") >= 2 else "a config target"
-        return f"{target}: {type(cause).__name__}: {str(cause).strip().splitlines()[0]}", 2
     if isinstance(error, (HydraException, OmegaConfBaseException)):
         return message, 2
     return f"{type(error).__name__}: {message} (HYDRA_FULL_ERROR=1 shows the traceback)", 1
+
+
+def _report(error: BaseException) -> int:
+    """Print ``error`` as one ``vaelab: error:`` line on stderr; return its exit code."""
+    message, code = _one_line(error)
+    print(f"vaelab: error: {message}", file=sys.stderr)
+    return code
 
 
 def _remote_failure(text: str) -> tuple[str, int] | None:
@@ -166,9 +172,7 @@ def _run_reporting_errors(hydra_main) -> None:
     except Exception as error:
         if _show_tracebacks():
             raise
-        message, code = _one_line(error)
-        print(f"vaelab: error: {message}", file=sys.stderr)
-        sys.exit(code)
+        sys.exit(_report(error))
 
 
 def _quiet_third_party_logging() -> None:

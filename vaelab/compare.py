@@ -46,20 +46,18 @@ class Run:
 
 def _objective_and_beta(config) -> tuple[str, float | None]:
     target = str(config.objective.get("_target_", ""))
+    name = target.rsplit(".", 1)[-1].lower() or "unknown"
+    if name == "infomax" and config.objective.get("estimator", "derived") != "derived":
+        name = "infomax-native"
     if config.get("beta_effective") is not None:  # set directly (experiment=beta_vs_infomax)
-        name = target.rsplit(".", 1)[-1].lower()
-        if name == "infomax" and config.objective.get("estimator", "derived") != "derived":
-            name = "infomax-native"
         return name, float(config.beta_effective)
     if target.endswith("InfoMax"):
-        lam = config.get("lambda")
-        name = "infomax" if config.objective.get("estimator", "derived") == "derived" else "infomax-native"
-        lam = 0.0 if lam is None else float(lam)
+        lam = 0.0 if config.get("lambda") is None else float(config.get("lambda"))
         return name, 1.0 / (1.0 + lam) if lam > -1 else None
     if target.endswith("BetaVAE"):
         beta = config.get("beta")
-        return "betavae", 1.0 if beta is None else float(beta)
-    return target.rsplit(".", 1)[-1].lower() or "unknown", None
+        return name, 1.0 if beta is None else float(beta)
+    return name, None
 
 
 def read_run(path: Path) -> Run | None:

@@ -48,7 +48,8 @@ def launching_workers(subcommand: str = "train"):
     from hydra.core.hydra_config import HydraConfig
 
     saved = {key: os.environ.get(key) for key in LAUNCH_ENV}
-    if HydraConfig.initialized() and "LOCAL_RANK" not in os.environ:
+    launcher = "LOCAL_RANK" not in os.environ  # else this process was started by a launcher (DDP, SLURM)
+    if launcher and HydraConfig.initialized():
         hydra_cfg = HydraConfig.get()
         os.environ[DDP_ARGV_ENV] = json.dumps(
             [
@@ -64,7 +65,7 @@ def launching_workers(subcommand: str = "train"):
     finally:
         import torch.distributed
 
-        if saved["LOCAL_RANK"] is None and torch.distributed.is_available() and torch.distributed.is_initialized():
+        if launcher and torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
         for key, value in saved.items():
             if value is None:

@@ -59,40 +59,39 @@ def reconstruction_grid(model, images: torch.Tensor) -> Image.Image:
 
 
 @torch.no_grad()
-def latent_traversal(
-    model, image: torch.Tensor, kl_per_dim: torch.Tensor, steps: int = 9, extent: float = 2.5, collapsed: float = 0.01
-) -> Image.Image:
-    """One row per latent dim, most informative (largest KL) first: z_j swept over [-extent, extent]
-    around the posterior mean of ``image`` (1, C, H, W), the other dims held. Rows of dims whose
-    KL is below ``collapsed`` nats are labelled as collapsed."""
+def traversal_rows(
+    model, image: torch.Tensor, kl_per_dim: torch.Tensor, steps: int = 9, extent: float = 2.5
+) -> tuple[list[int], list[torch.Tensor]]:
+    """(dims, rows): the latent dims, most informative (largest KL) first, and for each one
+    row of ``steps`` decoded images with z_j swept over [-extent, extent] around the
+    posterior mean of ``image`` (1, C, H, W), the other dims held."""
     mu, _ = model.encode(image)
     order = torch.argsort(kl_per_dim, descending=True).tolist()
     values = torch.linspace(-extent, extent, steps, device=mu.device, dtype=mu.dtype)
-    rows, labels = [], []
+    rows = []
     for j in order:
         z = mu.repeat(steps, 1)
         z[:, j] = values
         rows.append(model.mean_image(model.decode(z)))
-        kl = float(kl_per_dim[j])
-        labels.append(f"z{j} {kl:.2f}" if kl >= collapsed else f"z{j} off")
+    return order, rows
+
+
+def latent_traversal(
+    dims: list[int], rows: list[torch.Tensor], kl_per_dim: torch.Tensor, collapsed: float = 0.01
+) -> Image.Image:
+    """The rows of :func:`traversal_rows` as one picture, each labelled with its dim and KL;
+    dims whose KL is below ``collapsed`` nats are labelled as collapsed ("off")."""
+    labels = [f"z{j} {float(kl_per_dim[j]):.2f}" if float(kl_per_dim[j]) >= collapsed else f"z{j} off" for j in dims]
     return tile(rows, labels=labels)
 
 
-@torch.no_grad()
-def traversal_animation(
-    model, image: torch.Tensor, kl_per_dim: torch.Tensor, steps: int = 9, extent: float = 2.5
-) -> list[Image.Image]:
-    """Frames of a GIF: one tile per latent dim (largest KL first, as in the traversal rows),
-    all dims swept together from -extent to extent and back, each around the mean of ``image``."""
-    mu, _ = model.encode(image)
-    order = torch.argsort(kl_per_dim, descending=True)
-    values = torch.linspace(-extent, extent, steps, device=mu.device, dtype=mu.dtype)
-    frames = []
-    for value in torch.cat([values, values.flip(0)[1:-1]]):
-        z = mu.repeat(len(order), 1)
-        z[torch.arange(len(order)), order] = value  # row i moves dim order[i] only
-        frames.append(tile([model.mean_image(model.decode(z))]))
-    return frames
+def traversal_animation(rows: list[torch.Tensor]) -> list[Image.Image]:
+    """Frames of a GIF from the rows of :func:`traversal_rows`: frame t shows column t of
+    every row side by side (one tile per latent dim, in the traversal's order), so all dims
+    sweep together from -extent to extent and back."""
+    steps = rows[0].shape[0]
+    columns = [*range(steps), *range(steps - 2, 0, -1)]
+    return [tile([torch.stack([row[t] for row in rows])]) for t in columns]
 
 
 @torch.no_grad()
@@ -104,10 +103,11 @@ def model_pictures(model, images: torch.Tensor, steps: int = 9, extent: float = 
     try:
         mu, logvar = model.encode(images)
         kl_per_dim = kl_conditional_per_dim(mu, logvar).mean(0)
+        dims, rows = traversal_rows(model, images[:1], kl_per_dim, steps, extent)
         return {
             "reconstructions": reconstruction_grid(model, images),
-            "traversals": latent_traversal(model, images[:1], kl_per_dim, steps, extent),
-            "traversal_animation": traversal_animation(model, images[:1], kl_per_dim, steps, extent),
+            "traversals": latent_traversal(dims, rows, kl_per_dim),
+            "traversal_animation": traversal_animation(rows),
         }
     finally:
         model.train(was_training)

@@ -29,8 +29,8 @@ from vaelab.checkpoint import (
     run_dir_of,
 )
 from vaelab.data.stream import GroundTruthDataModule
-from vaelab.errors import check_int
 from vaelab.distributed import is_worker, launching_workers
+from vaelab.errors import check_int
 from vaelab.logging import build_loggers, finish_wandb
 from vaelab.module import VAEModule
 from vaelab.system import set_num_threads, tune_glibc_malloc
@@ -56,6 +56,16 @@ def check_schedule(cfg: DictConfig) -> None:
     check_int("checkpoint.every_n_steps", cfg.checkpoint.every_n_steps, minimum=1)
     for group in ("periodic_metrics", "information", "images"):
         check_int(f"{group}.every_n_steps", cfg[group].every_n_steps, minimum=1, optional=True)
+
+
+def suite_evaluation(metrics_cfg: DictConfig, **schedule: Any) -> DisentanglementEvaluation:
+    """The callback for one metrics preset (``metrics`` or ``periodic_metrics``)."""
+    return DisentanglementEvaluation(
+        suite=OmegaConf.to_container(metrics_cfg.suite),
+        seed=metrics_cfg.seed,
+        encode_precision=metrics_cfg.encode_precision,
+        **schedule,
+    )
 
 
 def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> dict[str, float]:
@@ -95,9 +105,9 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
 
     # A resumed run continues its W&B run (same id) unless one is given. DDP workers
     # (ranks > 0) log nothing: rank 0 writes metrics.json and the one W&B run.
-    logger_cfg = None if is_worker() else cfg.get("logger")
-    metrics_file, loggers = build_loggers(logger_cfg, run_dir, resume_step, run_id=wandb_id)
-    if is_worker():
+    worker = is_worker()
+    metrics_file, loggers = build_loggers(None if worker else cfg.get("logger"), run_dir, resume_step, run_id=wandb_id)
+    if worker:
         loggers = []
     for logger in loggers:
         if isinstance(logger, WandbLogger):
@@ -108,21 +118,14 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
         logger.log_hyperparams(config)
 
     interrupt = InterruptCheckpoint(run_dir / "checkpoints" / "last.ckpt")
-    final_metrics = DisentanglementEvaluation(
-        suite=OmegaConf.to_container(cfg.metrics.suite),
-        every_n_steps=None,
-        seed=cfg.metrics.seed,
-        encode_precision=cfg.metrics.encode_precision,
-    )
+    final_metrics = suite_evaluation(cfg.metrics, every_n_steps=None)
     callbacks = [
         interrupt,
         PeriodicCheckpoint(run_dir / "checkpoints" / "last.ckpt", cfg.checkpoint.every_n_steps),
         final_metrics,
-        DisentanglementEvaluation(
-            suite=OmegaConf.to_container(cfg.periodic_metrics.suite),
+        suite_evaluation(
+            cfg.periodic_metrics,
             every_n_steps=cfg.periodic_metrics.every_n_steps,
-            seed=cfg.periodic_metrics.seed,
-            encode_precision=cfg.periodic_metrics.encode_precision,
             at_end=False,
             skip_last_step=final_metrics.enabled,  # the final suite scores the last step
         ),
@@ -157,7 +160,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
         if interrupt.exit_code is None:
             raise
         exit_code = interrupt.exit_code
-        if not is_worker():  # Lightning finalised the loggers as "failed" on Ctrl-C: resumable, not failed
+        if not worker:  # Lightning finalised the loggers as "failed" on Ctrl-C: resumable, not failed
             metrics_file.finalize("finished")
         raise SystemExit(exit_code) from None
     finally:

@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
 from vaelab.data.grid import GroundTruthDataset
-from vaelab.errors import UserError
+from vaelab.errors import check_int
 
 
 def batch_factors(dataset: GroundTruthDataset, batch_size: int, seed: int, step: int) -> np.ndarray:
@@ -72,9 +72,8 @@ class GroundTruthDataModule(pl.LightningDataModule):
         val_seed: int = 12345,
     ) -> None:
         super().__init__()
-        for key, value in (("data.batch_size", batch_size), ("data.val_size", val_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise UserError(f"{key}={value!r}: expected an integer >= 1")
+        check_int("data.batch_size", batch_size, minimum=1)
+        check_int("data.val_size", val_size, minimum=1)
         self.dataset = dataset
         self.batch_size = batch_size
         self.seed = seed

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from vaelab.errors import UserError
+from vaelab.errors import UserError, check_int
 from vaelab.information import kl_conditional_per_dim
 
 LIKELIHOODS = ("auto", "bernoulli", "gaussian")
@@ -96,5 +96,4 @@ class VAE(nn.Module):
 
 
 def _check_latent_dim(latent_dim: int) -> None:
-    if not isinstance(latent_dim, int) or isinstance(latent_dim, bool) or latent_dim < 1:
-        raise UserError(f"model.latent_dim={latent_dim!r}: expected an integer >= 1")
+    check_int("model.latent_dim", latent_dim, minimum=1)

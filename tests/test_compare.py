@@ -10,18 +10,21 @@ from tests.conftest import run_vaelab
 from vaelab.compare import find_runs, plot
 
 
-def fake_run(root: Path, name: str, objective: str, knob: float, seed: int, mig: float | None, status: str = "success"):
+def fake_run(root: Path, name: str, objective: str, knob: float, seed: int, mig: float | None, status: str = "success",
+             reconstruction: float = 30.0):  # fmt: skip
     run = root / name
     (run / ".hydra").mkdir(parents=True)
     target, key = (
         ("vaelab.objectives.betavae.BetaVAE", "beta") if objective == "betavae" else ("vaelab.objectives.infomax.InfoMax", "lambda")
     )
     knobs = {"beta": None, "lambda": None, key: knob}
+    estimator = "\n  estimator: native" if objective == "infomax-native" else ""
     (run / ".hydra" / "config.yaml").write_text(
-        f"objective:\n  _target_: {target}\nseed: {seed}\nbeta: {json.dumps(knobs['beta'])}\nlambda: {json.dumps(knobs['lambda'])}\n"
+        f"objective:\n  _target_: {target}{estimator}\nseed: {seed}\nbeta: {json.dumps(knobs['beta'])}\n"
+        f"lambda: {json.dumps(knobs['lambda'])}\n"
     )
     if mig is not None:
-        final = {"metrics/mig": mig, "info/mutual_info": 2.0 + mig}
+        final = {"metrics/mig": mig, "info/mutual_info": 2.0 + mig, "val/reconstruction": reconstruction}
         (run / "metrics.json").write_text(json.dumps({"status": status, "final": final, "history": []}))
 
 
@@ -49,6 +52,36 @@ def test_compare_tables_plots_and_reports_failures(tmp_path):
     runs = find_runs([sweep])
     assert plot(runs, "metrics/mig", tmp_path / "mig.png") == 2  # one line per objective
     assert plot(runs, "metrics/dci_disentanglement", tmp_path / "dci.png") == 0  # nothing to draw
+
+
+def test_compare_puts_the_native_estimator_on_its_real_kl_weight_and_on_reconstruction(tmp_path):
+    """InfoMax native at lambda weighs KL[q(z)||p(z)] by 1/lambda, not by beta_effective = 1/(1+lambda);
+    the summary has one row per objective and knob, mean ± std over its seeds."""
+    sweep = tmp_path / "sweep"
+    fake_run(sweep, "0", "betavae", 4.0, 0, 0.20, reconstruction=40.0)
+    fake_run(sweep, "1", "betavae", 4.0, 1, 0.30, reconstruction=44.0)
+    fake_run(sweep, "2", "infomax", -0.75, 0, 0.22, reconstruction=41.0)  # beta_effective 4
+    fake_run(sweep, "3", "infomax-native", 0.25, 0, 0.35, reconstruction=25.0)  # beta_effective 0.8, weight 4
+    fake_run(sweep, "4", "infomax-native", 0.25, 1, 0.45, reconstruction=27.0)
+
+    runs = {run.path.name: run for run in find_runs([sweep])}
+    assert (runs["0"].beta_effective, runs["0"].kl_weight) == (4.0, 4.0)
+    assert runs["2"].beta_effective == runs["2"].kl_weight == 4.0
+    assert runs["3"].beta_effective == 0.8 and runs["3"].kl_weight == 4.0
+    assert runs["3"].reconstruction == 25.0
+
+    result = run_vaelab("compare", str(sweep), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    summary = list(csv.DictReader(open(sweep / "compare_summary.csv")))
+    rows = {(row["objective"], row["beta_effective"]): row for row in summary}
+    assert set(rows) == {("betavae", "4"), ("infomax", "4"), ("infomax-native", "0.8")}
+    assert rows[("betavae", "4")]["seeds"] == "2"
+    assert rows[("betavae", "4")]["metrics/mig"] == "0.250 ± 0.071"
+    assert rows[("infomax-native", "0.8")]["kl_weight"] == "4"
+    assert rows[("infomax-native", "0.8")]["val/reconstruction"] == "26.000 ± 1.414"
+    markdown = (sweep / "compare_summary.md").read_text().splitlines()
+    assert len(markdown) == 2 + 3 and "| infomax-native | 0.8 | 4 | 2 | 0.400 ± 0.071" in markdown[-1]
+    assert plot(list(runs.values()), "metrics/mig", tmp_path / "mig.png") == 3
 
 
 def test_compare_rejects_a_missing_directory(tmp_path):

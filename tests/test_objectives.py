@@ -109,6 +109,10 @@ def _initial(key: str) -> torch.Tensor:
         (["objective=betavae", "lambda=3"], "lambda=3 is not used by objective=betavae"),
         (["objective=infomax", "beta=2"], "beta=2 is not used by objective=infomax"),
         (["objective=infomax", "objective.estimator=bogus"], "objective.estimator='bogus'"),
+        (["beta_effective=2", "kl_weight=2"], "beta_effective=2 and kl_weight=2 all set the objective's weight"),
+        (["objective=infomax", "lambda=1", "kl_weight=2"], "kl_weight=2 and lambda=1 all set"),
+        (["kl_weight=0"], "kl_weight=0: expected a number > 0"),
+        (["objective.kl_warmup_steps=-1"], "objective.kl_warmup_steps=-1: expected an integer >= 0"),
     ],
 )
 def test_bad_objective_settings_are_one_line_errors(tmp_path, overrides, message):
@@ -172,3 +176,39 @@ def test_native_infomax_trains_through_the_real_loop(tmp_path):
     final = json.loads((tmp_path / "metrics.json").read_text())["final"]
     assert {"train/kl_marginal_mb", "train/mutual_info_mb", "train/total_correlation_mb"} <= final.keys()
     assert final["train/beta_effective"] == 0.25
+
+
+@pytest.mark.parametrize(
+    ("overrides", "knob", "beta_effective"),
+    [
+        (["objective=betavae"], ("beta", 4.0), 4.0),
+        (["objective=infomax"], ("lam", -0.75), 4.0),  # derived: (1+λ) recon + KL, i.e. 1/(1+λ)
+        (["objective=infomax_native"], ("lam", 0.25), 0.8),  # native: KL[q(z)||p(z)] + λ recon, i.e. 1/λ
+    ],
+)
+def test_kl_weight_sets_each_objective_by_the_weight_its_loss_puts_on_its_kl_term(
+    tmp_path, overrides, knob, beta_effective
+):
+    """kl_weight=4 is the one axis of experiment=infomax_study: each objective's own weight on its KL
+    term relative to reconstruction, which for the native estimator is not beta_effective."""
+    objective = objectives.build(compose_train([*overrides, "kl_weight=4"], tmp_path), dataset_size=1000)
+    attribute, value = knob
+    assert getattr(objective, attribute) == pytest.approx(value)
+    assert objective.kl_weight == pytest.approx(4.0)
+    assert objective.beta_effective == pytest.approx(beta_effective)
+
+
+@pytest.mark.parametrize("overrides", [["objective=betavae", "beta=4"], ["objective=infomax", "lambda=0.5"],
+                                       ["objective=infomax_native", "lambda=0.5"]])  # fmt: skip
+def test_kl_warmup_ramps_only_the_kl_term_from_zero_to_its_weight(tmp_path, overrides):
+    objective = objectives.build(compose_train([*overrides, "objective.kl_warmup_steps=100"], tmp_path), 1000)
+    model = _tiny_model()
+    images = (torch.rand(32, 1, 8, 8, generator=torch.Generator().manual_seed(1)) > 0.5).float()
+    out = model(images, torch.randn(32, 3, generator=torch.Generator().manual_seed(2)))
+    full = objective(out)  # no step: fully warmed up
+    reconstruction_only = objective(out, step=0)["loss"]
+    kl_term = full["loss"] - reconstruction_only
+    assert kl_term.abs() > 1e-3  # the KL term is there once warmed up, and absent at step 0
+    torch.testing.assert_close(objective(out, step=25)["loss"], reconstruction_only + 0.25 * kl_term)
+    torch.testing.assert_close(objective(out, step=100)["loss"], full["loss"])
+    torch.testing.assert_close(objective(out, step=5000)["loss"], full["loss"])

@@ -2,10 +2,20 @@
 
 Reads every training run under the given directories (a run is a directory with
 `.hydra/config.yaml`; its figures are in `metrics.json`), prints a table, writes
-`compare.csv` and, for each headline metric and information quantity, a PNG of the
-figure against `beta_effective` (log axis): one line per objective, mean ± std over
-seeds. Failed and unfinished runs are listed, never silently dropped. With `--wandb`
-the table and the plots also go to a W&B run in the sweep's group.
+`compare.csv` (one row per run), `compare_summary.csv` and `compare_summary.md` (one row
+per objective and knob value: mean ± std over seeds) and, for each headline metric and
+information quantity, a PNG of the figure on three axes, one line per objective (mean ±
+std over seeds):
+
+- `beta_effective` (log): the β of the equivalent β-VAE, the axis shared by both derivations;
+- the KL weight (log): what the loss really weighs its KL term by, relative to
+  reconstruction: β for betavae, 1/(1+λ) for infomax (derived), 1/λ on KL[q(z)||p(z)]
+  for infomax-native (where it differs from beta_effective);
+- the validation reconstruction error: the fair axis when objectives weigh different
+  KL terms (a rate-distortion view: which disentangles more at the same distortion).
+
+Failed and unfinished runs are listed, never silently dropped. With `--wandb` the table
+and the plots also go to a W&B run in the sweep's group.
 """
 
 from __future__ import annotations
@@ -27,10 +37,20 @@ FIGURES = (
     "metrics/beta_vae",
     "metrics/sap",
     "metrics/modularity",
-    "info/mutual_info",
-    "info/total_correlation",
     "info/kl_marginal",
+    "info/mutual_info",
+    "info/kl_conditional",
+    "info/total_correlation",
+    "info/dimwise_kl",
+    "val/reconstruction",
     "val/loss",
+)
+RECONSTRUCTION = "val/reconstruction"
+# The x axes of every plot: (Run attribute, label, log scale).
+AXES = (
+    ("beta_effective", "beta_effective  (β, or 1/(1+λ))", True),
+    ("kl_weight", "KL weight relative to reconstruction\n(β; 1/(1+λ); 1/λ on KL[q(z)||p(z)] if native)", True),
+    ("reconstruction", "val/reconstruction (nats per image)", False),
 )
 
 
@@ -42,22 +62,40 @@ class Run:
     seed: int | None
     status: str  # success, failed, interrupted, unfinished
     figures: dict[str, float] = field(default_factory=dict)
+    kl_weight: float | None = None  # the loss's weight on its KL term, relative to reconstruction
+
+    @property
+    def reconstruction(self) -> float | None:
+        return self.figures.get(RECONSTRUCTION)
 
 
-def _objective_and_beta(config) -> tuple[str, float | None]:
+def _objective_and_weights(config) -> tuple[str, float | None, float | None]:
+    """(name, beta_effective, kl_weight) of a run's config (docs/objectives.md).
+
+    betavae beta=B: B on E KL[q(z|x)||p(z)]. infomax lambda=L, derived: (1+L) * reconstruction
+    + E KL[q(z|x)||p(z)], i.e. 1/(1+L). Native: KL_hat[q(z)||p(z)] + L * reconstruction, i.e.
+    1/L on the marginal KL, while its beta_effective stays 1/(1+L).
+    """
     target = str(config.objective.get("_target_", ""))
     name = target.rsplit(".", 1)[-1].lower() or "unknown"
-    if name == "infomax" and config.objective.get("estimator", "derived") != "derived":
+    native = name == "infomax" and config.objective.get("estimator", "derived") != "derived"
+    if native:
         name = "infomax-native"
-    if config.get("beta_effective") is not None:  # set directly (experiment=beta_vs_infomax)
-        return name, float(config.beta_effective)
+    beta_effective = kl_weight = None
+    shared = {axis: float(config[axis]) for axis in ("beta_effective", "kl_weight") if config.get(axis) is not None}
     if target.endswith("InfoMax"):
-        lam = 0.0 if config.get("lambda") is None else float(config.get("lambda"))
-        return name, 1.0 / (1.0 + lam) if lam > -1 else None
-    if target.endswith("BetaVAE"):
-        beta = config.get("beta")
-        return name, 1.0 if beta is None else float(beta)
-    return name, None
+        if "beta_effective" in shared:  # set directly (experiment=beta_vs_infomax)
+            lam = 1.0 / shared["beta_effective"] - 1.0
+        elif "kl_weight" in shared:  # experiment=infomax_study
+            lam = 1.0 / shared["kl_weight"] - (0.0 if native else 1.0)
+        else:
+            lam = 0.0 if config.get("lambda") is None else float(config.get("lambda"))
+        beta_effective = 1.0 / (1.0 + lam) if lam > -1 else None
+        kl_weight = (1.0 / lam if lam > 0 else None) if native else beta_effective
+    elif target.endswith("BetaVAE"):
+        beta = shared.get("beta_effective", shared.get("kl_weight", config.get("beta")))
+        beta_effective = kl_weight = 1.0 if beta is None else float(beta)
+    return name, beta_effective, kl_weight
 
 
 def read_run(path: Path) -> Run | None:
@@ -68,18 +106,20 @@ def read_run(path: Path) -> Run | None:
     if "objective" not in config:
         return None
     try:
-        objective, beta_effective = _objective_and_beta(config)
+        objective, beta_effective, kl_weight = _objective_and_weights(config)
     except (ValueError, TypeError):  # a bad knob: the run failed before training
-        objective, beta_effective = str(config.objective.get("_target_", "?")).rsplit(".", 1)[-1].lower(), None
+        objective = str(config.objective.get("_target_", "?")).rsplit(".", 1)[-1].lower()
+        beta_effective = kl_weight = None
     seed = config.get("seed")
     metrics_file = path / "metrics.json"
     if not metrics_file.is_file():
-        return Run(path, objective, beta_effective, seed, "failed")
+        return Run(path, objective, beta_effective, seed, "failed", kl_weight=kl_weight)
     metrics = json.loads(metrics_file.read_text())
     status = {"running": "unfinished"}.get(metrics.get("status", "success"), metrics.get("status", "success"))
     figures = {key: value for key, value in metrics["final"].items() if isinstance(value, (int, float))}
     beta_effective = figures.get("train/beta_effective", beta_effective)
-    return Run(path, objective, beta_effective, seed, status, figures)
+    kl_weight = figures.get("train/kl_weight", kl_weight)
+    return Run(path, objective, beta_effective, seed, status, figures, kl_weight)
 
 
 def find_runs(directories: list[Path]) -> list[Run]:
@@ -96,48 +136,127 @@ def write_csv(runs: list[Run], path: Path) -> None:
     keys = sorted({key for run in runs for key in run.figures})
     with open(path, "w", newline="") as file:
         writer = csv.writer(file)
-        writer.writerow(["run", "objective", "beta_effective", "seed", "status", *keys])
+        writer.writerow(["run", "objective", "beta_effective", "kl_weight", "seed", "status", *keys])
         for run in runs:
             writer.writerow(
-                [run.path, run.objective, run.beta_effective, run.seed, run.status, *(run.figures.get(k, "") for k in keys)]
-            )
+                [run.path, run.objective, run.beta_effective, run.kl_weight, run.seed, run.status,
+                 *(run.figures.get(k, "") for k in keys)]
+            )  # fmt: skip
+
+
+@dataclass
+class Group:
+    """The seeds of one objective at one knob value."""
+
+    objective: str
+    beta_effective: float
+    kl_weight: float | None
+    runs: list[Run]
+
+    def values(self, key: str) -> list[float]:
+        found = [run.figures.get(key) for run in self.runs]
+        return [v for v in found if v is not None and math.isfinite(v)]
+
+    def mean_std(self, key: str) -> tuple[float, float] | None:
+        values = self.values(key)
+        if not values:
+            return None
+        return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def groups(runs: list[Run]) -> list[Group]:
+    """Successful runs grouped by (objective, beta_effective), in objective then knob order."""
+    by_key: dict[tuple[str, float], list[Run]] = defaultdict(list)
+    for run in runs:
+        if run.status == "success" and run.beta_effective:
+            by_key[(run.objective, round(run.beta_effective, 12))].append(run)
+    return [
+        Group(objective, beta, members[0].kl_weight, members)
+        for (objective, beta), members in sorted(by_key.items())
+    ]
 
 
 def plot(runs: list[Run], figure: str, path: Path) -> int:
-    """One PNG of ``figure`` against beta_effective; returns how many lines (objectives) it has."""
+    """One PNG of ``figure`` on the three AXES; returns how many lines (objectives) it has."""
     import matplotlib
     import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    by_objective: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for run in runs:
-        value = run.figures.get(figure)
-        if run.status == "success" and run.beta_effective and value is not None and math.isfinite(value):
-            by_objective[run.objective][run.beta_effective].append(value)
+    by_objective: dict[str, list[Group]] = defaultdict(list)
+    for group in groups(runs):
+        if group.values(figure):
+            by_objective[group.objective].append(group)
     if not by_objective:
         return 0
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for objective, points in sorted(by_objective.items()):
-        betas = sorted(points)
-        means = [statistics.fmean(points[b]) for b in betas]
-        spreads = [statistics.stdev(points[b]) if len(points[b]) > 1 else 0.0 for b in betas]
-        ax.errorbar(betas, means, yerr=spreads, marker="o", capsize=3, label=objective)
+    axes_used = [axis for axis in AXES if not (axis[0] == "reconstruction" and figure == RECONSTRUCTION)]
+    fig, panels = plt.subplots(1, len(axes_used), figsize=(5 * len(axes_used), 4), squeeze=False, sharey=True)
+    for panel, (attribute, label, log_scale) in zip(panels[0], axes_used):
+        ticks: set[float] = set()
+        for objective, members in sorted(by_objective.items()):
+            points = []  # (x, xerr, y, yerr)
+            for group in members:
+                y = group.mean_std(figure)
+                if attribute == "reconstruction":
+                    x = group.mean_std(RECONSTRUCTION)
+                else:
+                    value = getattr(group, attribute)
+                    x = (value, 0.0) if value else None
+                if x is not None and y is not None:
+                    points.append((*x, *y))
+            if not points:
+                continue
+            points.sort()
+            xs, xerr, ys, yerr = zip(*points)
+            panel.errorbar(xs, ys, xerr=xerr if attribute == "reconstruction" else None, yerr=yerr,
+                           marker="o", capsize=3, label=objective)  # fmt: skip
+            if log_scale:
+                ticks.update(xs)
+        if log_scale:
+            panel.set_xscale("log")
+            shown = sorted(ticks)
+            panel.set_xticks(shown, [f"{t:.3g}" for t in shown], fontsize=7)
+            panel.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        panel.set_xlabel(label, fontsize=8)
+        panel.grid(True, which="both", alpha=0.3)
+    panels[0][0].set_ylabel(figure)
+    panels[0][0].legend(fontsize=8)
     skipped = sum(run.status != "success" for run in runs)
-    ax.set_xscale("log")
-    ticks = sorted({b for points in by_objective.values() for b in points})
-    ax.set_xticks(ticks, [f"{b:g}" for b in ticks])
-    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-    ax.set_xlabel("beta_effective  (β, or 1/(1+λ))")
-    ax.set_ylabel(figure)
-    ax.set_title(figure + (f"  ({skipped} failed/unfinished runs not shown)" if skipped else ""), fontsize=9)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    note = f"  ({skipped} failed/unfinished runs not shown)" if skipped else ""
+    fig.suptitle(f"{figure}: mean ± std over seeds{note}", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return len(by_objective)
+
+
+def summary_rows(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
+    """One row per objective and knob value: seeds, weights and mean ± std of every figure shown."""
+    shown = [f for f in FIGURES if any(f in run.figures for run in runs)]
+    header = ["objective", "beta_effective", "kl_weight", "seeds", *shown]
+    rows = []
+    for group in groups(runs):
+        cells = [group.objective, f"{group.beta_effective:.4g}",
+                 f"{group.kl_weight:.4g}" if group.kl_weight else "", str(len(group.runs))]  # fmt: skip
+        for figure in shown:
+            stats = group.mean_std(figure)
+            cells.append("" if stats is None else f"{stats[0]:.3f} ± {stats[1]:.3f}")
+        rows.append(cells)
+    return header, rows
+
+
+def write_summary(runs: list[Run], out: Path) -> None:
+    """compare_summary.csv and compare_summary.md (a Markdown table for results pages)."""
+    header, rows = summary_rows(runs)
+    with open(out / "compare_summary.csv", "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(header)
+        writer.writerows(rows)
+    lines = ["| " + " | ".join(h.removeprefix("metrics/") for h in header) + " |",
+             "|" + " --- |" * len(header)]  # fmt: skip
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    (out / "compare_summary.md").write_text("\n".join(lines) + "\n")
 
 
 def print_table(runs: list[Run]) -> None:
@@ -209,12 +328,13 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     print_table(runs)
     write_csv(runs, out / "compare.csv")
+    write_summary(runs, out)
     plots = {f: out / f"compare_{f.replace('/', '_')}.png" for f in FIGURES}
     plots = {f: path for f, path in plots.items() if plot(runs, f, path)}
     bad = [run for run in runs if run.status != "success"]
     for run in bad:
         print(f"{run.status}: {run.path}", file=sys.stderr)
-    print(f"wrote {out / 'compare.csv'} and {len(plots)} plots to {out}", file=sys.stderr)
+    print(f"wrote compare.csv, compare_summary.csv, compare_summary.md and {len(plots)} plots to {out}", file=sys.stderr)
     if args.wandb:
         run_dir = log_to_wandb(runs, plots, out, args.directories[0], args.project)
         if run_dir:

@@ -28,7 +28,7 @@ def step_noise(seed: int, step: int, like: torch.Tensor) -> torch.Tensor:
 
 
 class VAEModule(pl.LightningModule):
-    """Logs every objective term under ``train/…`` and ``val/…``, plus ``beta_effective``."""
+    """Logs every objective term under ``train/…`` and ``val/…``, plus ``beta_effective`` and ``kl_weight``."""
 
     def __init__(
         self,
@@ -65,13 +65,14 @@ class VAEModule(pl.LightningModule):
         size, rank, world = images.shape[0], self.global_rank, self.trainer.world_size if self._trainer else 1
         noise = step_noise(self.seed, self.global_step, images.new_empty(size * world, self.model.latent_dim))
         out = self.model(images, noise[rank * size : (rank + 1) * size])
-        terms = self.objective(out)
+        terms = self.objective(out, step=self.global_step)
         if not torch.isfinite(terms["loss"]):
             return self._non_finite({f"train/{name}": value for name, value in terms.items()})
         distributed = world > 1  # logged figures are means over the global batch
         for name, value in terms.items():
             self.log(f"train/{name}", value, prog_bar=name == "loss", sync_dist=distributed)
         self.log("train/beta_effective", self.objective.beta_effective)
+        self.log("train/kl_weight", self.objective.kl_weight)
         return terms["loss"]
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
@@ -97,7 +98,7 @@ class VAEModule(pl.LightningModule):
         (images,) = batch
         mu_shape = images.new_empty(images.shape[0], self.model.latent_dim)
         out = self.model(images, step_noise(VAL_NOISE_SEED, batch_idx, mu_shape))
-        for name, value in self.objective(out).items():
+        for name, value in self.objective(out, step=self.global_step).items():
             # sync_dist: under DDP each rank sees part of the validation set.
             self.log(f"val/{name}", value, batch_size=images.shape[0], prog_bar=name == "loss", sync_dist=True)
         self.log("val/beta_effective", self.objective.beta_effective, batch_size=images.shape[0], sync_dist=True)

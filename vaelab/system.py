@@ -1,4 +1,4 @@
-"""Process-level settings for fast CPU training: malloc thresholds and thread counts.
+"""Process-level settings for fast CPU training: malloc thresholds, thread counts, precision.
 
 glibc's malloc returns large freed blocks to the kernel (munmap / trim) and faults
 them back in on the next step. A training step allocates and frees the same large
@@ -113,3 +113,25 @@ def set_num_threads(setting, trainer_cfg) -> int:
     torch.set_num_threads(threads)
     threadpool_limits(limits=threads)  # numpy/scipy/sklearn (the metrics) too
     return threads
+
+
+def native_bf16_cpu() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX); elsewhere oneDNN
+    emulates it, hundreds of times slower than float32."""
+    import torch
+
+    checks = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
+    return any(check is not None and check() for check in checks)
+
+
+def resolve_training_precision(precision, accelerator: str) -> str:
+    """``trainer.precision=auto``: Lightning's ``bf16-mixed`` where bfloat16 is computed natively
+    (a CPU with AVX-512 BF16 or AMX, a CUDA GPU that supports it), ``32-true`` everywhere else,
+    so an emulated bfloat16 path is never chosen. Any other value is Lightning's own."""
+    if str(precision) != "auto":
+        return precision
+    import torch
+
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    native = torch.cuda.is_bf16_supported() if on_gpu else native_bf16_cpu()
+    return "bf16-mixed" if native else "32-true"

@@ -33,17 +33,18 @@ from vaelab.distributed import is_worker, launching_workers
 from vaelab.errors import check_int
 from vaelab.logging import build_loggers, finish_wandb
 from vaelab.module import VAEModule
-from vaelab.system import set_num_threads, tune_glibc_malloc
+from vaelab.system import resolve_training_precision, set_num_threads, tune_glibc_malloc
 
 log = logging.getLogger("vaelab")
 
 
 def run_config(cfg: DictConfig, objective) -> dict[str, Any]:
-    """The resolved config as logged once to W&B: with the knob's value and beta_effective."""
+    """The resolved config as logged once to W&B: with the knob's value, beta_effective and kl_weight."""
     config = OmegaConf.to_container(cfg, resolve=True)
     config[objective.knob] = objective.beta if objective.knob == "beta" else objective.lam
     config["objective_name"] = objective.name
     config["beta_effective"] = objective.beta_effective
+    config["kl_weight"] = objective.kl_weight
     return config
 
 
@@ -77,6 +78,8 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     if cfg.get("tune_malloc", True):
         tune_glibc_malloc()
     set_num_threads(cfg.get("num_threads", "auto"), cfg.trainer)
+    # Recorded resolved (checkpoint, W&B config), so a run says what it trained in.
+    cfg.trainer.precision = resolve_training_precision(cfg.trainer.precision, str(cfg.trainer.accelerator))
     run_dir = Path(cfg.paths.output_dir)
     resume_from = resume_checkpoint_path(cfg.resume, run_dir)
     checkpoint = load_checkpoint(resume_from, key="resume") if resume_from else None

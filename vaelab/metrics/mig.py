@@ -22,11 +22,16 @@ from vaelab.metrics._common import (
 )
 
 
-def mig_from_codes(codes: np.ndarray, factors: np.ndarray, num_bins: int = 20) -> float:
+def mig_per_factor(codes: np.ndarray, factors: np.ndarray, num_bins: int = 20) -> np.ndarray:
+    """(K,) the normalised gap of each factor; MIG is their mean. Shows which factors a code separates."""
     mi = discrete_mutual_info(histogram_discretize(codes, num_bins), factors)  # (D, K)
     entropy = discrete_entropy(factors)
     top = np.sort(mi, axis=0)[::-1]
-    return float(np.mean((top[0] - top[1]) / entropy))
+    return (top[0] - top[1]) / entropy
+
+
+def mig_from_codes(codes: np.ndarray, factors: np.ndarray, num_bins: int = 20) -> float:
+    return float(np.mean(mig_per_factor(codes, factors, num_bins)))
 
 
 def compute(

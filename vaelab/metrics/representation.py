@@ -22,19 +22,11 @@ import numpy as np
 
 from vaelab.data.grid import FactorGrid
 from vaelab.errors import UserError
+from vaelab.system import native_bf16_cpu
 
 EncodeImages = Callable[..., np.ndarray]  # float32 torch tensor (n, C, H, W) -> (n, D)
 
 PRECISIONS = ("auto", "fp32", "bf16")
-
-
-def native_bf16_cpu() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX); elsewhere oneDNN
-    emulates it and bf16 encoding is slower than fp32."""
-    import torch
-
-    checks = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
-    return any(check is not None and check() for check in checks)
 
 
 def resolve_precision(precision: str, device) -> str:

@@ -57,7 +57,10 @@ class VAE(nn.Module):
         self.gaussian_std = gaussian_std
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mu, logvar = self.encoder(x).chunk(2, dim=1)
+        # At least float32 whatever the autocast precision: the objectives' densities and KLs
+        # of the posterior need it (a no-op in float32 and float64 runs).
+        params = self.encoder(x)
+        mu, logvar = params.to(torch.promote_types(params.dtype, torch.float32)).chunk(2, dim=1)
         return mu, logvar
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:

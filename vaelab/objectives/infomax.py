@@ -14,16 +14,19 @@ Barber-Agakov bound H[X|Z] <= E[-log p(x|z)] two losses bound it (up to a consta
         loss = KL_hat[q(z) || p(z)] + lambda * E[-log p(x|z)]
     Only -lambda * I(X;Z) is bounded, so the bound is tighter in the KL term, but the
     minibatch estimate is noisy and biased for small batches (docs/information.md).
+
+``kl_warmup_steps`` multiplies the KL term by a factor rising linearly from 0 to 1 over
+that many steps (either estimator), so the decoder learns to draw before the KL weighs in.
 """
 
 from __future__ import annotations
 
 import torch
 
-from vaelab.errors import UserError
+from vaelab.errors import UserError, check_int
 from vaelab.information import minibatch_information_terms
 from vaelab.models.vae import VAEOutput
-from vaelab.objectives import check_real
+from vaelab.objectives import check_real, kl_warmup_factor
 
 ESTIMATORS = ("derived", "native")
 SAMPLINGS = ("mws", "mss")
@@ -34,9 +37,12 @@ class InfoMax:
     knob = "lambda"
 
     @staticmethod
-    def knob_arguments(beta_effective: float) -> dict[str, float]:
-        """The constructor argument that gives ``beta_effective`` = 1/(1+lambda)."""
-        return {"lam": 1.0 / beta_effective - 1.0}
+    def knob_arguments(axis: str, value: float, options) -> dict[str, float]:
+        """lambda for top-level ``beta_effective=`` (1/(1+lambda), either estimator) or ``kl_weight=``
+        (the loss's weight on its KL term relative to reconstruction: 1/(1+lambda) derived, 1/lambda native)."""
+        if axis == "kl_weight" and options.get("estimator") == "native":
+            return {"lam": 1.0 / value}
+        return {"lam": 1.0 / value - 1.0}
 
     def __init__(
         self,
@@ -44,6 +50,7 @@ class InfoMax:
         estimator: str = "derived",
         sampling: str = "mss",
         dataset_size: int | None = None,
+        kl_warmup_steps: int = 0,
     ) -> None:
         # lambda <= -1 has no β-VAE counterpart (beta = 1/(1+lambda) would be infinite or negative).
         self.lam = 0.0 if lam is None else check_real("lambda", lam, above=-1.0)
@@ -60,13 +67,17 @@ class InfoMax:
         self.sampling = sampling
         self.dataset_size = dataset_size
         self.beta_effective = 1.0 / (1.0 + self.lam)
+        # Native: KL_hat[q(z)||p(z)] + lambda * reconstruction weighs its (marginal) KL by 1/lambda.
+        self.kl_weight = 1.0 / self.lam if estimator == "native" else self.beta_effective
+        self.kl_warmup_steps = check_int("objective.kl_warmup_steps", kl_warmup_steps, minimum=0)
 
-    def __call__(self, out: VAEOutput) -> dict[str, torch.Tensor]:
+    def __call__(self, out: VAEOutput, step: int | None = None) -> dict[str, torch.Tensor]:
         reconstruction = out.reconstruction.mean()
         kl_conditional = out.kl_conditional.sum(1).mean()
+        warmup = kl_warmup_factor(step, self.kl_warmup_steps)  # the KL term's factor, 0 -> 1
         if self.estimator == "derived":
-            loss = (1.0 + self.lam) * reconstruction + kl_conditional
+            loss = (1.0 + self.lam) * reconstruction + warmup * kl_conditional
             return {"loss": loss, "reconstruction": reconstruction, "kl_conditional": kl_conditional}
         minibatch = minibatch_information_terms(out.z, out.mu, out.logvar, self.dataset_size, self.sampling)
-        loss = minibatch["kl_marginal_mb"] + self.lam * reconstruction
+        loss = warmup * minibatch["kl_marginal_mb"] + self.lam * reconstruction
         return {"loss": loss, "reconstruction": reconstruction, "kl_conditional": kl_conditional, **minibatch}

@@ -1,0 +1,71 @@
+"""The experiment presets of docs/results.md compose and run; their scores are measured by
+benchmarks/time_to_disentangle.py and the study itself, not here."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from omegaconf import OmegaConf
+
+from tests.conftest import compose_train, run_vaelab
+from vaelab import objectives
+
+# A few steps of a preset: its settings, with the evaluations cut down to seconds.
+FEW_STEPS = (
+    "trainer.max_steps=4", "trainer.val_check_interval=4", "data.val_size=64", "information.num_samples=500",
+    "images.num_images=2", "metrics=mig", "metrics.suite.mig.num_train=500", "checkpoint.every_n_steps=2",
+)  # fmt: skip
+
+
+def test_dsprites_fast_trains_the_recipe_with_its_warmup_and_precision(tmp_path):
+    cfg = compose_train(["experiment=dsprites_fast"], tmp_path)
+    assert cfg.model._target_ == "vaelab.models.ConvVAE" and cfg.metrics.suite.keys() >= {"dci", "beta_vae", "mig"}
+    objective = objectives.build(cfg, dataset_size=737280)
+    assert objective.kl_warmup_steps > 0
+
+    result = run_vaelab("train", "experiment=dsprites_fast", *FEW_STEPS, "logger=none", "hydra.run.dir=run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["status"] == "success" and "metrics/mig" in metrics["final"]
+    assert metrics["final"]["train/kl_weight"] == pytest.approx(objective.kl_weight)
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_infomax_study_sweeps_every_objective_at_matched_kl_weights(tmp_path):
+    """Every job of the study builds (no weight that one objective rejects), and one job per
+    objective runs through the CLI to a row of compare."""
+    result = run_vaelab("train", "experiment=infomax_study", "--cfg", "hydra", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    params = OmegaConf.create(result.stdout).hydra.sweeper.params
+    names = params.objective.split(",")
+    assert set(names) == {"betavae", "infomax", "infomax_native"}
+    weights = [float(w) for w in str(params.kl_weight).split(",")]
+    assert len(weights) >= 3 and len(str(params.seed).split(",")) >= 3
+    for name in names:
+        for weight in weights:
+            cfg = compose_train(["experiment=infomax_study", f"objective={name}", f"kl_weight={weight}"], tmp_path)
+            assert objectives.build(cfg, dataset_size=737280).kl_weight == pytest.approx(weight)
+
+    result = run_vaelab(
+        "train", "-m", "experiment=infomax_study", f"kl_weight={weights[0]}", "seed=0", *FEW_STEPS, "logger=none",
+        "hydra.sweep.dir=study", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_vaelab("compare", "study", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(open(tmp_path / "study" / "compare_summary.csv")))
+    assert sorted(row["objective"] for row in rows) == ["betavae", "infomax", "infomax-native"]
+    assert {float(row["kl_weight"]) for row in rows} == {weights[0]}
+
+
+@pytest.mark.parametrize(("native", "expected"), [(True, "bf16-mixed"), (False, "32-true")])
+def test_auto_precision_never_trains_in_emulated_bfloat16(monkeypatch, native, expected):
+    """trainer.precision=auto (the fast recipe's) picks bf16 only where the CPU computes it natively:
+    on AVX2-only CPUs bfloat16 is emulated, hundreds of times slower than float32."""
+    from vaelab import system
+
+    monkeypatch.setattr(system, "native_bf16_cpu", lambda: native)
+    assert system.resolve_training_precision("auto", "cpu") == expected
+    assert system.resolve_training_precision("32-true", "cpu") == "32-true"  # an explicit choice stays

@@ -1,6 +1,7 @@
 """Training throughput through the real loop (Lightning, data stream, logging), and what bounds it.
 
     PYTHONPATH=. python benchmarks/train_speed.py [--steps 300] [--batch-sizes 64 256] [--repeats 3]
+        [--precisions 32-true bf16-mixed] [--objectives betavae infomax_native] [--only-throughput]
 
 - the machine's fp32 matrix-multiply rate, measured here (the ceiling for the model);
 - FLOPs per image of the standard conv architecture, forward + backward (torch's counter);
@@ -51,14 +52,16 @@ class StepTimer(pl.Callback):
             self.elapsed = time.perf_counter() - self.started
 
 
-def train_images_per_second(batch_size: int, steps: int) -> float:
+def train_images_per_second(batch_size: int, steps: int, precision: str = "32-true", objective: str = "betavae") -> float:
     import vaelab.train
     from tests.conftest import compose_train
 
     timer = StepTimer()
+    knob = ["lambda=0.25"] if objective == "infomax_native" else []  # the native estimator needs lambda > 0
     with tempfile.TemporaryDirectory() as run_dir:
         cfg = compose_train(
             [
+                f"objective={objective}", *knob, f"trainer.precision={precision}",
                 f"data.batch_size={batch_size}", f"trainer.max_steps={steps + WARMUP_STEPS}",
                 "logger=none", "metrics=none", "metrics@periodic_metrics=none", "information.num_samples=0", "trainer.val_check_interval=100000",
                 f"checkpoint.every_n_steps={10**9}",
@@ -164,6 +167,9 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--precisions", nargs="+", default=["32-true"], help="trainer.precision values to time")
+    parser.add_argument("--objectives", nargs="+", default=["betavae"], help="e.g. betavae infomax_native")
+    parser.add_argument("--only-throughput", action="store_true", help="skip the step split, startup and memory")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     figures = []
@@ -177,17 +183,25 @@ def main(argv=None) -> list[dict]:
     add("model_flops_per_image_fwd_bwd", flops / 1e6, "MFLOP")
     add("flop_bound_images_per_s", peak * 1e9 / flops, "images/s")
     for batch_size in args.batch_sizes:
-        rates = [train_images_per_second(batch_size, args.steps) for _ in range(args.repeats)]
-        rate = statistics.median(rates)
-        add(f"train_images_per_s_batch{batch_size}", rate, "images/s")
-        add(f"fraction_of_matmul_peak_batch{batch_size}", rate * flops / (peak * 1e9), "ratio")
+        for precision in args.precisions:
+            for objective in args.objectives:
+                rates = [train_images_per_second(batch_size, args.steps, precision, objective) for _ in range(args.repeats)]
+                rate = statistics.median(rates)
+                variant = "".join(f"_{v}" for v, default in ((objective, "betavae"), (precision, "32-true")) if v != default)
+                add(f"train_images_per_s_batch{batch_size}{variant}", rate, "images/s")
+                add(f"fraction_of_matmul_peak_batch{batch_size}{variant}", rate * flops / (peak * 1e9), "ratio")
+        if args.only_throughput:
+            continue
+        # The step split is of the fp32 β-VAE loop: compare it with that rate when it was measured.
+        rate = next((f["value"] for f in figures if f["name"] == f"train_images_per_s_batch{batch_size}"), rate)
         phases = step_breakdown(batch_size)
         for name, seconds in phases.items():
             add(f"step_{name}_ms_batch{batch_size}", seconds * 1e3, "ms")
         add(f"step_loop_overhead_ms_batch{batch_size}", (batch_size / rate - sum(phases.values())) * 1e3, "ms")
         add(f"data_share_of_step_batch{batch_size}", phases["data"] / (batch_size / rate), "ratio")
-    add("startup_to_first_step", startup_seconds(), "s")
-    add("peak_rss_default_run_1000_steps", peak_rss_of_default_run(), "MB")
+    if not args.only_throughput:
+        add("startup_to_first_step", startup_seconds(), "s")
+        add("peak_rss_default_run_1000_steps", peak_rss_of_default_run(), "MB")
     for figure in figures:
         print(f"{figure['name']:<36} {figure['value']:>10} {figure['unit']}")
     for figure in figures:

@@ -40,6 +40,8 @@ def test_compare_tables_plots_and_reports_failures(tmp_path):
 
     result = run_vaelab("compare", str(sweep), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
+    # Piped (not a terminal): the table is not cut to 80 columns.
+    assert "info/mutual_info" in result.stdout and "unfinished" in result.stdout
     rows = list(csv.DictReader(open(sweep / "compare.csv")))
     assert len(rows) == 7
     status = {Path(row["run"]).name: row["status"] for row in rows}

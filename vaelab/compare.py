@@ -265,14 +265,16 @@ def print_table(runs: list[Run]) -> None:
 
     shown = [f for f in FIGURES if any(f in run.figures for run in runs)]
     table = Table(title=f"vaelab compare: {len(runs)} runs")
-    for column in ("run", "objective", "β_eff", "seed", "status", *(f.removeprefix("metrics/") for f in shown)):
+    for column in ("run", "objective", "β_eff", "kl_w", "seed", "status", *(f.removeprefix("metrics/") for f in shown)):
         table.add_column(column, justify="left" if column in ("run", "objective", "status") else "right")
     for run in sorted(runs, key=lambda r: (r.objective, r.beta_effective or 0.0, r.seed or 0)):
         status = run.status if run.status == "success" else f"[red]{run.status}[/red]"
         beta = f"{run.beta_effective:.4g}" if run.beta_effective is not None else "?"
+        weight = f"{run.kl_weight:.4g}" if run.kl_weight is not None else "?"
         values = [f"{run.figures[f]:.3f}" if f in run.figures else "" for f in shown]
-        table.add_row(run.path.name, run.objective, beta, str(run.seed), status, *values)
-    Console().print(table)
+        table.add_row(run.path.name, run.objective, beta, weight, str(run.seed), status, *values)
+    # Piped to a file or another program, print every column whole instead of rich's 80 columns.
+    Console(width=None if sys.stdout.isatty() else 10_000).print(table)
 
 
 def log_to_wandb(runs: list[Run], plots: dict[str, Path], out: Path, sweep_dir: Path, project: str) -> str | None:

@@ -78,7 +78,7 @@ def build(cfg: DictConfig, dataset_size: int) -> Objective:
     setters = axes + ([objective_class.knob] if cfg.get(objective_class.knob) is not None else [])
     if len(setters) > 1:
         given = " and ".join(f"{key}={cfg.get(key)}" for key in setters)
-        raise UserError(f"{given} all set the objective's weight; set one of them")
+        raise UserError(f"{given} {'both' if len(setters) == 2 else 'all'} set the objective's weight; set one of them")
     if axes:
         (axis,) = axes
         extra |= objective_class.knob_arguments(axis, check_real(axis, cfg.get(axis), above=0.0), cfg.objective)

@@ -14,7 +14,8 @@ from vaelab import objectives
 
 # A few steps of a preset: its settings, with the evaluations cut down to seconds.
 FEW_STEPS = (
-    "trainer.max_steps=4", "trainer.val_check_interval=4", "data.val_size=64", "information.num_samples=500",
+    "trainer.max_steps=4", "trainer.val_check_interval=4", "trainer.log_every_n_steps=2", "data.val_size=64",
+    "information.num_samples=500",
     "images.num_images=2", "metrics=mig", "metrics.suite.mig.num_train=500", "checkpoint.every_n_steps=2",
 )  # fmt: skip
 

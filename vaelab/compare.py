@@ -216,7 +216,7 @@ def plot(runs: list[Run], figure: str, path: Path) -> int:
         if log_scale:
             panel.set_xscale("log")
             shown = sorted(ticks)
-            panel.set_xticks(shown, [f"{t:.3g}" for t in shown], fontsize=7)
+            panel.set_xticks(shown, [f"{t:.3g}" for t in shown], fontsize=7, rotation=45)  # close values stay legible
             panel.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         panel.set_xlabel(label, fontsize=8)
         panel.grid(True, which="both", alpha=0.3)

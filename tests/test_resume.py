@@ -99,6 +99,9 @@ def test_sigint_and_sigterm_save_a_checkpoint_and_exit_130_143(tmp_path):
             [sys.executable, "-m", "vaelab", "train", *RUN[:5], "checkpoint.every_n_steps=20", "metrics=none", "metrics@periodic_metrics=none",
              "trainer.max_steps=100000", "information.num_samples=0", f"hydra.run.dir={run_dir}"],
             cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            # A test suite started in the background (`make test &`) inherits SIGINT ignored,
+            # and Python then keeps ignoring it: give the run the disposition a terminal gives.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )  # fmt: skip
         last = run_dir / "checkpoints" / "last.ckpt"
         deadline = time.monotonic() + 240

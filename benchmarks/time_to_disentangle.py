@@ -91,25 +91,17 @@ class WallClockMIG(pl.Callback):
             trainer.should_stop = True
 
 
-def compose(overrides: list[str], output_dir: Path):
-    from hydra import compose as hydra_compose, initialize_config_dir
-
-    from vaelab.cli import CONFIG_DIR
-
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return hydra_compose("train", overrides=[*overrides, f"paths.output_dir={output_dir}"])
-
-
 def run_seed(preset: str, seed: int, minutes: list[float], stop_at_last: bool, overrides: list[str],
              keep: Path | None = None) -> dict:  # fmt: skip
     import vaelab.train  # torch and Lightning load here, before the clock starts
+    from tests.conftest import compose_train
 
     run_overrides = [f"experiment={preset}", f"seed={seed}", "logger=none", *overrides]
     if stop_at_last:
         run_overrides += ["metrics=none", "trainer.max_steps=100000000"]
     with tempfile.TemporaryDirectory() as scratch:
         run_dir = keep / f"seed{seed}" if keep else Path(scratch)
-        cfg = compose(run_overrides, run_dir)
+        cfg = compose_train(run_overrides, run_dir)
         started = time.perf_counter()
         clock = WallClockMIG(started, [m * 60 for m in minutes], stop_at_last)
         final = vaelab.train.train(cfg, extra_callbacks=[clock])

@@ -8,24 +8,29 @@ from pathlib import Path
 
 from tests.conftest import run_vaelab
 from vaelab.compare import find_runs, plot
+from vaelab.objectives.betatcvae import BetaTCVAE
+from vaelab.objectives.betavae import BetaVAE
+from vaelab.objectives.infomax import InfoMax
 
 
 def fake_run(root: Path, name: str, objective: str, knob: float, seed: int, mig: float | None, status: str = "success",
              reconstruction: float = 30.0):  # fmt: skip
+    """A run directory as `vaelab train` leaves it: its config, and metrics.json with the objective's
+    description (made by the objective class itself) unless it failed before training."""
     run = root / name
     (run / ".hydra").mkdir(parents=True)
-    target, key = (
-        ("vaelab.objectives.betavae.BetaVAE", "beta") if objective == "betavae" else ("vaelab.objectives.infomax.InfoMax", "lambda")
-    )
-    knobs = {"beta": None, "lambda": None, key: knob}
-    estimator = "\n  estimator: native" if objective == "infomax-native" else ""
-    (run / ".hydra" / "config.yaml").write_text(
-        f"objective:\n  _target_: {target}{estimator}\nseed: {seed}\nbeta: {json.dumps(knobs['beta'])}\n"
-        f"lambda: {json.dumps(knobs['lambda'])}\n"
-    )
+    trained = {
+        "betavae": lambda: BetaVAE(beta=knob),
+        "infomax": lambda: InfoMax(lam=knob),
+        "infomax-native": lambda: InfoMax(lam=knob, estimator="native", dataset_size=1000),
+        "betatcvae": lambda: BetaTCVAE(beta=knob, dataset_size=1000),
+    }[objective]()
+    target = f"{type(trained).__module__}.{type(trained).__name__}"
+    (run / ".hydra" / "config.yaml").write_text(f"objective:\n  _target_: {target}\nseed: {seed}\n")
     if mig is not None:
         final = {"metrics/mig": mig, "info/mutual_info": 2.0 + mig, "val/reconstruction": reconstruction}
-        (run / "metrics.json").write_text(json.dumps({"status": status, "final": final, "history": []}))
+        metrics = {"status": status, "objective": trained.describe(), "final": final, "history": []}
+        (run / "metrics.json").write_text(json.dumps(metrics))
 
 
 def test_compare_tables_plots_and_reports_failures(tmp_path):
@@ -82,7 +87,7 @@ def test_compare_puts_the_native_estimator_on_its_real_kl_weight_and_on_reconstr
     assert rows[("infomax-native", "0.8")]["kl_weight"] == "4"
     assert rows[("infomax-native", "0.8")]["val/reconstruction"] == "26.000 ± 1.414"
     markdown = (sweep / "compare_summary.md").read_text().splitlines()
-    assert len(markdown) == 2 + 3 and "| infomax-native | 0.8 | 4 | 2 | 0.400 ± 0.071" in markdown[-1]
+    assert len(markdown) == 2 + 3 and "| infomax-native | lambda=0.25 | 0.8 | 4 | 2 | 0.400 ± 0.071" in markdown[-1]
     assert plot(list(runs.values()), "metrics/mig", tmp_path / "mig.png") == 3
 
 

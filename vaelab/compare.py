@@ -4,7 +4,8 @@ Reads every training run under the given directories (a run is a directory with
 `.hydra/config.yaml`; its figures are in `metrics.json`), prints a table, writes
 `compare.csv` (one row per run), `compare_summary.csv` and `compare_summary.md` (one row
 per objective and knob value: mean ± std over seeds) and, for each headline metric and
-information quantity, a PNG of the figure on three axes, one line per objective (mean ±
+information quantity, a PNG of the figure on three axes (four when an objective has no
+equivalent β-VAE: it is also drawn against its own knob), one line per objective (mean ±
 std over seeds):
 
 - `beta_effective` (log): the β of the equivalent β-VAE, the axis shared by both derivations;
@@ -52,74 +53,62 @@ AXES = (
     ("kl_weight", "KL weight relative to reconstruction\n(β; 1/(1+λ); 1/λ on KL[q(z)||p(z)] if native)", True),
     ("reconstruction", "val/reconstruction (nats per image)", False),
 )
+OWN_KNOB_AXIS = ("knob", "the objective's own knob (its first)", True)
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:.4g}"
 
 
 @dataclass
 class Run:
     path: Path
-    objective: str  # betavae, infomax, infomax-native
-    beta_effective: float | None
+    objective: str  # the objective's label: betavae, infomax, infomax-native, betatcvae, ...
+    beta_effective: float | None  # None for objectives without an equivalent β-VAE
     seed: int | None
     status: str  # success, failed, interrupted, unfinished
     figures: dict[str, float] = field(default_factory=dict)
     kl_weight: float | None = None  # the loss's weight on its KL term, relative to reconstruction
+    knobs: dict[str, float] = field(default_factory=dict)  # the objective's own knobs, the first is its axis
 
     @property
     def reconstruction(self) -> float | None:
         return self.figures.get(RECONSTRUCTION)
 
+    @property
+    def knob(self) -> float | None:
+        """The value of the objective's first knob, the axis its sweeps vary."""
+        return next(iter(self.knobs.values()), None)
 
-def _objective_and_weights(config) -> tuple[str, float | None, float | None]:
-    """(name, beta_effective, kl_weight) of a run's config (docs/objectives.md).
-
-    betavae beta=B: B on E KL[q(z|x)||p(z)]. infomax lambda=L, derived: (1+L) * reconstruction
-    + E KL[q(z|x)||p(z)], i.e. 1/(1+L). Native: KL_hat[q(z)||p(z)] + L * reconstruction, i.e.
-    1/L on the marginal KL, while its beta_effective stays 1/(1+L).
-    """
-    target = str(config.objective.get("_target_", ""))
-    name = target.rsplit(".", 1)[-1].lower() or "unknown"
-    native = name == "infomax" and config.objective.get("estimator", "derived") != "derived"
-    if native:
-        name = "infomax-native"
-    beta_effective = kl_weight = None
-    shared = {axis: float(config[axis]) for axis in ("beta_effective", "kl_weight") if config.get(axis) is not None}
-    if target.endswith("InfoMax"):
-        if "beta_effective" in shared:  # set directly (experiment=beta_vs_infomax)
-            lam = 1.0 / shared["beta_effective"] - 1.0
-        elif "kl_weight" in shared:  # experiment=infomax_study
-            lam = 1.0 / shared["kl_weight"] - (0.0 if native else 1.0)
-        else:
-            lam = 0.0 if config.get("lambda") is None else float(config.get("lambda"))
-        beta_effective = 1.0 / (1.0 + lam) if lam > -1 else None
-        kl_weight = (1.0 / lam if lam > 0 else None) if native else beta_effective
-    elif target.endswith("BetaVAE"):
-        beta = shared.get("beta_effective", shared.get("kl_weight", config.get("beta")))
-        beta_effective = kl_weight = 1.0 if beta is None else float(beta)
-    return name, beta_effective, kl_weight
+    @property
+    def knob_text(self) -> str:
+        return ", ".join(f"{key}={value:.4g}" for key, value in self.knobs.items())
 
 
 def read_run(path: Path) -> Run | None:
-    """The run in ``path``, or None when it is not a training run (e.g. an eval run)."""
+    """The run in ``path``, or None when it is not a training run (e.g. an eval run).
+
+    What it trained is the objective description the run wrote to ``metrics.json``
+    (``Objective.describe``); a run that failed before writing one is listed by the
+    objective its config names."""
     from omegaconf import OmegaConf
 
     config = OmegaConf.load(path / ".hydra" / "config.yaml")
     if "objective" not in config:
         return None
-    try:
-        objective, beta_effective, kl_weight = _objective_and_weights(config)
-    except (ValueError, TypeError):  # a bad knob: the run failed before training
-        objective = str(config.objective.get("_target_", "?")).rsplit(".", 1)[-1].lower()
-        beta_effective = kl_weight = None
     seed = config.get("seed")
     metrics_file = path / "metrics.json"
-    if not metrics_file.is_file():
-        return Run(path, objective, beta_effective, seed, "failed", kl_weight=kl_weight)
-    metrics = json.loads(metrics_file.read_text())
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    described = metrics.get("objective")
+    if described is None:  # the run stopped before training (a bad knob, say)
+        objective = str(config.objective.get("_target_", "?")).rsplit(".", 1)[-1].lower()
+        return Run(path, objective, None, seed, "failed")
     status = {"running": "unfinished"}.get(metrics.get("status", "success"), metrics.get("status", "success"))
     figures = {key: value for key, value in metrics["final"].items() if isinstance(value, (int, float))}
-    beta_effective = figures.get("train/beta_effective", beta_effective)
-    kl_weight = figures.get("train/kl_weight", kl_weight)
-    return Run(path, objective, beta_effective, seed, status, figures, kl_weight)
+    return Run(
+        path, described["label"], described["beta_effective"], seed, status, figures,
+        described["kl_weight"], described["knobs"],
+    )  # fmt: skip
 
 
 def find_runs(directories: list[Path]) -> list[Run]:
@@ -136,10 +125,10 @@ def write_csv(runs: list[Run], path: Path) -> None:
     keys = sorted({key for run in runs for key in run.figures})
     with open(path, "w", newline="") as file:
         writer = csv.writer(file)
-        writer.writerow(["run", "objective", "beta_effective", "kl_weight", "seed", "status", *keys])
+        writer.writerow(["run", "objective", "knobs", "beta_effective", "kl_weight", "seed", "status", *keys])
         for run in runs:
             writer.writerow(
-                [run.path, run.objective, run.beta_effective, run.kl_weight, run.seed, run.status,
+                [run.path, run.objective, run.knob_text, run.beta_effective, run.kl_weight, run.seed, run.status,
                  *(run.figures.get(k, "") for k in keys)]
             )  # fmt: skip
 
@@ -149,9 +138,14 @@ class Group:
     """The seeds of one objective at one knob value."""
 
     objective: str
-    beta_effective: float
-    kl_weight: float | None
     runs: list[Run]
+
+    # The seeds share the objective's settings: read them from the first.
+    knobs = property(lambda self: self.runs[0].knobs)
+    knob = property(lambda self: self.runs[0].knob)
+    knob_text = property(lambda self: self.runs[0].knob_text)
+    beta_effective = property(lambda self: self.runs[0].beta_effective)
+    kl_weight = property(lambda self: self.runs[0].kl_weight)
 
     def values(self, key: str) -> list[float]:
         found = [run.figures.get(key) for run in self.runs]
@@ -165,15 +159,12 @@ class Group:
 
 
 def groups(runs: list[Run]) -> list[Group]:
-    """Successful runs grouped by (objective, beta_effective), in objective then knob order."""
-    by_key: dict[tuple[str, float], list[Run]] = defaultdict(list)
+    """Successful runs grouped by (objective, knob values), in objective then knob order."""
+    by_key: dict[tuple, list[Run]] = defaultdict(list)
     for run in runs:
-        if run.status == "success" and run.beta_effective:
-            by_key[(run.objective, round(run.beta_effective, 12))].append(run)
-    return [
-        Group(objective, beta, members[0].kl_weight, members)
-        for (objective, beta), members in sorted(by_key.items())
-    ]
+        if run.status == "success":
+            by_key[(run.objective, tuple((key, round(value, 12)) for key, value in run.knobs.items()))].append(run)
+    return [Group(objective, members) for (objective, _), members in sorted(by_key.items())]
 
 
 def plot(runs: list[Run], figure: str, path: Path) -> int:
@@ -190,7 +181,11 @@ def plot(runs: list[Run], figure: str, path: Path) -> int:
             by_objective[group.objective].append(group)
     if not by_objective:
         return 0
+    # Objectives without an equivalent β-VAE (β-TCVAE, ...) are also drawn against their own knob.
+    own_knob = any(group.beta_effective is None for members in by_objective.values() for group in members)
     axes_used = [axis for axis in AXES if not (axis[0] == "reconstruction" and figure == RECONSTRUCTION)]
+    if own_knob:
+        axes_used.insert(2, OWN_KNOB_AXIS)
     fig, panels = plt.subplots(1, len(axes_used), figsize=(5 * len(axes_used), 4), squeeze=False, sharey=True)
     for panel, (attribute, label, log_scale) in zip(panels[0], axes_used):
         ticks: set[float] = set()
@@ -209,8 +204,9 @@ def plot(runs: list[Run], figure: str, path: Path) -> int:
                 continue
             points.sort()
             xs, xerr, ys, yerr = zip(*points)
+            name = f"{objective} ({next(iter(members[0].knobs))})" if attribute == "knob" else objective
             panel.errorbar(xs, ys, xerr=xerr if attribute == "reconstruction" else None, yerr=yerr,
-                           marker="o", capsize=3, label=objective)  # fmt: skip
+                           marker="o", capsize=3, label=name)  # fmt: skip
             if log_scale:
                 ticks.update(xs)
         if log_scale:
@@ -221,7 +217,9 @@ def plot(runs: list[Run], figure: str, path: Path) -> int:
         panel.set_xlabel(label, fontsize=8)
         panel.grid(True, which="both", alpha=0.3)
     panels[0][0].set_ylabel(figure)
-    panels[0][0].legend(fontsize=8)
+    for panel in panels[0]:
+        if panel.get_legend_handles_labels()[0]:
+            panel.legend(fontsize=8)
     skipped = sum(run.status != "success" for run in runs)
     note = f"  ({skipped} failed/unfinished runs not shown)" if skipped else ""
     fig.suptitle(f"{figure}: mean ± std over seeds{note}", fontsize=10)
@@ -234,11 +232,11 @@ def plot(runs: list[Run], figure: str, path: Path) -> int:
 def summary_rows(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
     """One row per objective and knob value: seeds, weights and mean ± std of every figure shown."""
     shown = [f for f in FIGURES if any(f in run.figures for run in runs)]
-    header = ["objective", "beta_effective", "kl_weight", "seeds", *shown]
+    header = ["objective", "knobs", "beta_effective", "kl_weight", "seeds", *shown]
     rows = []
     for group in groups(runs):
-        cells = [group.objective, f"{group.beta_effective:.4g}",
-                 f"{group.kl_weight:.4g}" if group.kl_weight else "", str(len(group.runs))]  # fmt: skip
+        cells = [group.objective, group.knob_text, _number(group.beta_effective), _number(group.kl_weight),
+                 str(len(group.runs))]  # fmt: skip
         for figure in shown:
             stats = group.mean_std(figure)
             cells.append("" if stats is None else f"{stats[0]:.3f} ± {stats[1]:.3f}")
@@ -265,14 +263,14 @@ def print_table(runs: list[Run]) -> None:
 
     shown = [f for f in FIGURES if any(f in run.figures for run in runs)]
     table = Table(title=f"vaelab compare: {len(runs)} runs")
-    for column in ("run", "objective", "β_eff", "kl_w", "seed", "status", *(f.removeprefix("metrics/") for f in shown)):
-        table.add_column(column, justify="left" if column in ("run", "objective", "status") else "right")
-    for run in sorted(runs, key=lambda r: (r.objective, r.beta_effective or 0.0, r.seed or 0)):
+    columns = ("run", "objective", "knobs", "β_eff", "kl_w", "seed", "status", *(f.removeprefix("metrics/") for f in shown))
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("run", "objective", "knobs", "status") else "right")
+    for run in sorted(runs, key=lambda r: (r.objective, tuple(r.knobs.values()), r.seed or 0)):
         status = run.status if run.status == "success" else f"[red]{run.status}[/red]"
-        beta = f"{run.beta_effective:.4g}" if run.beta_effective is not None else "?"
-        weight = f"{run.kl_weight:.4g}" if run.kl_weight is not None else "?"
         values = [f"{run.figures[f]:.3f}" if f in run.figures else "" for f in shown]
-        table.add_row(run.path.name, run.objective, beta, weight, str(run.seed), status, *values)
+        table.add_row(run.path.name, run.objective, run.knob_text, _number(run.beta_effective),
+                      _number(run.kl_weight), str(run.seed), status, *values)  # fmt: skip
     # Piped to a file or another program, print every column whole instead of rich's 80 columns.
     Console(width=None if sys.stdout.isatty() else 10_000).print(table)
 
@@ -294,9 +292,10 @@ def log_to_wandb(runs: list[Run], plots: dict[str, Path], out: Path, sweep_dir: 
             mode=mode, settings=_wandb_settings(),
         )  # fmt: skip
         keys = sorted({key for r in runs for key in r.figures})
-        table = wandb.Table(columns=["run", "objective", "beta_effective", "seed", "status", *keys])
+        table = wandb.Table(columns=["run", "objective", "knobs", "beta_effective", "kl_weight", "seed", "status", *keys])
         for r in runs:
-            table.add_data(str(r.path), r.objective, r.beta_effective, r.seed, r.status, *(r.figures.get(k) for k in keys))
+            table.add_data(str(r.path), r.objective, r.knob_text, r.beta_effective, r.kl_weight, r.seed, r.status,
+                           *(r.figures.get(k) for k in keys))  # fmt: skip
         run.log({"compare/runs": table, **{f"compare/{figure}": wandb.Image(str(path)) for figure, path in plots.items()}})
         run.summary.update({"runs": len(runs), "failed_or_unfinished": sum(r.status != "success" for r in runs)})
         run_dir = run.dir

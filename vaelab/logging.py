@@ -33,11 +33,16 @@ def write_json_atomic(path: Path, payload: Any) -> None:
 class MetricsFileLogger(Logger):
     """A Lightning logger that keeps every scalar in ``metrics.json``."""
 
-    def __init__(self, run_dir: str | os.PathLike, resume_step: int | None = None) -> None:
+    def __init__(
+        self, run_dir: str | os.PathLike, resume_step: int | None = None, objective: dict[str, Any] | None = None
+    ) -> None:
         """``resume_step``: continue the file of a run resumed from that step, dropping what
-        was logged after it (the resumed run logs those steps again, with the same values)."""
+        was logged after it (the resumed run logs those steps again, with the same values).
+        ``objective``: the trained objective's description (``Objective.describe``), which
+        ``vaelab compare`` reads; kept under "objective"."""
         super().__init__()
         self.path = Path(run_dir) / "metrics.json"
+        self.objective = objective
         self.by_step: dict[int, dict[str, float]] = {}
         self.final: dict[str, float] = {}
         self.status = "running"
@@ -75,7 +80,8 @@ class MetricsFileLogger(Logger):
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.path, {"status": self.status, "final": self.final, "history": self.history})
+        header = {"objective": self.objective} if self.objective is not None else {}
+        write_json_atomic(self.path, {"status": self.status, **header, "final": self.final, "history": self.history})
 
     def finalize(self, status: str) -> None:
         # Lightning says "success", "failed" (an exception) or "finished" (a SIGTERM stop).
@@ -84,9 +90,14 @@ class MetricsFileLogger(Logger):
 
 
 def build_loggers(
-    logger_cfg, run_dir: str | os.PathLike, resume_step: int | None = None, **fill: Any
+    logger_cfg,
+    run_dir: str | os.PathLike,
+    resume_step: int | None = None,
+    objective: dict[str, Any] | None = None,
+    **fill: Any,
 ) -> tuple[MetricsFileLogger, list[Logger]]:
-    """The run's loggers: metrics.json always, plus the one ``logger=`` selects (none: none).
+    """The run's loggers: metrics.json always (with ``objective``, a training run's objective
+    description), plus the one ``logger=`` selects (none: none).
 
     ``fill`` supplies values for keys that the selected logger's config declares and leaves
     null (a resumed run's W&B ``run_id``, an eval run's ``group``); other loggers never
@@ -94,7 +105,7 @@ def build_loggers(
     """
     import hydra.utils
 
-    metrics_file = MetricsFileLogger(run_dir, resume_step=resume_step)
+    metrics_file = MetricsFileLogger(run_dir, resume_step=resume_step, objective=objective)
     loggers: list[Logger] = [metrics_file]
     if logger_cfg and logger_cfg.get("_target_"):
         extra = {key: value for key, value in fill.items() if value is not None and logger_cfg.get(key, 0) is None}

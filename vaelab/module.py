@@ -71,8 +71,9 @@ class VAEModule(pl.LightningModule):
         distributed = world > 1  # logged figures are means over the global batch
         for name, value in terms.items():
             self.log(f"train/{name}", value, prog_bar=name == "loss", sync_dist=distributed)
-        self.log("train/beta_effective", self.objective.beta_effective)
-        self.log("train/kl_weight", self.objective.kl_weight)
+        for weight in ("beta_effective", "kl_weight"):  # None for objectives without that axis
+            if getattr(self.objective, weight) is not None:
+                self.log(f"train/{weight}", getattr(self.objective, weight))
         return terms["loss"]
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
@@ -101,7 +102,8 @@ class VAEModule(pl.LightningModule):
         for name, value in self.objective(out, step=self.global_step).items():
             # sync_dist: under DDP each rank sees part of the validation set.
             self.log(f"val/{name}", value, batch_size=images.shape[0], prog_bar=name == "loss", sync_dist=True)
-        self.log("val/beta_effective", self.objective.beta_effective, batch_size=images.shape[0], sync_dist=True)
+        if self.objective.beta_effective is not None:
+            self.log("val/beta_effective", self.objective.beta_effective, batch_size=images.shape[0], sync_dist=True)
 
     @torch.no_grad()
     def encode_posterior(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

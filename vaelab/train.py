@@ -39,12 +39,14 @@ log = logging.getLogger("vaelab")
 
 
 def run_config(cfg: DictConfig, objective) -> dict[str, Any]:
-    """The resolved config as logged once to W&B: with the knob's value, beta_effective and kl_weight."""
+    """The resolved config as logged once to W&B, with the objective's description (its knobs'
+    values, beta_effective and kl_weight where it has them) at the top level."""
     config = OmegaConf.to_container(cfg, resolve=True)
-    config[objective.knob] = objective.beta if objective.knob == "beta" else objective.lam
-    config["objective_name"] = objective.name
-    config["beta_effective"] = objective.beta_effective
-    config["kl_weight"] = objective.kl_weight
+    description = objective.describe()
+    config |= description["knobs"]
+    config["objective_name"] = description["label"]
+    config["beta_effective"] = description["beta_effective"]
+    config["kl_weight"] = description["kl_weight"]
     return config
 
 
@@ -109,7 +111,9 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     # A resumed run continues its W&B run (same id) unless one is given. DDP workers
     # (ranks > 0) log nothing: rank 0 writes metrics.json and the one W&B run.
     worker = is_worker()
-    metrics_file, loggers = build_loggers(None if worker else cfg.get("logger"), run_dir, resume_step, run_id=wandb_id)
+    metrics_file, loggers = build_loggers(
+        None if worker else cfg.get("logger"), run_dir, resume_step, objective.describe(), run_id=wandb_id
+    )
     if worker:
         loggers = []
     for logger in loggers:
@@ -151,8 +155,8 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     )
 
     log.info(
-        "training %s (beta_effective=%.4g) on %s for %d steps -> %s",
-        objective.name, objective.beta_effective, type(dataset).__name__, cfg.trainer.max_steps, run_dir,
+        "training %s (%s) on %s for %d steps -> %s",
+        objective.label, ", ".join(f"{key}={value:.4g}" for key, value in objective.knob_values.items()), type(dataset).__name__, cfg.trainer.max_steps, run_dir,
     )  # fmt: skip
     exit_code = 1
     try:

@@ -1,42 +1,119 @@
 """Objectives: each turns one forward pass (:class:`~vaelab.models.VAEOutput`) into named loss terms.
 
-``objective=betavae`` -> :class:`~vaelab.objectives.betavae.BetaVAE` (knob ``beta``);
-``objective=infomax`` -> :class:`~vaelab.objectives.infomax.InfoMax` (knob ``lambda``).
-The maths is in docs/objectives.md.
+An objective is one module here plus one yaml in conf/objective/ whose ``_target_`` is its
+class; the class describes itself (:class:`Objective`): its name, its knobs, the weights it
+puts on the shared axes where it has them, and any trainable parts of its own. The run
+config, the W&B config, ``metrics.json``, checkpoints and ``vaelab compare`` read that
+description; nothing else names an objective's knobs. docs/extending.md shows how to add
+one; the maths of the seed's two is in docs/objectives.md.
+
+    objective=betavae        loss = E[-log p(x|z)] + beta * E KL[q(z|x)||p(z)]             knob beta
+    objective=infomax        KL[q(z)||p(z)] - lambda * I(X;Z), bounded by the decoder          knob lambda
+    objective=betatcvae      + E KL[q(z|x)||p(z)] + (beta - 1) * TC[q(z)]                     knob beta
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from numbers import Real
-from typing import Callable, Protocol
+from pathlib import Path
+from typing import Any, ClassVar
 
 import hydra.utils
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from vaelab.errors import UserError
+from vaelab.errors import UserError, check_int
 from vaelab.models.vae import VAEOutput
 
-KNOBS = ("beta", "lambda")  # top-level keys of the train config (a shared axis sets either)
-# Top-level keys that set any objective's weight on a scale they all share:
+# Top-level keys that set any objective's weight on a scale two or more objectives share:
 #   beta_effective: the β of the equivalent β-VAE (β; 1/(1+λ) for InfoMax, either estimator);
 #   kl_weight: the weight the loss puts on its own KL term relative to reconstruction
 #   (β; 1/(1+λ) for InfoMax derived; 1/λ on KL[q(z)||p(z)] for InfoMax native).
+# An objective without such a weight (β-TCVAE, ...) refuses them: its knobs are its own.
 SHARED_AXES = ("beta_effective", "kl_weight")
+OBJECTIVE_CONFIGS = Path(__file__).resolve().parent.parent / "conf" / "objective"
 
 
-class Objective(Protocol):
-    name: str  # the config group option that selects it
-    knob: str  # the top-level knob it reads
-    # (axis, value, objective config) -> the constructor argument that puts it at value on that axis
-    knob_arguments: Callable[[str, float, DictConfig], dict[str, float]]
-    beta_effective: float  # the β of the equivalent β-VAE: the shared axis of every sweep
-    kl_weight: float  # its weight on its KL term relative to reconstruction
+@dataclass(frozen=True)
+class Knob:
+    """A number that sets an objective, read from the top-level config key ``name`` (sweepable:
+    ``vaelab train -m objective=betatcvae beta=2,6,10``). None there means ``default``."""
 
-    def __call__(self, out: VAEOutput, step: int | None = None) -> dict[str, torch.Tensor]:
-        """Named scalar terms; ``loss`` is the one optimised. ``step``: the global step, for the
-        KL warm-up (None: fully warmed up)."""
-        ...
+    name: str  # the top-level config key
+    default: float
+    above: float  # valid values are > above
+    meaning: str  # one line: what it weighs
+    argument: str = ""  # the constructor argument and attribute ("" = name)
+
+    @property
+    def attribute(self) -> str:
+        return self.argument or self.name
+
+    def check(self, value: Any) -> float:
+        """``value`` as a float (None: the default), or a one-line UserError naming the key."""
+        return self.default if value is None else check_real(self.name, value, above=self.above)
+
+
+class Objective(torch.nn.Module):
+    """The base of every objective.
+
+    A subclass sets ``name`` (its config option) and ``knobs`` (the first is the one its sweeps and
+    ``vaelab compare`` plot it against), stores each knob's value under ``knob.attribute``, and
+    implements ``forward(out, step)`` returning named scalar terms, ``loss`` being the one
+    optimised (``step``: the global step, for schedules; None means the end of every schedule).
+    Every term is logged under ``train/…`` and ``val/…``.
+
+    Where it has them, it also sets ``beta_effective`` (the β of the equivalent β-VAE) and
+    ``kl_weight`` (the weight its loss puts on its KL term relative to reconstruction), and
+    implements ``knob_arguments`` to be set on those axes. Trainable parts of its own (a
+    discriminator) are submodules; ``parameter_groups`` gives them their optimiser settings.
+    They are saved in checkpoints and synchronised under DDP with the model.
+    """
+
+    name: ClassVar[str]
+    knobs: ClassVar[tuple[Knob, ...]]
+    beta_effective: float | None = None
+    kl_weight: float | None = None
+
+    def __init__(self, kl_warmup_steps: int = 0) -> None:
+        super().__init__()
+        self.kl_warmup_steps = check_int("objective.kl_warmup_steps", kl_warmup_steps, minimum=0)
+
+    def warmup(self, step: int | None) -> float:
+        return kl_warmup_factor(step, self.kl_warmup_steps)
+
+    @property
+    def label(self) -> str:
+        """How tables and plots name it (a variant may differ from ``name``: infomax-native)."""
+        return self.name
+
+    @property
+    def knob_values(self) -> dict[str, float]:
+        return {knob.name: getattr(self, knob.attribute) for knob in self.knobs}
+
+    def describe(self) -> dict[str, Any]:
+        """What the run config, W&B and ``metrics.json`` record about it (``vaelab compare`` reads it)."""
+        return {
+            "name": self.name,
+            "label": self.label,
+            "knobs": self.knob_values,
+            "beta_effective": self.beta_effective,
+            "kl_weight": self.kl_weight,
+        }
+
+    @classmethod
+    def knob_arguments(cls, axis: str, value: float, options: DictConfig) -> dict[str, float]:
+        """The constructor arguments that put it at ``value`` on a shared ``axis``."""
+        knobs = " or ".join(f"{knob.name}=" for knob in cls.knobs)
+        raise UserError(f"{axis}={value:g}: objective={cls.name} has no {axis}; set {knobs} instead")
+
+    def parameter_groups(self, optimizer_settings: dict[str, Any]) -> list[dict[str, Any]]:
+        """Optimiser parameter groups for its own trainable parts (none by default)."""
+        return []
+
+    def forward(self, out: VAEOutput, step: int | None = None) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
 
 
 def kl_warmup_factor(step: int | None, warmup_steps: int) -> float:
@@ -61,22 +138,40 @@ def check_real(key: str, value, *, above: float) -> float:
     return float(value)
 
 
+def objective_classes() -> dict[str, type[Objective]]:
+    """Every objective vaelab ships, by name: the classes conf/objective/*.yaml instantiate.
+    The yaml files are the registry, so adding one (module + yaml) needs no list edited here."""
+    classes = {}
+    for path in sorted(OBJECTIVE_CONFIGS.glob("*.yaml")):
+        target = OmegaConf.load(path).get("_target_")
+        if target is not None:
+            cls = hydra.utils.get_class(target)
+            classes[cls.name] = cls
+    return classes
+
+
+def knob_keys() -> tuple[str, ...]:
+    """Every top-level knob key of every shipped objective (conf/train.yaml declares each)."""
+    return tuple(dict.fromkeys(knob.name for cls in objective_classes().values() for knob in cls.knobs))
+
+
 def build(cfg: DictConfig, dataset_size: int) -> Objective:
     """Instantiate ``cfg.objective``, refusing a top-level knob that the objective does not use."""
     objective_class = hydra.utils.get_class(cfg.objective._target_)
-    for knob in KNOBS:
-        if knob != objective_class.knob and cfg.get(knob) is not None:
+    own = [knob.name for knob in objective_class.knobs]
+    for key in knob_keys():
+        if key not in own and cfg.get(key) is not None:
             raise UserError(
-                f"{knob}={cfg.get(knob)} is not used by objective={objective_class.name}, whose knob is "
-                f"{objective_class.knob}; drop {knob}=... or choose the objective that uses it"
+                f"{key}={cfg.get(key)} is not used by objective={objective_class.name}, whose "
+                f"knob{'s are' if len(own) > 1 else ' is'} {', '.join(own)}; drop {key}=... or choose the objective that uses it"
             )
     # Objectives that estimate log q(z) on minibatches need N; fill it in unless set.
     extra = {"dataset_size": dataset_size} if cfg.objective.get("dataset_size", 0) is None else {}
-    # One axis for every objective (experiment=beta_vs_infomax sweeps beta_effective with
+    # One axis for several objectives (experiment=beta_vs_infomax sweeps beta_effective with
     # objective=…, experiment=infomax_study kl_weight).
     axes = [axis for axis in SHARED_AXES if cfg.get(axis) is not None]
-    setters = axes + ([objective_class.knob] if cfg.get(objective_class.knob) is not None else [])
-    if len(setters) > 1:
+    setters = axes + [key for key in own if cfg.get(key) is not None]
+    if axes and len(setters) > 1:
         given = " and ".join(f"{key}={cfg.get(key)}" for key in setters)
         raise UserError(f"{given} {'both' if len(setters) == 2 else 'all'} set the objective's weight; set one of them")
     if axes:

@@ -11,31 +11,29 @@ from __future__ import annotations
 
 import torch
 
-from vaelab.errors import check_int
 from vaelab.models.vae import VAEOutput
-from vaelab.objectives import check_real, kl_warmup_factor
+from vaelab.objectives import Knob, Objective
 
 
-class BetaVAE:
+class BetaVAE(Objective):
     name = "betavae"
-    knob = "beta"
+    knobs = (Knob("beta", 1.0, 0.0, "weight of E KL[q(z|x)||p(z)]"),)
 
-    @staticmethod
-    def knob_arguments(axis: str, value: float, options) -> dict[str, float]:
+    @classmethod
+    def knob_arguments(cls, axis: str, value: float, options) -> dict[str, float]:
         """The constructor argument for top-level ``beta_effective=`` or ``kl_weight=``: both are β."""
         return {"beta": value}
 
     def __init__(self, beta: float | None = None, kl_warmup_steps: int = 0) -> None:
-        self.beta = 1.0 if beta is None else check_real("beta", beta, above=0.0)
+        super().__init__(kl_warmup_steps)
+        self.beta = self.knobs[0].check(beta)
         self.beta_effective = self.kl_weight = self.beta
-        self.kl_warmup_steps = check_int("objective.kl_warmup_steps", kl_warmup_steps, minimum=0)
 
-    def __call__(self, out: VAEOutput, step: int | None = None) -> dict[str, torch.Tensor]:
+    def forward(self, out: VAEOutput, step: int | None = None) -> dict[str, torch.Tensor]:
         reconstruction = out.reconstruction.mean()
         kl_conditional = out.kl_conditional.sum(1).mean()
-        warmup = kl_warmup_factor(step, self.kl_warmup_steps)  # beta * warmup during the warm-up
         return {
-            "loss": reconstruction + warmup * self.beta * kl_conditional,
+            "loss": reconstruction + self.warmup(step) * self.beta * kl_conditional,
             "reconstruction": reconstruction,
             "kl_conditional": kl_conditional,
         }

@@ -23,21 +23,21 @@ from __future__ import annotations
 
 import torch
 
-from vaelab.errors import UserError, check_int
-from vaelab.information import minibatch_information_terms
+from vaelab.errors import UserError
+from vaelab.information import MINIBATCH_SAMPLING, minibatch_information_terms
 from vaelab.models.vae import VAEOutput
-from vaelab.objectives import check_real, kl_warmup_factor
+from vaelab.objectives import Knob, Objective, check_real
 
 ESTIMATORS = ("derived", "native")
-SAMPLINGS = ("mws", "mss")
 
 
-class InfoMax:
+class InfoMax(Objective):
     name = "infomax"
-    knob = "lambda"
+    # lambda <= -1 has no β-VAE counterpart (beta = 1/(1+lambda) would be infinite or negative).
+    knobs = (Knob("lambda", 0.0, -1.0, "weight of I(X;Z) against KL[q(z)||p(z)]", argument="lam"),)
 
-    @staticmethod
-    def knob_arguments(axis: str, value: float, options) -> dict[str, float]:
+    @classmethod
+    def knob_arguments(cls, axis: str, value: float, options) -> dict[str, float]:
         """lambda for top-level ``beta_effective=`` (1/(1+lambda), either estimator) or ``kl_weight=``
         (the loss's weight on its KL term relative to reconstruction: 1/(1+lambda) derived, 1/lambda native)."""
         if axis == "kl_weight" and options.get("estimator") == "native":
@@ -52,12 +52,12 @@ class InfoMax:
         dataset_size: int | None = None,
         kl_warmup_steps: int = 0,
     ) -> None:
-        # lambda <= -1 has no β-VAE counterpart (beta = 1/(1+lambda) would be infinite or negative).
-        self.lam = 0.0 if lam is None else check_real("lambda", lam, above=-1.0)
+        super().__init__(kl_warmup_steps)
+        self.lam = self.knobs[0].check(lam)
         if estimator not in ESTIMATORS:
             raise UserError(f"objective.estimator={estimator!r}: expected one of {', '.join(ESTIMATORS)}")
-        if sampling not in SAMPLINGS:
-            raise UserError(f"objective.sampling={sampling!r}: expected one of {', '.join(SAMPLINGS)}")
+        if sampling not in MINIBATCH_SAMPLING:
+            raise UserError(f"objective.sampling={sampling!r}: expected one of {', '.join(MINIBATCH_SAMPLING)}")
         if estimator == "native":
             # The decoder bounds -lambda * I(X;Z) from above only for lambda > 0.
             self.lam = check_real("lambda (objective.estimator=native)", self.lam, above=0.0)
@@ -69,12 +69,15 @@ class InfoMax:
         self.beta_effective = 1.0 / (1.0 + self.lam)
         # Native: KL_hat[q(z)||p(z)] + lambda * reconstruction weighs its (marginal) KL by 1/lambda.
         self.kl_weight = 1.0 / self.lam if estimator == "native" else self.beta_effective
-        self.kl_warmup_steps = check_int("objective.kl_warmup_steps", kl_warmup_steps, minimum=0)
 
-    def __call__(self, out: VAEOutput, step: int | None = None) -> dict[str, torch.Tensor]:
+    @property
+    def label(self) -> str:
+        return "infomax-native" if self.estimator == "native" else "infomax"
+
+    def forward(self, out: VAEOutput, step: int | None = None) -> dict[str, torch.Tensor]:
         reconstruction = out.reconstruction.mean()
         kl_conditional = out.kl_conditional.sum(1).mean()
-        warmup = kl_warmup_factor(step, self.kl_warmup_steps)  # the KL term's factor, 0 -> 1
+        warmup = self.warmup(step)  # the KL term's factor, 0 -> 1
         if self.estimator == "derived":
             loss = (1.0 + self.lam) * reconstruction + warmup * kl_conditional
             return {"loss": loss, "reconstruction": reconstruction, "kl_conditional": kl_conditional}

@@ -120,7 +120,9 @@ class VAEModule(pl.LightningModule):
         return self.encode_posterior(images)[0]
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.optimizer_factory(self.model.parameters())
+        # The objective's own trainable parts (FactorVAE's discriminator) step in the same optimiser,
+        # in parameter groups with their own settings.
+        return self.optimizer_factory([{"params": list(self.model.parameters())}, *self.objective.parameter_groups()])
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["vaelab_config"] = self.config

@@ -108,7 +108,7 @@ class Objective(torch.nn.Module):
         knobs = " or ".join(f"{knob.name}=" for knob in cls.knobs)
         raise UserError(f"{axis}={value:g}: objective={cls.name} has no {axis}; set {knobs} instead")
 
-    def parameter_groups(self, optimizer_settings: dict[str, Any]) -> list[dict[str, Any]]:
+    def parameter_groups(self) -> list[dict[str, Any]]:
         """Optimiser parameter groups for its own trainable parts (none by default)."""
         return []
 

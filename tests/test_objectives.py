@@ -212,3 +212,49 @@ def test_kl_warmup_ramps_only_the_kl_term_from_zero_to_its_weight(tmp_path, over
     torch.testing.assert_close(objective(out, step=25)["loss"], reconstruction_only + 0.25 * kl_term)
     torch.testing.assert_close(objective(out, step=100)["loss"], full["loss"])
     torch.testing.assert_close(objective(out, step=5000)["loss"], full["loss"])
+
+
+OBJECTIVE_OPTIONS = sorted(path.stem for path in objectives.OBJECTIVE_CONFIGS.glob("*.yaml"))
+
+
+def test_every_objective_trains_through_the_cli_and_records_what_it_trained(tmp_path):
+    """One sweep over every conf/objective option (a new objective joins it by adding its yaml):
+    each run trains, logs every loss term under train/ and val/ (finite), is scored, and
+    records its objective's description in metrics.json, which `vaelab compare` reads."""
+    import json
+
+    from tests.conftest import run_vaelab
+
+    assert {"betavae", "infomax", "infomax_native", "betatcvae", "factorvae", "dipvae", "annealedvae"} <= set(
+        OBJECTIVE_OPTIONS
+    )
+    sweep = tmp_path / "sweep"
+    result = run_vaelab(
+        "train", "-m", f"objective={','.join(OBJECTIVE_OPTIONS)}", "logger=none", "model=mlp", "model.hidden=[64]",
+        "data.batch_size=32", "data.val_size=64", "trainer.max_steps=20", "trainer.val_check_interval=20",
+        "trainer.log_every_n_steps=10", "metrics=mig", "metrics.suite.mig.num_train=500",
+        "metrics@periodic_metrics=none", "information.num_samples=0", "images.num_images=0",
+        "objective.kl_warmup_steps=5", f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = {}
+    for metrics_file in sweep.glob("*/metrics.json"):
+        metrics = json.loads(metrics_file.read_text())
+        runs[metrics["objective"]["label"]] = metrics
+    assert set(runs) == {"betavae", "infomax", "infomax-native", "betatcvae", "factorvae", "dipvae-i", "annealedvae"}
+    classes = objectives.objective_classes()
+    for label, metrics in runs.items():
+        described = metrics["objective"]
+        assert metrics["status"] == "success", label
+        assert set(described["knobs"]) == {knob.name for knob in classes[described["name"]].knobs}
+        final = metrics["final"]
+        train_terms = {key.removeprefix("train/") for key in final if key.startswith("train/")}
+        assert {"loss", "reconstruction", "kl_conditional"} <= train_terms, label
+        for term in train_terms - {"beta_effective", "kl_weight"}:
+            assert math.isfinite(final[f"train/{term}"]) and math.isfinite(final[f"val/{term}"]), (label, term)
+        assert 0.0 <= final["metrics/mig"] <= 1.0
+        # Only the objectives with an equivalent β-VAE report it.
+        assert ("train/beta_effective" in final) == (described["beta_effective"] is not None), label
+    assert runs["betavae"]["objective"]["beta_effective"] == 1.0
+    assert runs["factorvae"]["objective"]["knobs"] == {"gamma": 10.0}

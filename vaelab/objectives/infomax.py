@@ -53,7 +53,8 @@ class InfoMax(Objective):
         kl_warmup_steps: int = 0,
     ) -> None:
         super().__init__(kl_warmup_steps)
-        self.lam = self.knobs[0].check(lam)
+        # Native's lambda must be > 0: unset, it is 1 (KL[q(z)||p(z)] + reconstruction).
+        self.lam = 1.0 if lam is None and estimator == "native" else self.knobs[0].check(lam)
         if estimator not in ESTIMATORS:
             raise UserError(f"objective.estimator={estimator!r}: expected one of {', '.join(ESTIMATORS)}")
         if sampling not in MINIBATCH_SAMPLING:

@@ -74,6 +74,15 @@ def test_four_parallel_jobs_on_two_cores_match_sequential_runs(tmp_path):
     assert compare_run.job_type == "compare" and compare_run.group == runs[0].group
     assert compare_run.summary["runs"] == 4
 
+    # Without labels: UDR ranks the four models from their checkpoints, each against the other
+    # seed of its beta (udr/) and against all three others (udr_a2a/), beside the supervised scores.
+    result = run_vaelab("compare", "sweep", "--udr", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = list(csv.DictReader(open(tmp_path / "sweep" / "compare.csv")))
+    for row in rows:
+        assert 0.0 <= float(row["udr/lasso"]) <= 1.0 and 0.0 <= float(row["udr_a2a/lasso"]) <= 1.0
+    assert "udr/lasso against metrics/mig: Spearman rank correlation" in result.stdout
+
 
 def test_a_failing_job_leaves_the_others_intact_submitit_local(tmp_path):
     """The cluster code path (submitit), run locally, on the λ preset: one job fails, the

@@ -31,6 +31,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vaelab.errors import UserError
+
 FIGURES = (
     "metrics/mig",
     "metrics/dci_disentanglement",
@@ -54,6 +56,12 @@ AXES = (
     ("reconstruction", "val/reconstruction (nats per image)", False),
 )
 OWN_KNOB_AXIS = ("knob", "the objective's own knob (its first)", True)
+
+
+def _shown(runs: list[Run]) -> list[str]:
+    """The FIGURES that some run has, then UDR's scores when `--udr` added them."""
+    udr_keys = sorted({key for run in runs for key in run.figures if key.startswith(("udr/", "udr_a2a/"))})
+    return [f for f in FIGURES if any(f in run.figures for run in runs)] + udr_keys
 
 
 def _number(value: float | None) -> str:
@@ -231,7 +239,7 @@ def plot(runs: list[Run], figure: str, path: Path) -> int:
 
 def summary_rows(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
     """One row per objective and knob value: seeds, weights and mean ± std of every figure shown."""
-    shown = [f for f in FIGURES if any(f in run.figures for run in runs)]
+    shown = _shown(runs)
     header = ["objective", "knobs", "beta_effective", "kl_weight", "seeds", *shown]
     rows = []
     for group in groups(runs):
@@ -261,7 +269,7 @@ def print_table(runs: list[Run]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    shown = [f for f in FIGURES if any(f in run.figures for run in runs)]
+    shown = _shown(runs)
     table = Table(title=f"vaelab compare: {len(runs)} runs")
     columns = ("run", "objective", "knobs", "β_eff", "kl_w", "seed", "status", *(f.removeprefix("metrics/") for f in shown))
     for column in columns:
@@ -307,6 +315,63 @@ def log_to_wandb(runs: list[Run], plots: dict[str, Path], out: Path, sweep_dir: 
         return None
 
 
+def _encode_for_udr(run: Run, factors_rng_seed: int, num_images: int, dataset_config: dict | None):
+    """(posterior means (N, D), mean KL per latent (D,), dataset config) of a run's last checkpoint
+    on ``num_images`` images drawn from its dataset with ``factors_rng_seed``."""
+    import numpy as np
+    import torch
+
+    from vaelab.checkpoint import load_checkpoint
+    from vaelab.evaluate import model_from_checkpoint
+    from vaelab.information import kl_conditional_per_dim
+
+    checkpoint = load_checkpoint(run.path / "checkpoints" / "last.ckpt")
+    config = checkpoint["vaelab_config"]["dataset"]
+    if dataset_config is not None and config != dataset_config:
+        raise UserError(f"compare --udr: {run.path} was trained on another dataset than the first run; UDR compares models on the same images")
+    dataset, model = model_from_checkpoint(checkpoint)
+    factors = dataset.sample_factors(num_images, np.random.default_rng(factors_rng_seed))
+    images = torch.as_tensor(np.asarray(dataset.images_at(dataset.factors_to_index(factors)), dtype=np.float32))
+    with torch.inference_mode():
+        mu, logvar = model.encode(images)
+    return mu.double().numpy(), kl_conditional_per_dim(mu.double(), logvar.double()).mean(0).numpy(), config
+
+
+def add_udr(runs: list[Run], correlation: str, num_images: int = 1000, seed: int = 0) -> list[str]:
+    """Adds ``udr/<correlation>`` (peers: the same objective and knobs, other seeds) and
+    ``udr_a2a/<correlation>`` (peers: every other run) to the figures of each successful run with a
+    checkpoint (vaelab/metrics/udr.py), and returns lines on how UDR ranks the runs against each
+    supervised metric (Spearman rank correlation over the runs)."""
+    from scipy.stats import spearmanr
+
+    from vaelab.metrics import udr
+
+    scored = [run for run in runs if run.status == "success" and (run.path / "checkpoints" / "last.ckpt").is_file()]
+    if len(scored) < 2:
+        raise UserError(f"compare --udr: needs at least 2 finished runs with checkpoints, found {len(scored)}")
+    codes, kls, dataset_config = [], [], None
+    for run in scored:
+        mu, kl, dataset_config = _encode_for_udr(run, seed, num_images, dataset_config)
+        codes.append(mu)
+        kls.append(kl)
+    pairwise = udr.pairwise_scores(codes, kls, correlation=correlation)
+    setting = [(run.objective, tuple(run.knobs.items())) for run in scored]
+    peers = [[j for j in range(len(scored)) if j != m and setting[j] == setting[m]] for m in range(len(scored))]
+    for key, values in ((f"udr/{correlation}", udr.model_scores(pairwise, peers)),
+                        (f"udr_a2a/{correlation}", udr.model_scores(pairwise))):  # fmt: skip
+        for run, value in zip(scored, values):
+            if value == value:  # not NaN: the run had peers
+                run.figures[key] = float(value)
+    lines = []
+    for key in (f"udr/{correlation}", f"udr_a2a/{correlation}"):
+        for metric in (f for f in FIGURES if f.startswith("metrics/")):
+            pairs = [(run.figures[key], run.figures[metric]) for run in scored if key in run.figures and metric in run.figures]
+            if len(pairs) >= 3:
+                rho = spearmanr(*zip(*pairs)).statistic
+                lines.append(f"{key} against {metric}: Spearman rank correlation {rho:+.2f} over {len(pairs)} runs")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vaelab compare", description=__doc__.splitlines()[0])
     parser.add_argument("directories", nargs="+", type=Path, help="sweep or run directories")
@@ -316,6 +381,11 @@ def main(argv: list[str] | None = None) -> int:
         help="also log the table and plots as a W&B run (job_type compare) in the sweep's group; offline without an API key",
     )  # fmt: skip
     parser.add_argument("--project", default="vaelab", help="W&B project for --wandb (default: vaelab)")
+    parser.add_argument(
+        "--udr", nargs="?", const="lasso", choices=("lasso", "spearman"),
+        help="rank the runs without labels by UDR (Duan et al. 2020) from their last checkpoints: udr/… against "
+        "the other seeds of the same objective and knobs, udr_a2a/… against every run (default variant: lasso)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     for directory in args.directories:
         if not directory.is_dir():
@@ -327,7 +397,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = args.out or args.directories[0]
     out.mkdir(parents=True, exist_ok=True)
+    udr_lines = []
+    if args.udr:
+        try:
+            udr_lines = add_udr(runs, args.udr)
+        except UserError as error:
+            print(f"vaelab: error: {error}", file=sys.stderr)
+            return 2
     print_table(runs)
+    for line in udr_lines:
+        print(line)
     write_csv(runs, out / "compare.csv")
     write_summary(runs, out)
     plots = {f: out / f"compare_{f.replace('/', '_')}.png" for f in FIGURES}

@@ -70,3 +70,26 @@ def test_auto_precision_never_trains_in_emulated_bfloat16(monkeypatch, native, e
     monkeypatch.setattr(system, "native_bf16_cpu", lambda: native)
     assert system.resolve_training_precision("auto", "cpu") == expected
     assert system.resolve_training_precision("32-true", "cpu") == "32-true"  # an explicit choice stays
+
+
+def test_baselines_sweep_every_shipped_objective_over_three_strengths_of_its_own_knob(tmp_path):
+    """experiment=baselines: every job composes and builds (no knob its objective refuses), each
+    objective at three values of its first knob, in order, and every objective vaelab ships
+    (but the derived InfoMax, which is β-VAE by another name) is in it."""
+    result = run_vaelab("train", "experiment=baselines", "--cfg", "hydra", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    params = OmegaConf.create(result.stdout).hydra.sweeper.params
+    baselines, levels = params["+baseline"].split(","), [int(level) for level in str(params.level).split(",")]
+    assert len(str(params.seed).split(",")) >= 2
+    trained = {}
+    for baseline in baselines:
+        values = []
+        for level in levels:
+            cfg = compose_train(["experiment=baselines", f"+baseline={baseline}", f"level={level}"], tmp_path)
+            objective = objectives.build(cfg, dataset_size=737280)
+            values.append(next(iter(objective.knob_values.values())))
+            trained[objective.label] = objective.name
+        # Three distinct strengths, in order (InfoMax's lambda falls as its KL weight rises).
+        assert len(set(values)) == len(levels) and values in (sorted(values), sorted(values, reverse=True)), baseline
+    assert set(trained.values()) == set(objectives.objective_classes())
+    assert {"dipvae-i", "dipvae-ii", "infomax-native"} <= set(trained)

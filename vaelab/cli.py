@@ -29,10 +29,18 @@ def short_dirname(overrides: str) -> str:
     return f"{overrides[:DIRNAME_LIMIT]}+{hashlib.sha1(overrides.encode()).hexdigest()[:8]}"
 
 
+def pick(index: int, *values):
+    """``${vaelab.pick:${level},2,6,10}``: the value at ``index`` (conf/baseline/: a knob's values by level)."""
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(values):
+        raise UserError(f"level={index!r}: expected an integer from 0 to {len(values) - 1}")
+    return values[index]
+
+
 OmegaConf.register_new_resolver("vaelab.dirname", short_dirname, replace=True)
+OmegaConf.register_new_resolver("vaelab.pick", pick, replace=True)
 
 SUBCOMMANDS = {
-    "train": "train a VAE with objective=betavae|infomax (a Hydra app: -m sweeps, --cfg job, --help)",
+    "train": "train a VAE with objective=betavae|infomax|betatcvae|factorvae|dipvae|annealedvae (a Hydra app: -m sweeps, --cfg job, --help)",
     "eval": "score a checkpoint or a codes file: vaelab eval ckpt=PATH | codes=FILE.npz",
     "compare": "table, compare.csv and plots over sweep/run directories: vaelab compare DIR [DIR ...]",
 }

@@ -110,3 +110,12 @@ def test_sweep_presets_define_matched_grids(tmp_path):
     # The same beta_effective points, so compare puts both derivations on one axis.
     assert [1 / b for b in betas] == [1 + lam for lam in lambdas]
     assert grids["sweep_beta"].seed == grids["sweep_lambda"].seed == "0,1,2"
+
+
+def test_compare_udr_needs_two_runs_with_checkpoints(tmp_path):
+    sweep = tmp_path / "sweep"
+    fake_run(sweep, "0", "betavae", 1.0, 0, 0.10)  # metrics.json, but no checkpoint
+    fake_run(sweep, "1", "betavae", 1.0, 1, 0.12)
+    result = run_vaelab("compare", str(sweep), "--udr", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "vaelab: error: compare --udr: needs at least 2 finished runs with checkpoints, found 0"

@@ -113,6 +113,10 @@ def _initial(key: str) -> torch.Tensor:
         (["objective=infomax", "lambda=1", "kl_weight=2"], "kl_weight=2 and lambda=1 both set"),
         (["kl_weight=0"], "kl_weight=0: expected a number > 0"),
         (["objective.kl_warmup_steps=-1"], "objective.kl_warmup_steps=-1: expected an integer >= 0"),
+        (["objective=factorvae", "kl_weight=4"], "kl_weight=4: objective=factorvae has no kl_weight; set gamma= instead"),
+        (["objective=dipvae", "beta=2"], "beta=2 is not used by objective=dipvae, whose knob is lambda_od"),
+        (["objective=annealedvae", "c_max=-1"], "c_max=-1: expected a number > 0"),
+        (["experiment=baselines", "+baseline=betavae", "level=5"], "level=5: expected an integer from 0 to 2"),
     ],
 )
 def test_bad_objective_settings_are_one_line_errors(tmp_path, overrides, message):

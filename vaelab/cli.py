@@ -15,6 +15,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from vaelab.errors import UserError
+
 CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
 DIRNAME_LIMIT = 120  # characters of the overrides in a sweep job's directory name (filesystems allow 255)
 

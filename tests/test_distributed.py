@@ -27,14 +27,20 @@ def _final(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
-def test_two_processes_of_32_train_like_one_of_64(tmp_path):
-    """Each rank trains on its slice of the step's global batch and of its noise, and DDP
-    averages the gradients: the parameters match the single-process run to float rounding."""
+@pytest.mark.parametrize(
+    "objective",
+    [(), ("objective=factorvae", "objective.discriminator_hidden=32")],  # a batch-level estimate, own parameters
+    ids=["betavae", "factorvae"],
+)
+def test_two_processes_of_32_train_like_one_of_64(tmp_path, objective):
+    """Each rank trains on its slice of the step's global batch and of its noise, objectives see
+    the gathered global batch, and DDP averages the gradients: the parameters (an objective's
+    own included) match the single-process run to float rounding."""
     single, ddp = tmp_path / "single", tmp_path / "ddp"
-    result = run_vaelab("train", *SHORT, "data.batch_size=64", "metrics=none", f"hydra.run.dir={single}", cwd=tmp_path)
+    result = run_vaelab("train", *SHORT, *objective, "data.batch_size=64", "metrics=none", f"hydra.run.dir={single}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     result = run_vaelab(
-        "train", *SHORT, "trainer=ddp", "trainer.devices=2", "data.batch_size=32",
+        "train", *SHORT, *objective, "trainer=ddp", "trainer.devices=2", "data.batch_size=32",
         "metrics=none", "metrics@periodic_metrics=mig", "periodic_metrics.every_n_steps=3",
         "periodic_metrics.suite.mig.num_train=500", f"hydra.run.dir={ddp}", cwd=tmp_path,
     )  # fmt: skip

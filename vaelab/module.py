@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 import torch
 
 from vaelab.errors import TrainingDiverged, UserError
-from vaelab.models.vae import VAE
+from vaelab.models.vae import VAE, VAEOutput
 from vaelab.objectives import Objective
 
 VAL_NOISE_SEED = 777  # validation uses the same noise in every run and at every evaluation
@@ -25,6 +25,25 @@ def step_noise(seed: int, step: int, like: torch.Tensor) -> torch.Tensor:
     generator = torch.Generator(device=like.device)
     generator.manual_seed(int(np.random.SeedSequence([seed, step]).generate_state(1, np.uint64)[0] >> 1))
     return torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+
+
+def gather_global_batch(out: VAEOutput) -> VAEOutput:
+    """Under DDP: the forward pass of the step's global batch, on every rank, rank 0's slice first.
+
+    Objectives that estimate something on the batch (KL_hat[q(z)||p(z)], TC_hat, DIP-VAE's
+    covariance, FactorVAE's shuffle) then see the batch one process of n*B would, and compute
+    the same loss on every rank. The gather is differentiable: its backward sums each rank's
+    gradient for a slice back onto the rank that holds it, n times the slice's share of the
+    loss's gradient, which DDP's average over the n ranks divides back, so n ranks x B
+    images train exactly like one process with n*B (the objective's own parameters, which
+    see the whole batch on every rank, get the full gradient on each and keep it). The
+    decoded images stay local: no objective reads them.
+    """
+    from torch.distributed.nn.functional import all_gather
+
+    gathered = {name: torch.cat(all_gather(getattr(out, name).contiguous()), dim=0)
+                for name in ("mu", "logvar", "z", "reconstruction", "kl_conditional")}  # fmt: skip
+    return VAEOutput(decoded=out.decoded, **gathered)
 
 
 class VAEModule(pl.LightningModule):
@@ -65,6 +84,8 @@ class VAEModule(pl.LightningModule):
         size, rank, world = images.shape[0], self.global_rank, self.trainer.world_size if self._trainer else 1
         noise = step_noise(self.seed, self.global_step, images.new_empty(size * world, self.model.latent_dim))
         out = self.model(images, noise[rank * size : (rank + 1) * size])
+        if world > 1:
+            out = gather_global_batch(out)
         terms = self.objective(out, step=self.global_step)
         if not torch.isfinite(terms["loss"]):
             return self._non_finite({f"train/{name}": value for name, value in terms.items()})

@@ -111,6 +111,7 @@ def test_train_logs_an_offline_wandb_run(infomax_run):
     assert run.name == ",".join(sorted(["objective=infomax", "lambda=3", *QUICK]))
     assert run.config["beta_effective"] == 0.25
     assert run.config["lambda"] == 3 and run.config["objective_name"] == "infomax"
+    assert run.config["objective"]["lam"] == 3  # the value trained, where the knob is read
     assert run.config["model"]["latent_dim"] == 10
     logged = set().union(*(entry.keys() for entry in run.history))
     assert {"train/loss", "train/reconstruction", "train/kl_conditional", "train/beta_effective"} <= logged

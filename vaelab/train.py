@@ -44,6 +44,9 @@ def run_config(cfg: DictConfig, objective) -> dict[str, Any]:
     config = OmegaConf.to_container(cfg, resolve=True)
     description = objective.describe()
     config |= description["knobs"]
+    for knob in objective.knobs:  # the value trained, not the null a knob left unset resolves to
+        if knob.attribute in config["objective"]:
+            config["objective"][knob.attribute] = getattr(objective, knob.attribute)
     config["objective_name"] = description["label"]
     config["beta_effective"] = description["beta_effective"]
     config["kl_weight"] = description["kl_weight"]

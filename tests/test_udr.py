@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
+from scipy.stats import ConstantInputWarning
 
 from vaelab.metrics import udr
 
@@ -57,3 +60,52 @@ def test_a_models_udr_is_the_median_over_its_peers_of_their_regressions_onto_it(
     scores = udr.model_scores(pairwise, peers=[[1], [0], [3], []])
     np.testing.assert_allclose(scores[:3], [0.3, 0.2, 0.6])
     assert np.isnan(scores[3])  # no peer trained with the same settings
+
+
+def _reference_udr(representations, kls, correlation_matrix):
+    """disentanglement_lib's compute_udr_sklearn after its data generation, transcribed step by step
+    (StandardScaler, the 0.01 KL mask, Lasso(alpha=0.1) or per-pair Spearman, relative strength,
+    the median of each model's column)."""
+    from scipy.stats import spearmanr
+    from sklearn import linear_model, preprocessing
+
+    reps = [preprocessing.StandardScaler().fit(r).transform(r) * np.greater(k, 0.01) for r, k in zip(representations, kls)]
+    masks = [k > 0.01 for k in kls]
+    num_models = len(reps)
+    disentanglement = np.zeros((num_models, num_models, 1))
+    for i in range(num_models):
+        for j in range(num_models):
+            if i == j:
+                continue
+            if correlation_matrix == "lasso":
+                corr = np.transpose(np.absolute(linear_model.Lasso(alpha=0.1).fit(reps[i], reps[j]).coef_))
+            else:
+                corr = np.transpose(np.absolute(np.stack(
+                    [np.stack([spearmanr(reps[i][:, a], reps[j][:, b], nan_policy="omit")[0] for b in range(reps[j].shape[1])])
+                     for a in range(reps[i].shape[1])], axis=1)))  # fmt: skip
+            corr = corr[masks[i], ...][..., masks[j]]
+            score_x = np.nanmean(np.nan_to_num(np.power(np.max(corr, axis=0), 2) / np.sum(corr, axis=0), 0))
+            score_y = np.nanmean(np.nan_to_num(np.power(np.max(corr, axis=1), 2) / np.sum(corr, axis=1), 0))
+            disentanglement[i, j] = (score_x + score_y) / 2
+    return disentanglement[..., 0], [np.median(np.delete(disentanglement[:, i], i)) for i in range(num_models)]
+
+
+@pytest.mark.parametrize("correlation", udr.CORRELATIONS)
+def test_udr_reproduces_the_reference_on_fixed_codes(correlation):
+    """Four models' codes on the same 500 inputs: mixtures of shared factors with noise, one
+    latent each below the KL threshold; every pairwise score and model score as the reference."""
+    rng = np.random.default_rng(7)
+    factors = rng.uniform(-1, 1, size=(500, 4))
+    codes, kls = [], []
+    for model in range(4):
+        mixing = np.eye(4)[rng.permutation(4)] + model * 0.15 * rng.normal(size=(4, 4))
+        codes.append(np.hstack([factors @ mixing, rng.normal(size=(500, 1))]) + 0.05 * rng.normal(size=(500, 5)))
+        kls.append(np.append(rng.uniform(0.5, 3.0, size=4), 0.004))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConstantInputWarning)  # the reference on its zeroed latent
+        pairwise, model_scores = _reference_udr([c.copy() for c in codes], kls, correlation)
+    ours = udr.pairwise_scores(codes, kls, correlation=correlation)
+    off_diagonal = ~np.eye(4, dtype=bool)
+    np.testing.assert_allclose(ours[off_diagonal], pairwise[off_diagonal], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(udr.model_scores(ours), model_scores, rtol=1e-9)
+    assert np.ptp(model_scores) > 0.05  # the models differ: the comparison is not between equal numbers

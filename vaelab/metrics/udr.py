@@ -51,10 +51,13 @@ def lasso_correlation(codes_i: np.ndarray, codes_j: np.ndarray, alpha: float = 0
 def spearman_correlation(codes_i: np.ndarray, codes_j: np.ndarray) -> np.ndarray:
     """|Spearman rank correlation| of each latent of codes_i with each of codes_j, (D_i, D_j).
     A constant (zeroed) latent has no correlation: its entries are NaN, as in the reference."""
-    from scipy.stats import spearmanr
+    import warnings
+
+    from scipy.stats import ConstantInputWarning, spearmanr
 
     size = codes_i.shape[1]
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConstantInputWarning)  # the zeroed latents: NaN, expected
         return np.abs(np.array([[spearmanr(codes_i[:, a], codes_j[:, b]).statistic for b in range(size)]
                                 for a in range(size)]))  # fmt: skip
 

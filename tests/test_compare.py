@@ -119,3 +119,21 @@ def test_compare_udr_needs_two_runs_with_checkpoints(tmp_path):
     result = run_vaelab("compare", str(sweep), "--udr", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip() == "vaelab: error: compare --udr: needs at least 2 finished runs with checkpoints, found 0"
+
+
+def test_compare_lists_damaged_runs_with_the_reason_and_compares_the_rest(tmp_path):
+    sweep = tmp_path / "sweep"
+    fake_run(sweep, "0", "betavae", 1.0, 0, 0.10)
+    fake_run(sweep, "1", "betavae", 1.0, 1, 0.14)
+    fake_run(sweep, "2", "betavae", 4.0, 0, 0.30)
+    (sweep / "1" / ".hydra" / "config.yaml").write_text("a: [\n")  # half-written after a crash
+    (sweep / "2" / "metrics.json").write_text('{"status": "success", "final": {"metrics/mig": 0.')  # truncated
+    result = run_vaelab("compare", str(sweep), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    rows = {Path(row["run"]).name: row for row in csv.DictReader(open(sweep / "compare.csv"))}
+    assert {name: row["status"] for name, row in rows.items()} == {"0": "success", "1": "damaged", "2": "damaged"}
+    assert f"damaged: {sweep / '1'} (.hydra/config.yaml: " in result.stderr
+    assert f"damaged: {sweep / '2'} (metrics.json: " in result.stderr
+    summary = list(csv.DictReader(open(sweep / "compare_summary.csv")))
+    assert [(row["objective"], row["seeds"]) for row in summary] == [("betavae", "1")]

@@ -74,10 +74,11 @@ class Run:
     objective: str  # the objective's label: betavae, infomax, infomax-native, betatcvae, ...
     beta_effective: float | None  # None for objectives without an equivalent β-VAE
     seed: int | None
-    status: str  # success, failed, interrupted, unfinished
+    status: str  # success, failed, interrupted, unfinished, damaged
     figures: dict[str, float] = field(default_factory=dict)
     kl_weight: float | None = None  # the loss's weight on its KL term, relative to reconstruction
     knobs: dict[str, float] = field(default_factory=dict)  # the objective's own knobs, the first is its axis
+    reason: str = ""  # why a damaged run could not be read
 
     @property
     def reconstruction(self) -> float | None:
@@ -98,25 +99,36 @@ def read_run(path: Path) -> Run | None:
 
     What it trained is the objective description the run wrote to ``metrics.json``
     (``Objective.describe``); a run that failed before writing one is listed by the
-    objective its config names."""
-    from omegaconf import OmegaConf
+    objective its config names. A run whose config or ``metrics.json`` cannot be read
+    (half-written after a crash, a bad copy) is listed as damaged, with the reason."""
+    from omegaconf import DictConfig, OmegaConf
 
-    config = OmegaConf.load(path / ".hydra" / "config.yaml")
-    if "objective" not in config:
+    try:
+        config = OmegaConf.load(path / ".hydra" / "config.yaml")
+    except Exception as error:  # noqa: BLE001 - any unreadable config: list the run, go on with the rest
+        return Run(path, "?", None, None, "damaged", reason=f".hydra/config.yaml: {_first_line(error)}")
+    if not isinstance(config, DictConfig) or "objective" not in config:
         return None
     seed = config.get("seed")
+    objective = str(config.objective.get("_target_", "?")).rsplit(".", 1)[-1].lower()
     metrics_file = path / "metrics.json"
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-    described = metrics.get("objective")
-    if described is None:  # the run stopped before training (a bad knob, say)
-        objective = str(config.objective.get("_target_", "?")).rsplit(".", 1)[-1].lower()
-        return Run(path, objective, None, seed, "failed")
-    status = {"running": "unfinished"}.get(metrics.get("status", "success"), metrics.get("status", "success"))
-    figures = {key: value for key, value in metrics["final"].items() if isinstance(value, (int, float))}
-    return Run(
-        path, described["label"], described["beta_effective"], seed, status, figures,
-        described["kl_weight"], described["knobs"],
-    )  # fmt: skip
+    try:
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+        described = metrics.get("objective")
+        if described is None:  # the run stopped before training (a bad knob, say)
+            return Run(path, objective, None, seed, "failed")
+        status = {"running": "unfinished"}.get(metrics.get("status", "success"), metrics.get("status", "success"))
+        figures = {key: value for key, value in metrics["final"].items() if isinstance(value, (int, float))}
+        return Run(
+            path, described["label"], described["beta_effective"], seed, status, figures,
+            described["kl_weight"], described["knobs"],
+        )  # fmt: skip
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        return Run(path, objective, None, seed, "damaged", reason=f"metrics.json: {_first_line(error)}")
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def find_runs(directories: list[Path]) -> list[Run]:
@@ -413,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
     plots = {f: path for f, path in plots.items() if plot(runs, f, path)}
     bad = [run for run in runs if run.status != "success"]
     for run in bad:
-        print(f"{run.status}: {run.path}", file=sys.stderr)
+        print(f"{run.status}: {run.path}" + (f" ({run.reason})" if run.reason else ""), file=sys.stderr)
     print(f"wrote compare.csv, compare_summary.csv, compare_summary.md and {len(plots)} plots to {out}", file=sys.stderr)
     if args.wandb:
         run_dir = log_to_wandb(runs, plots, out, args.directories[0], args.project)

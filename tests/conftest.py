@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,32 @@ def run_vaelab(*args: str, cwd: Path, env: dict | None = None, timeout: float = 
         text=True,
         timeout=timeout,
     )
+
+
+def call_vaelab(*args: str, cwd: Path, monkeypatch, capfd, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the CLI's own ``main`` in this process, as the console script calls it, and return
+    what `run_vaelab` returns. It saves the seconds a fresh interpreter spends importing torch
+    and Lightning, so the many error-path cases cost little; runs whose processes matter
+    (signals, launchers, DDP, a whole training run) use `run_vaelab`."""
+    from vaelab.cli import main
+
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", ["vaelab"])
+    for var in ("HYDRA_FULL_ERROR", "VAELAB_SHOW_TRACEBACKS"):  # main() sets them: restored afterwards
+        monkeypatch.delenv(var, raising=False)
+    for var, value in (env or {}).items():
+        monkeypatch.setenv(var, value)
+    capfd.readouterr()
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+    except Exception:  # what the interpreter does with an uncaught exception: traceback, exit 1
+        traceback.print_exc()
+        code = 1
+    captured = capfd.readouterr()
+    return subprocess.CompletedProcess(["vaelab", *args], code, captured.out, captured.err)
 
 
 def compose_train(overrides: list[str], output_dir: Path):

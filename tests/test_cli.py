@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import REPO, run_vaelab
+from tests.conftest import REPO, call_vaelab, run_vaelab
 from tests.wandb_offline import read_offline_run
-from vaelab.cli import main
 from vaelab.objectives import OBJECTIVE_CONFIGS
 
 QUICK = (
@@ -144,24 +143,19 @@ def test_train_logs_an_offline_wandb_run(infomax_run):
     ],
 )
 def test_bad_inputs_are_one_line_errors(tmp_path, monkeypatch, capfd, overrides, message):
-    # In-process (the CLI's own main, as the console script calls it): one torch import for all cases.
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["vaelab"])
-    for var in ("HYDRA_FULL_ERROR", "VAELAB_SHOW_TRACEBACKS"):  # main() sets them: restored afterwards
-        monkeypatch.setenv(var, "0")
-    with pytest.raises(SystemExit) as exit_info:
-        main(["train", "logger=none", "metrics=none", *overrides])
-    assert exit_info.value.code == 2
-    stderr = capfd.readouterr().err
-    errors = [line for line in stderr.splitlines() if line.startswith("vaelab: error:")]
-    assert len(errors) == 1 and message in errors[0], stderr
-    assert "Traceback" not in stderr
+    result = call_vaelab("train", "logger=none", "metrics=none", *overrides, cwd=tmp_path, monkeypatch=monkeypatch, capfd=capfd)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("vaelab: error:")]
+    assert len(errors) == 1 and message in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
     assert not list(tmp_path.glob("outputs/*/*/checkpoints")) and not list(tmp_path.glob("outputs/*/*/metrics.json"))
 
 
 @pytest.mark.parametrize("override", ["beta=0", "model=foo"])
-def test_full_error_shows_the_traceback(tmp_path, override):
-    result = run_vaelab("train", "logger=none", override, cwd=tmp_path, env={"HYDRA_FULL_ERROR": "1"})
+def test_full_error_shows_the_traceback(tmp_path, monkeypatch, capfd, override):
+    result = call_vaelab(
+        "train", "logger=none", override, cwd=tmp_path, monkeypatch=monkeypatch, capfd=capfd, env={"HYDRA_FULL_ERROR": "1"}
+    )  # fmt: skip
     assert result.returncode != 0 and "Traceback" in result.stderr
 
 
@@ -184,16 +178,17 @@ def test_eval_scores_a_checkpoint(infomax_run, tmp_path):
         assert (eval_dir / "images" / name).read_bytes() == (run_dir / "images" / name).read_bytes(), name
 
 
-def test_eval_rejects_a_missing_or_foreign_checkpoint(tmp_path):
-    missing = run_vaelab("eval", f"ckpt={tmp_path / 'nope.ckpt'}", "logger=none", cwd=tmp_path)
+def test_eval_rejects_a_missing_or_foreign_checkpoint(tmp_path, monkeypatch, capfd):
+    cli = {"cwd": tmp_path, "monkeypatch": monkeypatch, "capfd": capfd}
+    missing = call_vaelab("eval", f"ckpt={tmp_path / 'nope.ckpt'}", "logger=none", **cli)
     assert missing.returncode == 2 and f"ckpt={tmp_path / 'nope.ckpt'}: no such file" in missing.stderr
     (tmp_path / "junk.ckpt").write_text("not a checkpoint")
-    junk = run_vaelab("eval", f"ckpt={tmp_path / 'junk.ckpt'}", "logger=none", cwd=tmp_path)
+    junk = call_vaelab("eval", f"ckpt={tmp_path / 'junk.ckpt'}", "logger=none", **cli)
     assert junk.returncode == 2 and "not a readable checkpoint" in junk.stderr
     assert "Traceback" not in missing.stderr + junk.stderr
 
 
-def test_eval_scores_any_representation_from_a_codes_file(tmp_path):
+def test_eval_scores_any_representation_from_a_codes_file(tmp_path, monkeypatch, capfd):
     """Users of other frameworks: factors on a full grid + their codes -> the same metrics."""
     import numpy as np
 
@@ -208,12 +203,13 @@ def test_eval_scores_any_representation_from_a_codes_file(tmp_path):
     scores = json.loads(result.stdout)
     assert scores["metrics/mig"] > 0.9  # an ideal code
     # Any logger choice works for eval (the W&B-only group is not passed to the CSV logger).
-    with_csv = run_vaelab("eval", f"codes={tmp_path / 'codes.npz'}", "metrics=mig", "logger=csv", cwd=tmp_path)
+    cli = {"cwd": tmp_path, "monkeypatch": monkeypatch, "capfd": capfd}
+    with_csv = call_vaelab("eval", f"codes={tmp_path / 'codes.npz'}", "metrics=mig", "logger=csv", **cli)
     assert with_csv.returncode == 0, with_csv.stderr[-2000:]
     assert json.loads(with_csv.stdout)["metrics/mig"] == scores["metrics/mig"]
 
     np.savez(tmp_path / "broken.npz", factors=factors[:-1], codes=ideal[:-1])
-    broken = run_vaelab("eval", f"codes={tmp_path / 'broken.npz'}", "logger=none", cwd=tmp_path)
+    broken = call_vaelab("eval", f"codes={tmp_path / 'broken.npz'}", "logger=none", **cli)
     assert broken.returncode == 2 and "Traceback" not in broken.stderr
     (error,) = [line for line in broken.stderr.splitlines() if line.startswith("vaelab: error:")]
     assert "broken.npz" in error

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import compose_train, run_vaelab
+from tests.conftest import call_vaelab, compose_train, run_vaelab
 from vaelab.data.dsprites import ColorDSprites, NoisyDSprites, ProceduralDSprites
 from vaelab.data.files import MPI3D, DSpritesFile, NpzDataset, Shapes3D
 from vaelab.data.grid import FactorGrid, GroundTruthDataset
@@ -288,15 +288,16 @@ def test_bad_files_are_one_line_errors_naming_the_file(tmp_path, case):
     assert not list(tmp_path.glob("cache/*"))  # no partial cache left behind
 
 
-def test_bad_files_through_the_cli_exit_2_with_one_line(tmp_path):
+def test_bad_files_through_the_cli_exit_2_with_one_line(tmp_path, monkeypatch, capfd):
     """The CLI prints a dataset's UserError as its one line (every message: the test above)."""
     path = tmp_path / "missing.h5"
-    result = run_vaelab("train", "dataset=shapes3d", f"dataset.path={path}", "logger=none", cwd=tmp_path)
+    cli = {"cwd": tmp_path, "monkeypatch": monkeypatch, "capfd": capfd}
+    result = call_vaelab("train", "dataset=shapes3d", f"dataset.path={path}", "logger=none", **cli)
     assert result.returncode == 2, result.stderr[-2000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("vaelab: error:")]
     assert errors == [f"vaelab: error: dataset.path={path}: no such file"] and "Traceback" not in result.stderr
     # The path is mandatory (`path: ???`).
-    result = run_vaelab("train", "dataset=mpi3d", "logger=none", cwd=tmp_path)
+    result = call_vaelab("train", "dataset=mpi3d", "logger=none", **cli)
     assert result.returncode == 2 and "vaelab: error: dataset.path: Missing mandatory value" in result.stderr
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from tests.conftest import REPO, WANDB_DIR_VARS, run_vaelab
+from tests.conftest import REPO, WANDB_DIR_VARS, call_vaelab, run_vaelab
 from tests.wandb_offline import read_offline_run
 
 RUN = (
@@ -72,21 +72,21 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_result(tmp_path):
     assert len(run_ids) == 1 and len(list((killed / "wandb").glob("offline-run-*"))) == 2
 
 
-def test_resume_refuses_a_checkpoint_from_another_model(tmp_path):
+def test_resume_refuses_a_checkpoint_from_another_model(tmp_path, monkeypatch, capfd):
     run_dir = tmp_path / "run"
     first = run_vaelab(
         "train", "experiment=quick", "trainer.max_steps=5", "metrics=none", "information.num_samples=0",
         "logger=none", f"hydra.run.dir={run_dir}", cwd=tmp_path,
     )  # fmt: skip
     assert first.returncode == 0, first.stderr[-2000:]
-    again = run_vaelab(
-        "train", "experiment=quick", "model.latent_dim=4", "logger=none", "resume=auto",
-        f"hydra.run.dir={run_dir}", cwd=tmp_path,
+    cli = {"cwd": tmp_path, "monkeypatch": monkeypatch, "capfd": capfd}
+    again = call_vaelab(
+        "train", "experiment=quick", "model.latent_dim=4", "logger=none", "resume=auto", f"hydra.run.dir={run_dir}", **cli
     )  # fmt: skip
     assert again.returncode == 2
     (error,) = [line for line in again.stderr.splitlines() if line.startswith("vaelab: error:")]
     assert "different model config" in error
-    missing = run_vaelab("train", "logger=none", f"resume={tmp_path / 'nope.ckpt'}", cwd=tmp_path)
+    missing = call_vaelab("train", "logger=none", f"resume={tmp_path / 'nope.ckpt'}", **cli)
     assert missing.returncode == 2 and "resume=" in missing.stderr and "no such file" in missing.stderr
 
 

@@ -65,22 +65,18 @@ def test_four_parallel_jobs_on_two_cores_match_sequential_runs(tmp_path):
     for key, value in expected.items():
         assert torch.equal(got[key], value), key
 
-    result = run_vaelab("compare", "sweep", "--wandb", cwd=tmp_path)
+    # One compare: to W&B, and without labels, UDR ranks the four models from their checkpoints,
+    # each against the other seed of its beta (udr/) and against all three others (udr_a2a/).
+    result = run_vaelab("compare", "sweep", "--wandb", "--udr", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = list(csv.DictReader(open(tmp_path / "sweep" / "compare.csv")))
     assert len(rows) == 4 and {row["status"] for row in rows} == {"success"}
+    for row in rows:
+        assert 0.0 <= float(row["udr/lasso"]) <= 1.0 and 0.0 <= float(row["udr_a2a/lasso"]) <= 1.0
     (compare_dir,) = (tmp_path / "sweep" / "wandb").glob("offline-run-*")
     compare_run = read_offline_run(compare_dir)
     assert compare_run.job_type == "compare" and compare_run.group == runs[0].group
     assert compare_run.summary["runs"] == 4
-
-    # Without labels: UDR ranks the four models from their checkpoints, each against the other
-    # seed of its beta (udr/) and against all three others (udr_a2a/), beside the supervised scores.
-    result = run_vaelab("compare", "sweep", "--udr", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    rows = list(csv.DictReader(open(tmp_path / "sweep" / "compare.csv")))
-    for row in rows:
-        assert 0.0 <= float(row["udr/lasso"]) <= 1.0 and 0.0 <= float(row["udr_a2a/lasso"]) <= 1.0
     assert "udr/lasso against metrics/mig: Spearman rank correlation" in result.stdout
 
 

@@ -197,6 +197,9 @@ class PeriodicCheckpoint(Checkpoint):
     after the file appears and resumed from it therefore logs exactly what the
     uninterrupted run logs, with no hole (Lightning skips the validation it believes
     already done on resume; its figures are already in metrics.json).
+
+    Each file written goes to the loggers that keep checkpoints (W&B's model artifact,
+    as ``logger.log_model`` says): Lightning only tells them of its own ModelCheckpoint's.
     """
 
     def __init__(self, path, every_n_steps: int) -> None:
@@ -219,19 +222,27 @@ class PeriodicCheckpoint(Checkpoint):
         self._write_pending(trainer)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module) -> None:
-        self._write_pending(trainer)
+        self._write_pending(trainer, final=True)
         if trainer.global_step != self._saved_at:
             trainer.save_checkpoint(self.path, weights_only=False)
             self._saved_at = trainer.global_step
+        self._announce(trainer, trainer.global_step, final=True)
 
     def on_exception(self, trainer: pl.Trainer, pl_module, exception: BaseException) -> None:
         self._pending = None  # the figures of that step may be incomplete: keep the previous file
 
-    def _write_pending(self, trainer: pl.Trainer) -> None:
+    def _write_pending(self, trainer: pl.Trainer, final: bool = False) -> None:
         if self._pending is not None:
             trainer.strategy.save_checkpoint(self._pending, self.path)  # atomic: AtomicCheckpointIO
             trainer.strategy.barrier("PeriodicCheckpoint")
-            self._pending = None
+            step, self._pending = self._pending["global_step"], None
+            if not final:  # the final file is announced once, by on_train_end
+                self._announce(trainer, step, final=False)
+
+    def _announce(self, trainer: pl.Trainer, step: int, final: bool) -> None:
+        for logger in trainer.loggers:
+            if hasattr(logger, "log_checkpoint"):
+                logger.log_checkpoint(self.path, step, final=final)
 
 
 class InterruptCheckpoint(pl.Callback):

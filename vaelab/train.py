@@ -53,6 +53,32 @@ def run_config(cfg: DictConfig, objective) -> dict[str, Any]:
     return config
 
 
+# Where a run's files and W&B identity go: recorded by the run itself, never settings of the model.
+NOT_SETTINGS = ("paths", "logger", "wandb")
+
+
+def logged_config(cfg: DictConfig, config: dict[str, Any], objective) -> dict[str, Any]:
+    """The W&B config: each setting once, under the key a user types.
+
+    A value that follows another key (``objective.beta: ${beta}``, a callback's
+    ``every_n_steps: ${checkpoint.every_n_steps}``) is recorded where it is set, a knob
+    that the objective does not read (null) not at all, and ``NOT_SETTINGS`` nowhere.
+    """
+    unused_knobs = set(objectives.knob_keys()) - set(objective.knob_values)
+
+    def settings(node: DictConfig, values: dict[str, Any]) -> dict[str, Any]:
+        kept = {}
+        for key, value in values.items():
+            if key in node and OmegaConf.is_interpolation(node, key):
+                continue
+            child = node[key] if key in node else None
+            kept[key] = settings(child, value) if isinstance(child, DictConfig) and isinstance(value, dict) else value
+        return kept
+
+    logged = settings(cfg, {k: v for k, v in config.items() if k not in NOT_SETTINGS})
+    return {k: v for k, v in logged.items() if not (k in unused_knobs and v is None)}
+
+
 def check_schedule(cfg: DictConfig) -> None:
     """The step counts a run is scheduled by: integers in range, or one line naming the key."""
     check_int("seed", cfg.seed, minimum=0)
@@ -123,9 +149,10 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
         if isinstance(logger, WandbLogger):
             # Kept in the checkpoint: `vaelab eval` joins the group, a resume the run.
             run = logger.experiment
-            config["wandb"] = {"id": run.id, "group": run.group or None, "name": run.name}
+            config["wandb"] = {"id": run.id, "group": run.group or None, "name": run.name,
+                               "project": run.project, "entity": run.entity or None}  # fmt: skip
     for logger in loggers:
-        logger.log_hyperparams(config)
+        logger.log_hyperparams(logged_config(cfg, config, objective))
 
     interrupt = InterruptCheckpoint(run_dir / "checkpoints" / "last.ckpt")
     final_metrics = suite_evaluation(cfg.metrics, every_n_steps=None)

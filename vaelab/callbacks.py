@@ -29,16 +29,17 @@ class PeriodicEvaluation(pl.Callback, ABC):
     """Calls :meth:`evaluate` every ``every_n_steps`` and once at the end of training.
 
     Only on rank 0, never twice at one step, and not at all when :attr:`enabled` is false.
-    ``at_end=False``: not at the end of training; ``skip_last_step``: nor at the last step
-    when it falls on the schedule (another evaluation owns it).
+    ``at_end=False``: not at the end of training; ``skip_last_step`` (set by a subclass): nor
+    at the last step when it falls on the schedule (another evaluation owns it).
     Subclasses implement :meth:`evaluate`; the step is ``trainer.global_step``.
     """
 
-    def __init__(self, every_n_steps: int | None, at_end: bool = True, skip_last_step: bool = False) -> None:
+    skip_last_step = False
+
+    def __init__(self, every_n_steps: int | None, at_end: bool = True) -> None:
         super().__init__()
         self.every_n_steps = every_n_steps
         self.at_end = at_end
-        self.skip_last_step = skip_last_step
         self.last_evaluated_step: int | None = None
 
     @property
@@ -86,9 +87,8 @@ class DisentanglementEvaluation(PeriodicEvaluation):
         encode_batch_size: int = 1024,
         encode_precision: str = "auto",
         at_end: bool = True,
-        skip_last_step: bool = False,
     ) -> None:
-        super().__init__(every_n_steps, at_end, skip_last_step)
+        super().__init__(every_n_steps, at_end)
         self.suite = {name: dict(hparams or {}) for name, hparams in suite.items()}
         self.seed = seed
         self.encode_batch_size = encode_batch_size
@@ -97,6 +97,14 @@ class DisentanglementEvaluation(PeriodicEvaluation):
     @property
     def enabled(self) -> bool:
         return bool(self.suite)
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module) -> None:
+        # A suite run during training leaves the last step to the one run at the end (the
+        # `metrics` preset: by default the full suite, which scores that step anyway).
+        self.skip_last_step = not self.at_end and any(
+            isinstance(other, DisentanglementEvaluation) and other.at_end and other.enabled
+            for other in trainer.callbacks
+        )
 
     def evaluate(self, trainer: pl.Trainer, pl_module) -> None:
         from vaelab.metrics import ALIASES, evaluate

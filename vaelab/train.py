@@ -13,14 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import WandbLogger
 
 from vaelab import objectives
-from vaelab.callbacks import (
-    DisentanglementEvaluation,
-    ImageLogging,
-    InformationEvaluation,
-    InterruptCheckpoint,
-    PeriodicCheckpoint,
-    StepProgressBar,
-)
+from vaelab.callbacks import InterruptCheckpoint, StepProgressBar
 from vaelab.checkpoint import (
     atomic_checkpoint_io,
     check_compatible,
@@ -90,16 +83,6 @@ def check_schedule(cfg: DictConfig) -> None:
         check_int(f"{group}.every_n_steps", cfg[group].every_n_steps, minimum=1, optional=True)
 
 
-def suite_evaluation(metrics_cfg: DictConfig, **schedule: Any) -> DisentanglementEvaluation:
-    """The callback for one metrics preset (``metrics`` or ``periodic_metrics``)."""
-    return DisentanglementEvaluation(
-        suite=OmegaConf.to_container(metrics_cfg.suite),
-        seed=metrics_cfg.seed,
-        encode_precision=metrics_cfg.encode_precision,
-        **schedule,
-    )
-
-
 def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> dict[str, float]:
     """Train one model; returns the final figures (also in <run dir>/metrics.json).
 
@@ -154,22 +137,11 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     for logger in loggers:
         logger.log_hyperparams(logged_config(cfg, config, objective))
 
-    interrupt = InterruptCheckpoint(run_dir / "checkpoints" / "last.ckpt")
-    final_metrics = suite_evaluation(cfg.metrics, every_n_steps=None)
-    callbacks = [
-        interrupt,
-        PeriodicCheckpoint(run_dir / "checkpoints" / "last.ckpt", cfg.checkpoint.every_n_steps),
-        final_metrics,
-        suite_evaluation(
-            cfg.periodic_metrics,
-            every_n_steps=cfg.periodic_metrics.every_n_steps,
-            at_end=False,
-            skip_last_step=final_metrics.enabled,  # the final suite scores the last step
-        ),
-        InformationEvaluation(**cfg.information),
-        ImageLogging(run_dir, **cfg.images),
-        *(extra_callbacks or []),
-    ]
+    # The callbacks group (conf/callbacks/), in its order; each resolves paths now, so a resumed
+    # run's callbacks write into its own directory.
+    callbacks = [hydra.utils.instantiate(spec, _convert_="all") for spec in cfg.callbacks.values() if spec]
+    callbacks += extra_callbacks or []
+    interrupts = [callback for callback in callbacks if isinstance(callback, InterruptCheckpoint)]
     trainer_kwargs = {}
     if cfg.trainer.get("enable_progress_bar") is None:
         trainer_kwargs["enable_progress_bar"] = sys.stderr.isatty()
@@ -194,9 +166,9 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
         exit_code = 0
     except (KeyboardInterrupt, SystemExit):
-        if interrupt.exit_code is None:
+        exit_code = next((i.exit_code for i in interrupts if i.exit_code is not None), None)
+        if exit_code is None:
             raise
-        exit_code = interrupt.exit_code
         if not worker:  # Lightning finalised the loggers as "failed" on Ctrl-C: resumable, not failed
             metrics_file.finalize("finished")
         raise SystemExit(exit_code) from None

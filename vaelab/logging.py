@@ -248,9 +248,10 @@ def wandb_logger(
         )
         logger._wandb_init.pop("anonymous", None)  # Lightning passes a deprecated setting wandb warns about
         run = logger.experiment  # starts the run now, inside this try
-        # Summaries users look for: the best validation loss (and the last), the final scores.
+        # The summary keeps the best validation loss beside the last. Every other key, the final
+        # metrics/ scores included, keeps W&B's default, its last value as a plain number (an
+        # explicit summary="last" on a glob nests some keys as {"last": v}, unpredictably).
         run.define_metric("val/loss", step_metric="trainer/global_step", step_sync=True, summary="min,last")
-        run.define_metric("metrics/*", step_metric="trainer/global_step", step_sync=True, summary="last")
     except Exception as error:  # noqa: BLE001 - any W&B failure must not stop training
         log.warning("W&B could not start (%s); training continues, figures go to metrics.json", _one_line(error))
         return None

@@ -238,6 +238,8 @@ def test_eval_scores_a_checkpoint(infomax_run, tmp_path):
 
 def test_eval_rejects_a_missing_or_foreign_checkpoint(tmp_path, monkeypatch, capfd):
     cli = {"cwd": tmp_path, "monkeypatch": monkeypatch, "capfd": capfd}
+    both = call_vaelab("eval", f"ckpt={tmp_path / 'nope.ckpt'}", "artifact=model-abc123:latest", **cli)
+    assert both.returncode == 2 and "vaelab: error: give exactly one of ckpt=PATH" in both.stderr
     offline = call_vaelab("eval", "artifact=model-abc123:latest", **cli)
     assert offline.returncode == 2 and "Traceback" not in offline.stderr
     assert offline.stderr.strip().splitlines()[-1] == (

@@ -166,9 +166,10 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
         exit_code = 0
     except (KeyboardInterrupt, SystemExit):
-        exit_code = next((i.exit_code for i in interrupts if i.exit_code is not None), None)
-        if exit_code is None:
+        signalled = next((i.exit_code for i in interrupts if i.exit_code is not None), None)
+        if signalled is None:
             raise
+        exit_code = signalled
         if not worker:  # Lightning finalised the loggers as "failed" on Ctrl-C: resumable, not failed
             metrics_file.finalize("finished")
         raise SystemExit(exit_code) from None

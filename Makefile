@@ -1,13 +1,17 @@
 # vaelab: `make install` once, then `make test`.
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
-# The CPU wheel of torch first; every later pip call keeps it (no multi-GB CUDA build).
+# torch first, from TORCH_INDEX when given; every later pip call keeps it (constraints.txt).
 TORCH_PIN := torch==2.13.0
+# Empty: pip's own index settings (as configured on this machine). Elsewhere:
+#   make install TORCH_INDEX=https://download.pytorch.org/whl/cpu     (the CPU build)
+#   make install TORCH_INDEX=https://download.pytorch.org/whl/cu128   (a CUDA build)
+TORCH_INDEX ?=
 
 .PHONY: install test bench demo clean
 
 install:
-	$(PIP) install $(TORCH_PIN)
+	$(PIP) install $(TORCH_PIN) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PIP) install -c constraints.txt -e '.[test,sweeps]'
 
 test:

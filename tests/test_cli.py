@@ -36,7 +36,7 @@ def infomax_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
     cwd = tmp_path_factory.mktemp("infomax")
     # The default W&B mode: no WANDB_MODE, no API key, no ~/.netrc -> offline, said once.
     result = run_vaelab(
-        "train", "objective=infomax", "lambda=3", *QUICK, cwd=cwd, env={"WANDB_MODE": None, "HOME": str(cwd)}
+        "train", "objective=infomax", "lambda=3", "logger.tags=[study]", *QUICK, cwd=cwd, env={"WANDB_MODE": None, "HOME": str(cwd)}
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result, single_run_dir(cwd)
@@ -82,6 +82,8 @@ def test_train_writes_a_complete_run_directory(infomax_run):
     assert {"val/loss", "val/reconstruction", "val/kl_conditional"} <= final.keys()
     steps = [entry["step"] for entry in metrics["history"]]
     assert steps == sorted(steps)
+    # One evaluation, one step: validation after step 20's update at 20, beside its metrics.
+    assert [entry["step"] for entry in metrics["history"] if "val/loss" in entry] == [20, 40]
     # MIG fires during training (every 20 steps), not only at the end.
     mig_steps = [entry["step"] for entry in metrics["history"] if "metrics/mig" in entry]
     assert mig_steps == [20, 40]
@@ -109,17 +111,69 @@ def test_train_logs_an_offline_wandb_run(infomax_run):
     run = read_offline_run(wandb_dir)
     assert run.exit_code == 0  # finished
     assert run.job_type == "train"
-    assert set(run.tags) == {"infomax", "dsprites"}
-    assert run.name == ",".join(sorted(["objective=infomax", "lambda=3", *QUICK]))
+    assert run.tags == ["infomax", "dsprites", "study"]  # the user's tag adds to the defaults
+    assert run.name == ",".join(sorted(["objective=infomax", "lambda=3", "logger.tags=[study]", *QUICK]))
     assert run.config["beta_effective"] == 0.25
     assert run.config["lambda"] == 3 and run.config["objective_name"] == "infomax"
-    assert run.config["objective"]["lam"] == 3  # the value trained, where the knob is read
     assert run.config["model"]["latent_dim"] == 10
     logged = set().union(*(entry.keys() for entry in run.history))
     assert {"train/loss", "train/reconstruction", "train/kl_conditional", "train/beta_effective"} <= logged
     assert {"val/loss", "metrics/mig", "info/kl_marginal", "info/total_correlation", "info/kl_dim_0"} <= logged
-    assert run.summary["train/beta_effective"] == 0.25 and "metrics/mig" in run.summary
+    assert "epoch" not in logged
+    assert run.summary["train/beta_effective"] == 0.25
     assert len(list((wandb_dir / "files" / "media" / "images").rglob("*.png"))) == 4
+
+
+def test_wandb_run_shows_each_evaluation_at_one_step(infomax_run):
+    _, run_dir = infomax_run
+    (wandb_dir,) = (run_dir / "wandb").glob("offline-run-*")
+    history = read_offline_run(wandb_dir).history
+
+    def steps(key: str) -> list[int]:
+        return [entry["trainer/global_step"] for entry in history if key in entry]
+
+    for key in ("val/loss", "metrics/mig", "info/kl_marginal", "images/reconstructions/_type"):
+        assert steps(key) == [20, 40], key
+
+
+def test_wandb_summary_has_the_best_validation_loss_and_the_final_scores_as_numbers(infomax_run):
+    _, run_dir = infomax_run
+    (wandb_dir,) = (run_dir / "wandb").glob("offline-run-*")
+    run = read_offline_run(wandb_dir)
+    val_losses = [entry["val/loss"] for entry in run.history if "val/loss" in entry]
+    assert run.summary["val/loss"] == {"min": min(val_losses), "last": val_losses[-1]}
+    final = json.loads((run_dir / "metrics.json").read_text())["final"]
+    assert run.summary["metrics/mig"] == final["metrics/mig"]
+    assert all(isinstance(v, float) for k, v in run.summary.items() if k.startswith("metrics/"))  # sortable
+
+
+def test_wandb_config_holds_each_setting_once_under_the_key_a_user_types(infomax_run):
+    _, run_dir = infomax_run
+    (wandb_dir,) = (run_dir / "wandb").glob("offline-run-*")
+    config = {key: value for key, value in read_offline_run(wandb_dir).config.items() if key != "_wandb"}
+    assert not {"logger", "paths", "wandb"} & config.keys()
+    assert "lam" not in config["objective"]  # the knob is lambda, set once at the top
+    assert not {"beta", "gamma", "lambda_od", "c_max"} & config.keys()  # other objectives' (unset) knobs
+
+    def leaves(node: dict, prefix: str = ""):
+        for key, value in node.items():
+            yield from leaves(value, f"{prefix}{key}.") if isinstance(value, dict) else [(f"{prefix}{key}", value)]
+
+    flat = dict(leaves(config))
+    # A setting that follows another is recorded where it is set, once.
+    assert flat["periodic_metrics.every_n_steps"] == 20 and "information.every_n_steps" not in flat
+    assert not [key for key, value in flat.items() if isinstance(value, str) and str(run_dir) in value]
+
+
+def test_final_checkpoint_is_the_runs_wandb_model_artifact(infomax_run):
+    _, run_dir = infomax_run
+    (wandb_dir,) = (run_dir / "wandb").glob("offline-run-*")
+    run = read_offline_run(wandb_dir)
+    size = (run_dir / "checkpoints" / "last.ckpt").stat().st_size
+    assert run.artifacts == [{
+        "name": f"model-{run.run_id}", "type": "model", "aliases": {"latest", "step-40"},
+        "files": {"last.ckpt": size}, "metadata": {"global_step": 40},
+    }]  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -172,7 +226,11 @@ def test_eval_scores_a_checkpoint(infomax_run, tmp_path):
     (eval_dir,) = (tmp_path / "outputs" / "eval").glob("*/*")
     assert json.loads((eval_dir / "metrics.json").read_text())["final"]["metrics/mig"] == scores["metrics/mig"]
     (wandb_dir,) = (eval_dir / "wandb").glob("offline-run-*")
-    assert read_offline_run(wandb_dir).job_type == "eval"
+    eval_run = read_offline_run(wandb_dir)
+    assert eval_run.job_type == "eval"
+    # Linked to what it scored: the training run's model artifact at that step.
+    (train_wandb,) = (run_dir / "wandb").glob("offline-run-*")
+    assert eval_run.config["checkpoint_artifact"] == f"vaelab/model-{read_offline_run(train_wandb).run_id}:step-40"
     # The training run's final pictures, redrawn from the checkpoint alone: the same pixels.
     for name in ("reconstructions_step40.png", "traversals_step40.png", "traversal_animation_step40.gif"):
         assert (eval_dir / "images" / name).read_bytes() == (run_dir / "images" / name).read_bytes(), name
@@ -180,6 +238,14 @@ def test_eval_scores_a_checkpoint(infomax_run, tmp_path):
 
 def test_eval_rejects_a_missing_or_foreign_checkpoint(tmp_path, monkeypatch, capfd):
     cli = {"cwd": tmp_path, "monkeypatch": monkeypatch, "capfd": capfd}
+    both = call_vaelab("eval", f"ckpt={tmp_path / 'nope.ckpt'}", "artifact=model-abc123:latest", **cli)
+    assert both.returncode == 2 and "vaelab: error: give exactly one of ckpt=PATH" in both.stderr
+    offline = call_vaelab("eval", "artifact=model-abc123:latest", **cli)
+    assert offline.returncode == 2 and "Traceback" not in offline.stderr
+    assert offline.stderr.strip().splitlines()[-1] == (
+        "vaelab: error: artifact=model-abc123:latest: W&B is offline here, and artifacts come from the W&B "
+        "server; log in (wandb login) or give ckpt=PATH"
+    )
     missing = call_vaelab("eval", f"ckpt={tmp_path / 'nope.ckpt'}", "logger=none", **cli)
     assert missing.returncode == 2 and f"ckpt={tmp_path / 'nope.ckpt'}: no such file" in missing.stderr
     (tmp_path / "junk.ckpt").write_text("not a checkpoint")

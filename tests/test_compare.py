@@ -6,6 +6,8 @@ import csv
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import run_vaelab
 from vaelab.compare import find_runs, plot
 from vaelab.objectives.betatcvae import BetaTCVAE
@@ -137,3 +139,26 @@ def test_compare_lists_damaged_runs_with_the_reason_and_compares_the_rest(tmp_pa
     assert f"damaged: {sweep / '2'} (metrics.json: " in result.stderr
     summary = list(csv.DictReader(open(sweep / "compare_summary.csv")))
     assert [(row["objective"], row["seeds"]) for row in summary] == [("betavae", "1")]
+
+
+def test_compare_wandb_draws_native_line_charts_of_the_means(tmp_path):
+    from tests.wandb_offline import read_offline_run
+    from vaelab.compare import log_to_wandb
+
+    sweep = tmp_path / "sweep"
+    fake_run(sweep, "0", "betavae", 1.0, 0, 0.10)
+    fake_run(sweep, "1", "betavae", 1.0, 1, 0.20)
+    fake_run(sweep, "2", "betavae", 4.0, 0, 0.30)
+    fake_run(sweep, "3", "infomax", 0.0, 0, 0.11)  # beta_effective 1
+    fake_run(sweep, "4", "infomax", -0.75, 0, 0.29)  # beta_effective 4
+    files = Path(log_to_wandb(find_runs([sweep]), {}, sweep, sweep, "vaelab"))
+    run = read_offline_run(files.parent)
+    chart = run.config["_wandb/visualize/compare/metrics_mig_vs_beta_effective"]["panel_config"]
+    assert chart["panelDefId"] == "wandb/line/v0"  # W&B's own line plot, not a picture
+    assert chart["fieldSettings"] == {"x": "beta_effective", "y": "metrics/mig", "stroke": "objective"}
+    (points,) = (files / "media" / "table" / "compare").glob("metrics_mig_vs_beta_effective_table_*.table.json")
+    table = json.loads(points.read_text())
+    column = {name: i for i, name in enumerate(table["columns"])}
+    means = {(row[column["objective"]], row[column["beta_effective"]]): row[column["metrics/mig"]] for row in table["data"]}
+    assert means == pytest.approx({("betavae", 1.0): 0.15, ("betavae", 4.0): 0.30, ("infomax", 1.0): 0.11, ("infomax", 4.0): 0.29})
+    assert "_wandb/visualize/compare/metrics_mig_vs_val_reconstruction" in run.config

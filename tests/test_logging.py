@@ -100,3 +100,20 @@ def test_periodic_suite_during_training_and_the_final_suite_once_at_the_end(tmp_
     assert all("metrics/factor_vae" not in evaluated[step] for step in (5, 10, 15))
     assert "metrics/factor_vae" in evaluated[20]  # the final suite, not the periodic one
     assert sum("step 20: mig=" in message for message in caplog.messages) == 1
+
+
+def test_log_model_all_logs_every_checkpoint_and_false_none(tmp_path):
+    from tests.wandb_offline import read_offline_run
+    from vaelab.train import train
+
+    for log_model in ("all", "false"):
+        run_dir = tmp_path / log_model
+        train(compose_train([*TINY_RUN, "logger=wandb", "checkpoint.every_n_steps=10", f"logger.log_model={log_model}"], run_dir))
+        (wandb_dir,) = (run_dir / "wandb").glob("offline-run-*")
+        artifacts = read_offline_run(wandb_dir).artifacts
+        if log_model == "all":  # step 10's file as it was then, and the final one
+            assert [(a["aliases"], a["metadata"]["global_step"]) for a in artifacts] == [
+                ({"latest", "step-10"}, 10), ({"latest", "step-20"}, 20)
+            ]  # fmt: skip
+        else:
+            assert artifacts == []

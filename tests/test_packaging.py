@@ -1,10 +1,13 @@
-"""A non-editable install carries the config tree: `vaelab train` composes from any directory."""
+"""Installing vaelab: a non-editable install carries the config tree; `make install` takes the torch index."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+
+import pytest
 
 from tests.conftest import REPO
 
@@ -39,3 +42,17 @@ def test_non_editable_install_finds_its_configs(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "vaelab.objectives.infomax.InfoMax" in result.stdout and "lambda: 3" in result.stdout
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_install_takes_the_torch_index():
+    def plan(*args: str) -> list[list[str]]:
+        dry_run = subprocess.run(["make", "-n", "install", *args], cwd=REPO, capture_output=True, text=True, check=True)
+        return [line.split() for line in dry_run.stdout.splitlines()]
+
+    torch_line, vaelab_line = plan()
+    assert torch_line[-1] == "torch==2.13.0" and "--index-url" not in torch_line  # pip's own settings
+    cpu = "https://download.pytorch.org/whl/cpu"
+    torch_line, vaelab_line = plan(f"TORCH_INDEX={cpu}")
+    assert torch_line[-3:] == ["torch==2.13.0", "--index-url", cpu]
+    assert "--index-url" not in vaelab_line and "constraints.txt" in vaelab_line  # the rest keeps that torch

@@ -61,6 +61,7 @@ class OfflineRun:
     config: dict = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
     summary: dict = field(default_factory=dict)
+    artifacts: list[dict] = field(default_factory=list)  # logged: name, type, aliases, files {path: size}, metadata
     exit_code: int | None = None
 
 
@@ -86,6 +87,13 @@ def read_offline_run(run_dir: Path) -> OfflineRun:
         elif kind == "summary":
             for item in record.summary.update:
                 run.summary[_key(item)] = json.loads(item.value_json)
+        elif kind == "artifact":
+            artifact = record.artifact
+            run.artifacts.append({
+                "name": artifact.name, "type": artifact.type, "aliases": set(artifact.aliases),
+                "files": {entry.path: entry.size for entry in artifact.manifest.contents},
+                "metadata": json.loads(artifact.metadata or "{}"),
+            })  # fmt: skip
         elif kind == "exit":
             run.exit_code = record.exit.exit_code
     return run

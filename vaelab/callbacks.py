@@ -29,16 +29,17 @@ class PeriodicEvaluation(pl.Callback, ABC):
     """Calls :meth:`evaluate` every ``every_n_steps`` and once at the end of training.
 
     Only on rank 0, never twice at one step, and not at all when :attr:`enabled` is false.
-    ``at_end=False``: not at the end of training; ``skip_last_step``: nor at the last step
-    when it falls on the schedule (another evaluation owns it).
+    ``at_end=False``: not at the end of training; ``skip_last_step`` (set by a subclass): nor
+    at the last step when it falls on the schedule (another evaluation owns it).
     Subclasses implement :meth:`evaluate`; the step is ``trainer.global_step``.
     """
 
-    def __init__(self, every_n_steps: int | None, at_end: bool = True, skip_last_step: bool = False) -> None:
+    skip_last_step = False
+
+    def __init__(self, every_n_steps: int | None, at_end: bool = True) -> None:
         super().__init__()
         self.every_n_steps = every_n_steps
         self.at_end = at_end
-        self.skip_last_step = skip_last_step
         self.last_evaluated_step: int | None = None
 
     @property
@@ -86,9 +87,8 @@ class DisentanglementEvaluation(PeriodicEvaluation):
         encode_batch_size: int = 1024,
         encode_precision: str = "auto",
         at_end: bool = True,
-        skip_last_step: bool = False,
     ) -> None:
-        super().__init__(every_n_steps, at_end, skip_last_step)
+        super().__init__(every_n_steps, at_end)
         self.suite = {name: dict(hparams or {}) for name, hparams in suite.items()}
         self.seed = seed
         self.encode_batch_size = encode_batch_size
@@ -97,6 +97,14 @@ class DisentanglementEvaluation(PeriodicEvaluation):
     @property
     def enabled(self) -> bool:
         return bool(self.suite)
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module) -> None:
+        # A suite run during training leaves the last step to the one run at the end (the
+        # `metrics` preset: by default the full suite, which scores that step anyway).
+        self.skip_last_step = not self.at_end and any(
+            isinstance(other, DisentanglementEvaluation) and other.at_end and other.enabled
+            for other in trainer.callbacks
+        )
 
     def evaluate(self, trainer: pl.Trainer, pl_module) -> None:
         from vaelab.metrics import ALIASES, evaluate
@@ -197,6 +205,9 @@ class PeriodicCheckpoint(Checkpoint):
     after the file appears and resumed from it therefore logs exactly what the
     uninterrupted run logs, with no hole (Lightning skips the validation it believes
     already done on resume; its figures are already in metrics.json).
+
+    Each file written goes to the loggers that keep checkpoints (W&B's model artifact,
+    as ``logger.log_model`` says): Lightning only tells them of its own ModelCheckpoint's.
     """
 
     def __init__(self, path, every_n_steps: int) -> None:
@@ -219,19 +230,27 @@ class PeriodicCheckpoint(Checkpoint):
         self._write_pending(trainer)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module) -> None:
-        self._write_pending(trainer)
+        self._write_pending(trainer, final=True)
         if trainer.global_step != self._saved_at:
             trainer.save_checkpoint(self.path, weights_only=False)
             self._saved_at = trainer.global_step
+        self._announce(trainer, trainer.global_step, final=True)
 
     def on_exception(self, trainer: pl.Trainer, pl_module, exception: BaseException) -> None:
         self._pending = None  # the figures of that step may be incomplete: keep the previous file
 
-    def _write_pending(self, trainer: pl.Trainer) -> None:
+    def _write_pending(self, trainer: pl.Trainer, final: bool = False) -> None:
         if self._pending is not None:
             trainer.strategy.save_checkpoint(self._pending, self.path)  # atomic: AtomicCheckpointIO
             trainer.strategy.barrier("PeriodicCheckpoint")
-            self._pending = None
+            step, self._pending = self._pending["global_step"], None
+            if not final:  # the final file is announced once, by on_train_end
+                self._announce(trainer, step, final=False)
+
+    def _announce(self, trainer: pl.Trainer, step: int, final: bool) -> None:
+        for logger in trainer.loggers:
+            if hasattr(logger, "log_checkpoint"):
+                logger.log_checkpoint(self.path, step, final=final)
 
 
 class InterruptCheckpoint(pl.Callback):

@@ -15,8 +15,8 @@ std over seeds):
 - the validation reconstruction error: the fair axis when objectives weigh different
   KL terms (a rate-distortion view: which disentangles more at the same distortion).
 
-Failed and unfinished runs are listed, never silently dropped. With `--wandb` the table
-and the plots also go to a W&B run in the sweep's group.
+Failed and unfinished runs are listed, never silently dropped. With `--wandb` the table,
+the plots and W&B line charts of the same means go to a W&B run in the sweep's group.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from vaelab.errors import UserError
 
@@ -295,6 +296,32 @@ def print_table(runs: list[Run]) -> None:
     Console(width=None if sys.stdout.isatty() else 10_000).print(table)
 
 
+def line_plots(runs: list[Run]) -> dict[str, Any]:
+    """W&B's own line charts (zoomable, per-objective lines) of each figure's mean over seeds
+    against beta_effective, kl_weight and reconstruction: the PNGs' axes, without error bars.
+    Keys ``compare/<figure>_vs_<axis>``; the points are the table ``compare/settings``."""
+    import wandb
+
+    shown = [figure for figure in FIGURES if any(figure in run.figures for run in runs)]
+    columns = ["objective", "knobs", "seeds", "beta_effective", "kl_weight", *shown]
+    rows = []
+    for group in groups(runs):
+        means = [(group.mean_std(figure) or (None,))[0] for figure in shown]
+        rows.append([group.objective, group.knob_text, len(group.runs), group.beta_effective, group.kl_weight, *means])
+    charts: dict[str, Any] = {"compare/settings": wandb.Table(columns=columns, data=rows)}
+    for figure in shown:
+        for axis in ("beta_effective", "kl_weight", RECONSTRUCTION):
+            points = [row for row in rows if row[columns.index(axis)] is not None and row[columns.index(figure)] is not None]
+            if axis == figure or len(points) < 2:
+                continue
+            table = wandb.Table(columns=columns, data=points)
+            name = f"{figure.replace('/', '_')}_vs_{axis.replace('/', '_')}"
+            charts[f"compare/{name}"] = wandb.plot.line(
+                table, x=axis, y=figure, stroke="objective", title=f"{figure} against {axis} (mean over seeds)"
+            )
+    return charts
+
+
 def log_to_wandb(runs: list[Run], plots: dict[str, Path], out: Path, sweep_dir: Path, project: str) -> str | None:
     """The table and the plots as one W&B run (job_type compare) in the sweep's group.
 
@@ -317,6 +344,7 @@ def log_to_wandb(runs: list[Run], plots: dict[str, Path], out: Path, sweep_dir: 
             table.add_data(str(r.path), r.objective, r.knob_text, r.beta_effective, r.kl_weight, r.seed, r.status,
                            *(r.figures.get(k) for k in keys))  # fmt: skip
         run.log({"compare/runs": table, **{f"compare/{figure}": wandb.Image(str(path)) for figure, path in plots.items()}})
+        run.log(line_plots(runs))
         run.summary.update({"runs": len(runs), "failed_or_unfinished": sum(r.status != "success" for r in runs)})
         run_dir = run.dir
         run.finish()

@@ -61,8 +61,13 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
 
     if cfg.get("tune_malloc", True):
         tune_glibc_malloc()
-    if (cfg.ckpt is None) == (cfg.codes is None):
-        raise UserError("give exactly one of ckpt=PATH (a vaelab checkpoint) or codes=FILE.npz")
+    given = [key for key in ("ckpt", "artifact", "codes") if cfg.get(key) is not None]
+    if len(given) != 1:
+        raise UserError(
+            "give exactly one of ckpt=PATH (a vaelab checkpoint), artifact=NAME:ALIAS (one logged to W&B) or codes=FILE.npz"
+        )
+    if cfg.get("artifact") is not None:
+        cfg.ckpt = str(download_checkpoint_artifact(cfg.artifact, cfg.logger, Path(cfg.paths.output_dir)))
     suite = OmegaConf.to_container(cfg.metrics.suite)
     metrics.check_suite(suite)  # unknown metric names fail before any encoding
     run_dir = Path(cfg.paths.output_dir)
@@ -76,7 +81,12 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
             model, dataset, device, batch_size=cfg.encode_batch_size, precision=cfg.metrics.encode_precision
         )
         source = {"ckpt": str(Path(cfg.ckpt).resolve()), "global_step": checkpoint.get("global_step")}
-        group = (checkpoint["vaelab_config"].get("wandb") or {}).get("group")
+        trained_by = checkpoint["vaelab_config"].get("wandb") or {}
+        group = trained_by.get("group")
+        if cfg.get("artifact") is not None:
+            source["checkpoint_artifact"] = cfg.artifact
+        elif trained_by.get("id"):  # the artifact this checkpoint is, if its run logged it (logger.log_model)
+            source["checkpoint_artifact"] = artifact_path(trained_by, source["global_step"])
     else:
         dataset, represent = load_codes_file(cfg.codes)
         source = {"codes": str(Path(cfg.codes).resolve())}
@@ -90,7 +100,9 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
     try:
         step = source.get("global_step") or 0
         for logger in loggers:
-            logger.log_hyperparams(config)
+            logger.log_hyperparams({k: v for k, v in config.items() if k not in ("paths", "logger")})
+            if "checkpoint_artifact" in source and hasattr(logger, "use_checkpoint_artifact"):
+                logger.use_checkpoint_artifact(source["checkpoint_artifact"])
             logger.log_metrics(scores, step=step)
         if cfg.ckpt is not None and cfg.images.num_images > 0:
             save_pictures(checkpoint, dataset, model, cfg.images, run_dir / "images", step, loggers)
@@ -101,6 +113,39 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
     print_table(scores)
     print(json.dumps(scores))
     return scores
+
+
+def artifact_path(trained_by: dict[str, Any], step: int) -> str:
+    """``[entity/]project/model-<run id>:step-<N>``: the model artifact version of a checkpoint
+    written at step N by the W&B run ``trained_by`` (a checkpoint's ``vaelab_config.wandb``)."""
+    from vaelab.logging import checkpoint_artifact_name
+
+    where = "/".join(part for part in (trained_by.get("entity"), trained_by.get("project")) if part)
+    name = f"{checkpoint_artifact_name(trained_by['id'])}:step-{step}"
+    return f"{where}/{name}" if where else name
+
+
+def download_checkpoint_artifact(name: str, logger_cfg, run_dir: Path) -> Path:
+    """The .ckpt file of W&B model artifact ``name`` (``model-<run id>:latest``, ``step-<N>``, or
+    with ``entity/project/`` first), downloaded into the eval run directory."""
+    from vaelab.logging import resolve_wandb_mode
+
+    mode = resolve_wandb_mode((logger_cfg or {}).get("mode", "auto"))
+    if mode != "online":
+        raise UserError(f"artifact={name}: W&B is {mode} here, and artifacts come from the W&B server; "
+                        "log in (wandb login) or give ckpt=PATH")  # fmt: skip
+    import wandb
+
+    if name.count("/") == 0:  # like the training run: the logger's project (and entity)
+        name = "/".join(part for part in (logger_cfg.get("entity"), logger_cfg.get("project", "vaelab"), name) if part)
+    try:
+        directory = Path(wandb.Api().artifact(name, type="model").download(root=str(run_dir / "artifact")))
+    except Exception as error:  # noqa: BLE001 - any failure to fetch is reported in one line
+        raise UserError(f"artifact={name}: cannot be fetched from W&B ({type(error).__name__}: {error})") from error
+    checkpoints = sorted(directory.glob("*.ckpt"))
+    if not checkpoints:
+        raise UserError(f"artifact={name}: holds no .ckpt file")
+    return checkpoints[0]
 
 
 def save_pictures(checkpoint, dataset, model, images_cfg, directory: Path, step: int, loggers) -> None:

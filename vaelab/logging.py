@@ -145,6 +145,31 @@ class GuardedWandbLogger(WandbLogger):
     def after_save_checkpoint(self, checkpoint_callback) -> None:
         self._guarded(super().after_save_checkpoint, checkpoint_callback)
 
+    def log_checkpoint(self, path: str | os.PathLike, step: int, final: bool) -> None:
+        """A checkpoint vaelab wrote (``last.ckpt``: Lightning never sees it saved) as a version of
+        the run's model artifact ``model-<run id>``, aliases ``latest`` and ``step-<N>``, as
+        ``log_model`` says: true, the final one; "all", every one; false, none."""
+        if self._log_model == "all" or (self._log_model is True and final):
+            self._guarded(self._log_checkpoint, Path(path), step)
+
+    def use_checkpoint_artifact(self, name: str) -> None:
+        """Link this run (an eval) to the model artifact it scored, online; offline runs (which W&B
+        cannot link) keep ``name`` in their config as ``checkpoint_artifact``."""
+        if self._experiment is None or self.experiment.offline:
+            return
+        try:
+            self.experiment.use_artifact(name, type="model")
+        except Exception as error:  # noqa: BLE001 - e.g. a run that logged no artifact (log_model=false)
+            log.info("W&B: %s not linked (%s); its name is in the config", name, _one_line(error))
+
+    def _log_checkpoint(self, path: Path, step: int) -> None:
+        import wandb
+
+        run = self.experiment
+        artifact = wandb.Artifact(checkpoint_artifact_name(run.id), type="model", metadata={"global_step": step})
+        artifact.add_file(str(path), name=path.name)  # copied now: the next save replaces the file
+        run.log_artifact(artifact, aliases=["latest", f"step-{step}"])
+
     def finalize(self, status: str) -> None:
         self._guarded(super().finalize, status)
 
@@ -175,6 +200,11 @@ def resolve_wandb_mode(mode: str) -> str:
     return "offline"
 
 
+def checkpoint_artifact_name(run_id: str) -> str:
+    """The W&B model artifact of a run's checkpoints (Lightning's name for it too)."""
+    return f"model-{run_id}"
+
+
 def wandb_logger(
     save_dir: str,
     project: str = "vaelab",
@@ -185,6 +215,7 @@ def wandb_logger(
     tags: list[str] | None = None,
     entity: str | None = None,
     run_id: str | None = None,
+    log_model: bool | str = True,
 ) -> Logger | None:
     """A :class:`GuardedWandbLogger`, started now so that a failure is seen (and survived) here.
 
@@ -197,7 +228,7 @@ def wandb_logger(
     sweep_group, overrides_name, default_tags = _hydra_run_identity()
     group = group or sweep_group
     name = name or overrides_name
-    tags = tags or default_tags
+    tags = list(dict.fromkeys([*(default_tags or []), *(tags or [])]))  # the user's tags add to the defaults
     job_type = job_type or _hydra_job_name() or "train"
     Path(save_dir).mkdir(parents=True, exist_ok=True)
     try:
@@ -210,12 +241,17 @@ def wandb_logger(
             job_type=job_type,
             tags=tags,
             mode=mode,
+            log_model=log_model,
             id=run_id,
             resume="allow" if run_id else None,
             settings=_wandb_settings(),
         )
         logger._wandb_init.pop("anonymous", None)  # Lightning passes a deprecated setting wandb warns about
-        logger.experiment  # noqa: B018 - starts the run now, inside this try
+        run = logger.experiment  # starts the run now, inside this try
+        # The summary keeps the best validation loss beside the last. Every other key, the final
+        # metrics/ scores included, keeps W&B's default, its last value as a plain number (an
+        # explicit summary="last" on a glob nests some keys as {"last": v}, unpredictably).
+        run.define_metric("val/loss", step_metric="trainer/global_step", step_sync=True, summary="min,last")
     except Exception as error:  # noqa: BLE001 - any W&B failure must not stop training
         log.warning("W&B could not start (%s); training continues, figures go to metrics.json", _one_line(error))
         return None

@@ -78,6 +78,9 @@ class VAEModule(pl.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images = batch["images"]
+        # "step" is Lightning's x-axis key: logging it replaces the "epoch" Lightning would
+        # add (always 0 on the one endless epoch of the stream).
+        self.log("step", float(self.global_step))
         # Under DDP each rank holds one slice of the step's global batch (see TrainingStream):
         # it takes the same slice of the step's noise, so n ranks x B images train exactly
         # like one process with n*B.
@@ -125,6 +128,9 @@ class VAEModule(pl.LightningModule):
             self.log(f"val/{name}", value, batch_size=images.shape[0], prog_bar=name == "loss", sync_dist=True)
         if self.objective.beta_effective is not None:
             self.log("val/beta_effective", self.objective.beta_effective, batch_size=images.shape[0], sync_dist=True)
+        # Validation after step N's update is logged at step N, beside that step's metrics/,
+        # info/ and pictures (Lightning would log it at N-1, its count of batches before N).
+        self.log("step", float(self.global_step), batch_size=images.shape[0], sync_dist=True)
 
     @torch.no_grad()
     def encode_posterior(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,14 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import WandbLogger
 
 from vaelab import objectives
-from vaelab.callbacks import (
-    DisentanglementEvaluation,
-    ImageLogging,
-    InformationEvaluation,
-    InterruptCheckpoint,
-    PeriodicCheckpoint,
-    StepProgressBar,
-)
+from vaelab.callbacks import InterruptCheckpoint, StepProgressBar
 from vaelab.checkpoint import (
     atomic_checkpoint_io,
     check_compatible,
@@ -53,6 +46,32 @@ def run_config(cfg: DictConfig, objective) -> dict[str, Any]:
     return config
 
 
+# Where a run's files and W&B identity go: recorded by the run itself, never settings of the model.
+NOT_SETTINGS = ("paths", "logger", "wandb")
+
+
+def logged_config(cfg: DictConfig, config: dict[str, Any], objective) -> dict[str, Any]:
+    """The W&B config: each setting once, under the key a user types.
+
+    A value that follows another key (``objective.beta: ${beta}``, a callback's
+    ``every_n_steps: ${checkpoint.every_n_steps}``) is recorded where it is set, a knob
+    that the objective does not read (null) not at all, and ``NOT_SETTINGS`` nowhere.
+    """
+    unused_knobs = set(objectives.knob_keys()) - set(objective.knob_values)
+
+    def settings(node: DictConfig, values: dict[str, Any]) -> dict[str, Any]:
+        kept = {}
+        for key, value in values.items():
+            if key in node and OmegaConf.is_interpolation(node, key):
+                continue
+            child = node[key] if key in node else None
+            kept[key] = settings(child, value) if isinstance(child, DictConfig) and isinstance(value, dict) else value
+        return kept
+
+    logged = settings(cfg, {k: v for k, v in config.items() if k not in NOT_SETTINGS})
+    return {k: v for k, v in logged.items() if not (k in unused_knobs and v is None)}
+
+
 def check_schedule(cfg: DictConfig) -> None:
     """The step counts a run is scheduled by: integers in range, or one line naming the key."""
     check_int("seed", cfg.seed, minimum=0)
@@ -62,16 +81,6 @@ def check_schedule(cfg: DictConfig) -> None:
     check_int("checkpoint.every_n_steps", cfg.checkpoint.every_n_steps, minimum=1)
     for group in ("periodic_metrics", "information", "images"):
         check_int(f"{group}.every_n_steps", cfg[group].every_n_steps, minimum=1, optional=True)
-
-
-def suite_evaluation(metrics_cfg: DictConfig, **schedule: Any) -> DisentanglementEvaluation:
-    """The callback for one metrics preset (``metrics`` or ``periodic_metrics``)."""
-    return DisentanglementEvaluation(
-        suite=OmegaConf.to_container(metrics_cfg.suite),
-        seed=metrics_cfg.seed,
-        encode_precision=metrics_cfg.encode_precision,
-        **schedule,
-    )
 
 
 def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> dict[str, float]:
@@ -123,26 +132,16 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
         if isinstance(logger, WandbLogger):
             # Kept in the checkpoint: `vaelab eval` joins the group, a resume the run.
             run = logger.experiment
-            config["wandb"] = {"id": run.id, "group": run.group or None, "name": run.name}
+            config["wandb"] = {"id": run.id, "group": run.group or None, "name": run.name,
+                               "project": run.project, "entity": run.entity or None}  # fmt: skip
     for logger in loggers:
-        logger.log_hyperparams(config)
+        logger.log_hyperparams(logged_config(cfg, config, objective))
 
-    interrupt = InterruptCheckpoint(run_dir / "checkpoints" / "last.ckpt")
-    final_metrics = suite_evaluation(cfg.metrics, every_n_steps=None)
-    callbacks = [
-        interrupt,
-        PeriodicCheckpoint(run_dir / "checkpoints" / "last.ckpt", cfg.checkpoint.every_n_steps),
-        final_metrics,
-        suite_evaluation(
-            cfg.periodic_metrics,
-            every_n_steps=cfg.periodic_metrics.every_n_steps,
-            at_end=False,
-            skip_last_step=final_metrics.enabled,  # the final suite scores the last step
-        ),
-        InformationEvaluation(**cfg.information),
-        ImageLogging(run_dir, **cfg.images),
-        *(extra_callbacks or []),
-    ]
+    # The callbacks group (conf/callbacks/), in its order; each resolves paths now, so a resumed
+    # run's callbacks write into its own directory.
+    callbacks = [hydra.utils.instantiate(spec, _convert_="all") for spec in cfg.callbacks.values() if spec]
+    callbacks += extra_callbacks or []
+    interrupts = [callback for callback in callbacks if isinstance(callback, InterruptCheckpoint)]
     trainer_kwargs = {}
     if cfg.trainer.get("enable_progress_bar") is None:
         trainer_kwargs["enable_progress_bar"] = sys.stderr.isatty()
@@ -167,9 +166,10 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
         exit_code = 0
     except (KeyboardInterrupt, SystemExit):
-        if interrupt.exit_code is None:
+        signalled = next((i.exit_code for i in interrupts if i.exit_code is not None), None)
+        if signalled is None:
             raise
-        exit_code = interrupt.exit_code
+        exit_code = signalled
         if not worker:  # Lightning finalised the loggers as "failed" on Ctrl-C: resumable, not failed
             metrics_file.finalize("finished")
         raise SystemExit(exit_code) from None

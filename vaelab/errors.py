@@ -7,6 +7,9 @@ ordinary exceptions.
 """
 
 
+from numbers import Real
+
+
 class UserError(Exception):
     """Something the user asked for cannot be done; the message says what and how to fix it."""
 
@@ -30,3 +33,12 @@ def check_int(key: str, value, *, minimum: int, optional: bool = False) -> int |
         allowed = " or null" if optional else ""
         raise UserError(f"{key}={value!r}: expected an integer >= {minimum}{allowed}")
     return value
+
+
+def check_real(key: str, value, *, above: float) -> float:
+    """``value`` as a float, or a one-line UserError naming ``key`` and the valid range."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise UserError(f"{key}={value!r}: expected a number > {above:g}")
+    if not value > above:
+        raise UserError(f"{key}={value}: expected a number > {above:g}")
+    return float(value)

@@ -30,7 +30,7 @@ from vaelab.checkpoint import (
 )
 from vaelab.data.stream import GroundTruthDataModule
 from vaelab.distributed import is_worker, launching_workers
-from vaelab.errors import check_int
+from vaelab.errors import UserError, check_int, check_real
 from vaelab.logging import build_loggers, finish_wandb
 from vaelab.module import VAEModule
 from vaelab.system import resolve_training_precision, set_num_threads, tune_glibc_malloc
@@ -64,6 +64,23 @@ def check_schedule(cfg: DictConfig) -> None:
         check_int(f"{group}.every_n_steps", cfg[group].every_n_steps, minimum=1, optional=True)
 
 
+def check_optimizer(cfg: DictConfig):
+    """The optimiser factory of ``cfg.optimizer``, tried once on a dummy parameter so that a
+    value it rejects (a negative eps, an unknown argument) is one line naming the optimiser
+    here, not a traceback from inside ``trainer.fit``; ``optimizer.lr`` must be a number > 0."""
+    import torch
+
+    if "lr" in cfg.optimizer:
+        check_real("optimizer.lr", cfg.optimizer.lr, above=0.0)
+    factory = hydra.utils.instantiate(cfg.optimizer)
+    try:
+        factory([torch.zeros(1, requires_grad=True)])
+    except (ValueError, TypeError) as error:
+        target = cfg.optimizer.get("_target_", "optimizer")
+        raise UserError(f"optimizer ({target}): {str(error).strip().splitlines()[0]}") from None
+    return factory
+
+
 def suite_evaluation(metrics_cfg: DictConfig, **schedule: Any) -> DisentanglementEvaluation:
     """The callback for one metrics preset (``metrics`` or ``periodic_metrics``)."""
     return DisentanglementEvaluation(
@@ -80,6 +97,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     ``extra_callbacks`` lets programs (benchmarks, notebooks) watch a run without a config.
     """
     check_schedule(cfg)
+    optimizer = check_optimizer(cfg)
     if cfg.get("tune_malloc", True):
         tune_glibc_malloc()
     set_num_threads(cfg.get("num_threads", "auto"), cfg.trainer)
@@ -108,7 +126,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
         wandb_id = (checkpoint["vaelab_config"].get("wandb") or {}).get("id")
         log.info("resuming %s from step %d (%s)", run_dir, resume_step, resume_from)
     module = VAEModule(
-        model, objective, hydra.utils.instantiate(cfg.optimizer), cfg.seed, config, cfg.on_non_finite
+        model, objective, optimizer, cfg.seed, config, cfg.on_non_finite
     )
 
     # A resumed run continues its W&B run (same id) unless one is given. DDP workers

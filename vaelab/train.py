@@ -33,6 +33,7 @@ from vaelab.distributed import is_worker, launching_workers
 from vaelab.errors import UserError, check_int, check_real
 from vaelab.logging import build_loggers, finish_wandb
 from vaelab.module import VAEModule
+from vaelab.rundir import run_dir_lock
 from vaelab.system import resolve_training_precision, set_num_threads, tune_glibc_malloc
 
 log = logging.getLogger("vaelab")
@@ -105,10 +106,26 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     cfg.trainer.precision = resolve_training_precision(cfg.trainer.precision, str(cfg.trainer.accelerator))
     run_dir = Path(cfg.paths.output_dir)
     resume_from = resume_checkpoint_path(cfg.resume, run_dir)
-    checkpoint = load_checkpoint(resume_from, key="resume") if resume_from else None
-    if resume_from is not None:
+    if resume_from is not None and resume_from.is_file():
         run_dir = run_dir_of(resume_from)  # a resumed run continues in its own directory
         cfg.paths.output_dir = str(run_dir)  # and so do its loggers
+    # Held before the checkpoint is read (its run may be writing it). Rank 0 alone: DDP
+    # workers write into rank 0's directory, under its lock.
+    hint = f"wait for it to end before resume={resume_from}" if resume_from else "give this run its own hydra.run.dir"
+    with run_dir_lock(run_dir, enabled=not is_worker(), hint=hint):
+        checkpoint = load_checkpoint(resume_from, key="resume") if resume_from else None
+        return _train_in(cfg, run_dir, resume_from, checkpoint, optimizer, extra_callbacks)
+
+
+def _train_in(
+    cfg: DictConfig,
+    run_dir: Path,
+    resume_from: Path | None,
+    checkpoint: dict[str, Any] | None,
+    optimizer,
+    extra_callbacks: list[pl.Callback] | None,
+) -> dict[str, float]:
+    """``train`` once the run directory is known and held."""
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     if cfg.dataset.get("path"):

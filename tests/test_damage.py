@@ -1,0 +1,115 @@
+"""Runs under damage: two runs in one directory, a full disk, damaged files, too little memory.
+
+Each case is one line on stderr and a non-zero exit, and nothing already written is lost.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import call_vaelab
+
+TINY = (
+    "experiment=quick", "model=mlp", "model.hidden=[32]", "trainer.max_steps=5", "trainer.val_check_interval=5",
+    "checkpoint.every_n_steps=5", "data.val_size=64", "metrics=none", "metrics@periodic_metrics=none",
+    "information.num_samples=0", "images.num_images=0", "logger=none",
+)  # fmt: skip
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("vaelab: error:")]
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    """Every file under ``directory`` (relative path -> bytes)."""
+    return {str(path.relative_to(directory)): path.read_bytes() for path in sorted(directory.rglob("*")) if path.is_file()}
+
+
+def hold_lock(directory: Path) -> int:
+    """Lock ``directory`` as a running vaelab process does (flock on .vaelab.lock naming the pid)."""
+    descriptor = os.open(directory / ".vaelab.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.ftruncate(descriptor, 0)
+    os.write(descriptor, f"{os.getpid()}\n".encode())
+    return descriptor
+
+
+def fake_run_dir(run_dir: Path) -> None:
+    """The files a run has written part-way (their content does not matter here)."""
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "config.yaml").write_text("seed: 0\n")
+    (run_dir / "checkpoints").mkdir()
+    (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"weights at step 20")
+    (run_dir / "metrics.json").write_text('{"status": "running", "final": {}, "history": []}')
+    (run_dir / "train.log").write_text("[vaelab][INFO] - training ...\n")
+
+
+def test_a_second_run_in_a_directory_in_use_is_refused_and_leaves_it_untouched(tmp_path, monkeypatch, capfd):
+    cli = {"cwd": tmp_path, "monkeypatch": monkeypatch, "capfd": capfd}
+    run_dir = tmp_path / "run"
+    fake_run_dir(run_dir)
+    descriptor = hold_lock(run_dir)  # the first run, still going
+    try:
+        before = snapshot(run_dir)
+        for args in ((), ("resume=auto",)):
+            second = call_vaelab("train", *TINY, *args, f"hydra.run.dir={run_dir}", **cli)
+            assert second.returncode == 2
+            assert error_lines(second.stderr) == [
+                f"vaelab: error: {run_dir} is in use by another vaelab run (pid {os.getpid()}); "
+                "give this run its own hydra.run.dir"
+            ], second.stderr
+            assert "Traceback" not in second.stderr
+            assert snapshot(run_dir) == before  # not one byte of the running run's files changed
+        # resume=PATH continues in the checkpoint's directory: refused there too.
+        elsewhere = call_vaelab(
+            "train", *TINY, f"resume={run_dir / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={tmp_path / 'other'}", **cli
+        )  # fmt: skip
+        assert elsewhere.returncode == 2
+        (line,) = error_lines(elsewhere.stderr)
+        assert f"{run_dir} is in use by another vaelab run (pid {os.getpid()}); wait for it to end before resume=" in line
+        assert snapshot(run_dir) == before
+    finally:
+        os.close(descriptor)
+
+
+def test_a_sweep_into_the_directory_of_a_running_sweep_is_refused(tmp_path, monkeypatch, capfd):
+    sweep_dir = tmp_path / "sweep"
+    sweep_dir.mkdir()
+    descriptor = hold_lock(sweep_dir)
+    try:
+        second = call_vaelab(
+            "train", "-m", *TINY, "beta=1,2", f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path, monkeypatch=monkeypatch, capfd=capfd
+        )  # fmt: skip
+    finally:
+        os.close(descriptor)
+    assert second.returncode == 2
+    assert error_lines(second.stderr) == [
+        f"vaelab: error: {sweep_dir} is in use by another vaelab sweep (pid {os.getpid()}); "
+        "give this sweep its own hydra.sweep.dir"
+    ], second.stderr
+    assert [path.name for path in sweep_dir.iterdir()] == [".vaelab.lock"]  # no job started
+
+
+def test_the_lock_of_a_killed_run_does_not_block_the_next(tmp_path, monkeypatch, capfd):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(Path(__file__).parents[1])!r}); "
+         f"from vaelab.rundir import acquire; acquire({str(run_dir)!r}); print('held', flush=True); "
+         "import time; time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert (run_dir / ".vaelab.lock").read_text().split() == [str(holder.pid)]  # the dead run's lock file stays
+    run = call_vaelab("train", *TINY, f"hydra.run.dir={run_dir}", cwd=tmp_path, monkeypatch=monkeypatch, capfd=capfd)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()

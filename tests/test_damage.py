@@ -5,24 +5,35 @@ Each case is one line on stderr and a non-zero exit, and nothing already written
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import json
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import call_vaelab
 
+# Seconds, not minutes: a small model, no evaluations, one thread (no contention with
+# whatever else the machine runs).
 TINY = (
-    "experiment=quick", "model=mlp", "model.hidden=[32]", "trainer.max_steps=5", "trainer.val_check_interval=5",
-    "checkpoint.every_n_steps=5", "data.val_size=64", "metrics=none", "metrics@periodic_metrics=none",
-    "information.num_samples=0", "images.num_images=0", "logger=none",
+    "model=mlp", "model.hidden=[32]", "trainer.max_steps=5", "trainer.val_check_interval=5",
+    "checkpoint.every_n_steps=5", "data.batch_size=16", "data.val_size=64", "metrics=none",
+    "metrics@periodic_metrics=none", "periodic_metrics.every_n_steps=null", "information.num_samples=0",
+    "images.num_images=0", "logger=none", "num_threads=1",
 )  # fmt: skip
 
 
 def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("vaelab: error:")]
+
+
+def stderr_tail(result) -> str:
+    return result.stderr[-3000:]
 
 
 def snapshot(directory: Path) -> dict[str, bytes]:
@@ -113,3 +124,64 @@ def test_the_lock_of_a_killed_run_does_not_block_the_next(tmp_path, monkeypatch,
     run = call_vaelab("train", *TINY, f"hydra.run.dir={run_dir}", cwd=tmp_path, monkeypatch=monkeypatch, capfd=capfd)
     assert run.returncode == 0, run.stderr[-2000:]
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+
+
+def no_space_on(path: Path):
+    """A ``write`` for write_atomically that writes part of a file and then hits a full disk."""
+
+    def write(file):
+        file.write(b"the first bytes")
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    return write
+
+
+@pytest.mark.parametrize("victim", ["checkpoint", "metrics.json", "picture"])
+def test_a_full_disk_stops_the_run_resumable_with_one_line(tmp_path, monkeypatch, capfd, victim):
+    """The disk fills up while the run saves its second checkpoint, or rewrites metrics.json
+    after its first checkpoint, or saves its pictures: the files written before stay whole,
+    the run says which file and where to resume from, and resume=auto finishes it."""
+    import torch
+
+    from vaelab import checkpoint, images, logging
+
+    run_dir = tmp_path / "run"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    module = {"checkpoint": checkpoint, "metrics.json": logging, "picture": images}[victim]
+    real_write = module.write_atomically
+
+    def filling_disk(path, write, **kwargs):
+        path = Path(path)
+        full = {
+            "checkpoint": path == last and last.is_file(),
+            "metrics.json": path.name == "metrics.json" and last.is_file(),
+            "picture": path.suffix == ".png",
+        }[victim]
+        return real_write(path, no_space_on(path) if full else write, **kwargs)
+
+    monkeypatch.setattr(module, "write_atomically", filling_disk)
+    cli = {"cwd": tmp_path, "monkeypatch": monkeypatch, "capfd": capfd}
+    run = ("train", *TINY, "trainer.max_steps=10", "images.num_images=2", f"hydra.run.dir={run_dir}")
+    stopped = call_vaelab(*run, **cli)
+    assert stopped.returncode == 75, stderr_tail(stopped)
+    failed_file = {"checkpoint": last, "metrics.json": run_dir / "metrics.json", "picture": run_dir / "images"}[victim]
+    assert error_lines(stopped.stderr) == [
+        f"vaelab: error: no space left on device while writing {failed_file}"
+        + ("/reconstructions_step10.png" if victim == "picture" else "")
+        + f"; the last complete checkpoint is {last} (step 5): free space and run again with resume=auto"
+    ], stderr_tail(stopped)
+    assert "Traceback" not in stopped.stderr
+    assert torch.load(last, weights_only=False)["global_step"] == 5  # the previous checkpoint, whole
+    metrics = json.loads((run_dir / "metrics.json").read_text())  # the last complete version
+    # Resumable: "interrupted", or "running" when the disk did not even let it say so.
+    assert metrics["history"] and metrics["status"] == ("running" if victim == "metrics.json" else "interrupted")
+    assert not list(run_dir.rglob("*.tmp"))  # no partial file is left taking space
+    if victim == "picture":
+        assert not list((run_dir / "images").glob("*_step10.png"))
+        return
+
+    monkeypatch.setattr(module, "write_atomically", real_write)  # space freed
+    resumed = call_vaelab(*run, "resume=auto", **cli)
+    assert resumed.returncode == 0, stderr_tail(resumed)
+    assert torch.load(last, weights_only=False)["global_step"] == 10
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "success"

@@ -7,7 +7,12 @@ ordinary exceptions.
 """
 
 
+import errno
+import os
+from collections.abc import Callable
 from numbers import Real
+from pathlib import Path
+from typing import IO
 
 
 class UserError(Exception):
@@ -20,6 +25,45 @@ class TrainingDiverged(UserError):
     """The loss or a gradient became NaN/inf: the run stops, its last checkpoint stays finite."""
 
     exit_code = 1
+
+
+class DiskFull(UserError):
+    """The disk (or the user's quota) filled up while vaelab wrote ``path``. Files are written
+    under a temporary name and renamed (:func:`write_atomically`), so what was written before
+    stays whole; a training run stops resumable."""
+
+    exit_code = 75  # EX_TEMPFAIL (sysexits.h): a temporary failure, run again once space is freed
+
+    def __init__(self, path: str | os.PathLike, advice: str = "") -> None:
+        self.path = Path(path)
+        super().__init__(f"no space left on device while writing {self.path}" + (f"; {advice}" if advice else ""))
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """An OSError saying the disk or the quota is full."""
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def write_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], None], *, fsync: bool = False) -> None:
+    """``write(file)`` into ``<path>.tmp``, then rename it onto ``path``: a reader, or a crash,
+    sees the old file or the new one, never a mix. ``fsync``: flush to the disk before the
+    rename (a power cut then keeps one of the two as well). Whatever goes wrong, the partial
+    file is removed (on a full disk that frees its space) and ``path`` is left as it was; a
+    full disk is raised as :class:`DiskFull`."""
+    path = Path(path)
+    partial = path.with_name(path.name + ".tmp")
+    try:
+        with open(partial, "wb") as file:
+            write(file)
+            file.flush()
+            if fsync:
+                os.fsync(file.fileno())
+        os.replace(partial, path)
+    except BaseException as error:
+        partial.unlink(missing_ok=True)
+        if is_disk_full(error):
+            raise DiskFull(path) from error
+        raise
 
 
 def check_int(key: str, value, *, minimum: int, optional: bool = False) -> int | None:

@@ -20,14 +20,15 @@ from typing import Any
 
 from pytorch_lightning.loggers import Logger, WandbLogger
 
+from vaelab.errors import DiskFull, write_atomically
+
 log = logging.getLogger("vaelab")
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1, allow_nan=True))
-    os.replace(tmp, path)
+    """``payload`` as JSON at ``path``, all or nothing (a full disk: DiskFull, the old file whole)."""
+    text = json.dumps(payload, indent=1, allow_nan=True).encode()
+    write_atomically(path, lambda file: file.write(text))
 
 
 class MetricsFileLogger(Logger):
@@ -86,7 +87,13 @@ class MetricsFileLogger(Logger):
     def finalize(self, status: str) -> None:
         # Lightning says "success", "failed" (an exception) or "finished" (a SIGTERM stop).
         self.status = {"success": "success", "finished": "interrupted"}.get(status, "failed")
-        self.save()
+        try:
+            self.save()
+        except DiskFull:
+            if self.status == "success":
+                raise
+            # The run is already stopping with its own error (most likely this full disk);
+            # the file keeps its last complete state, which says "running": resumable.
 
 
 def build_loggers(
@@ -267,7 +274,7 @@ def _one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0] if text else ''}"
 
 
-INTERRUPTED_EXIT_CODES = (130, 143)  # SIGINT, SIGTERM: the run can be resumed
+INTERRUPTED_EXIT_CODES = (130, 143, DiskFull.exit_code)  # SIGINT, SIGTERM, a full disk: the run can be resumed
 
 
 def finish_wandb(loggers: list[Logger], exit_code: int = 0) -> None:

@@ -22,15 +22,17 @@ from vaelab.callbacks import (
     StepProgressBar,
 )
 from vaelab.checkpoint import (
+    LAST,
     atomic_checkpoint_io,
     check_compatible,
     load_checkpoint,
+    resume_advice,
     resume_checkpoint_path,
     run_dir_of,
 )
 from vaelab.data.stream import GroundTruthDataModule
 from vaelab.distributed import is_worker, launching_workers
-from vaelab.errors import UserError, check_int, check_real
+from vaelab.errors import DiskFull, UserError, check_int, check_real, is_disk_full
 from vaelab.logging import build_loggers, finish_wandb
 from vaelab.module import VAEModule
 from vaelab.rundir import run_dir_lock
@@ -63,6 +65,15 @@ def check_schedule(cfg: DictConfig) -> None:
     check_int("checkpoint.every_n_steps", cfg.checkpoint.every_n_steps, minimum=1)
     for group in ("periodic_metrics", "information", "images"):
         check_int(f"{group}.every_n_steps", cfg[group].every_n_steps, minimum=1, optional=True)
+
+
+def _chain(error: BaseException | None):
+    """``error`` and the exceptions it was raised from or while handling."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
 
 
 def check_optimizer(cfg: DictConfig):
@@ -201,6 +212,18 @@ def _train_in(
         with launching_workers():
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
         exit_code = 0
+    except Exception as error:
+        full = next((e for e in _chain(error) if isinstance(e, DiskFull) or is_disk_full(e)), None)
+        if full is None:
+            raise
+        # Every file is written whole or not at all: the previous checkpoint and metrics.json
+        # are intact, so the run can go on from the checkpoint once there is space.
+        where = full.path if isinstance(full, DiskFull) else (full.filename or run_dir)
+        disk_full = DiskFull(where, resume_advice(run_dir / LAST))
+        exit_code = disk_full.exit_code
+        if not worker:  # resumable, like a SIGTERM stop (if the disk lets metrics.json say so)
+            metrics_file.finalize("finished")
+        raise disk_full from error
     except (KeyboardInterrupt, SystemExit):
         if interrupt.exit_code is None:
             raise

@@ -185,3 +185,39 @@ def test_a_full_disk_stops_the_run_resumable_with_one_line(tmp_path, monkeypatch
     assert resumed.returncode == 0, stderr_tail(resumed)
     assert torch.load(last, weights_only=False)["global_step"] == 10
     assert json.loads((run_dir / "metrics.json").read_text())["status"] == "success"
+
+
+def test_a_damaged_metrics_json_or_checkpoint_is_one_line_and_left_as_it_is(tmp_path, monkeypatch, capfd):
+    """Resuming (resume=auto) or scoring (eval ckpt=) a run whose metrics.json was cut mid-write
+    or whose checkpoint was cut at half its size: one line naming the file, exit 2, nothing
+    rewritten (the user may still restore the file)."""
+    cli = {"cwd": tmp_path, "monkeypatch": monkeypatch, "capfd": capfd}
+    run_dir = tmp_path / "run"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    first = call_vaelab("train", *TINY, f"hydra.run.dir={run_dir}", **cli)
+    assert first.returncode == 0, stderr_tail(first)
+    resume = ("train", *TINY, "trainer.max_steps=8", "resume=auto", f"hydra.run.dir={run_dir}")
+
+    metrics = run_dir / "metrics.json"
+    whole = metrics.read_bytes()
+    metrics.write_bytes(whole[: len(whole) // 2])
+    before = snapshot(run_dir / "checkpoints") | {"metrics.json": metrics.read_bytes()}
+    damaged_metrics = call_vaelab(*resume, **cli)
+    assert damaged_metrics.returncode == 2
+    (line,) = error_lines(damaged_metrics.stderr)
+    assert line.startswith(f"vaelab: error: {metrics} is damaged (") and line.endswith(
+        "); restore it, or move it aside to resume without the figures logged so far"
+    ), line
+    assert "Traceback" not in damaged_metrics.stderr
+    assert snapshot(run_dir / "checkpoints") | {"metrics.json": metrics.read_bytes()} == before
+    metrics.write_bytes(whole)
+
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    cut = last.read_bytes()
+    for key, args in (("resume", resume), ("ckpt", ("eval", f"ckpt={last}", "logger=none", "metrics=none"))):
+        result = call_vaelab(*args, **cli)
+        assert result.returncode == 2, stderr_tail(result)
+        (line,) = error_lines(result.stderr)
+        assert line.startswith(f"vaelab: error: {key}={last}: not a readable checkpoint, or truncated ("), line
+        assert "Traceback" not in result.stderr
+        assert last.read_bytes() == cut and metrics.read_bytes() == whole

@@ -20,7 +20,10 @@ def load_checkpoint(path: str | Path, key: str = "ckpt") -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # noqa: BLE001 - any unreadable file is the user's to fix
-        raise UserError(f"{key}={path}: not a readable checkpoint ({type(error).__name__})") from error
+        reason = (str(error).strip().splitlines() or [""])[0]
+        raise UserError(
+            f"{key}={path}: not a readable checkpoint, or truncated ({type(error).__name__}: {reason})"
+        ) from error
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "vaelab_config" not in checkpoint:
         raise UserError(f"{key}={path}: not a vaelab checkpoint (no state_dict / vaelab_config)")
     return checkpoint

@@ -20,7 +20,7 @@ from typing import Any
 
 from pytorch_lightning.loggers import Logger, WandbLogger
 
-from vaelab.errors import DiskFull, write_atomically
+from vaelab.errors import DiskFull, UserError, write_atomically
 
 log = logging.getLogger("vaelab")
 
@@ -48,11 +48,27 @@ class MetricsFileLogger(Logger):
         self.final: dict[str, float] = {}
         self.status = "running"
         if resume_step is not None and self.path.is_file():
-            for entry in json.loads(self.path.read_text())["history"]:
+            for entry in self._saved_history():
                 step = entry.pop("step")
                 if step <= resume_step:
                     self.by_step[step] = entry
                     self.final.update(entry)
+
+    def _saved_history(self) -> list[dict[str, Any]]:
+        """The history in the existing file, or a one-line UserError if the file is damaged
+        (it is written atomically, so only a bad copy or a disk error damages it)."""
+        try:
+            history = json.loads(self.path.read_text())["history"]
+            if not isinstance(history, list) or not all(isinstance(e, dict) and isinstance(e["step"], int) for e in history):
+                raise ValueError("its history is not a list of {step: …} entries")
+            return history
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            if isinstance(error, KeyError):
+                reason = f"no {reason} key"
+            raise UserError(
+                f"{self.path} is damaged ({reason}); restore it, or move it aside to resume without the figures logged so far"
+            ) from None
 
     @property
     def name(self) -> str:
@@ -169,8 +185,6 @@ def wandb_api_key_configured() -> bool:
 def resolve_wandb_mode(mode: str) -> str:
     """``auto`` -> WANDB_MODE if set, else online with an API key, else offline (said once)."""
     if mode not in ("auto", "online", "offline", "disabled"):
-        from vaelab.errors import UserError
-
         raise UserError(f"logger.mode={mode!r}: expected auto, online, offline or disabled")
     if mode != "auto":
         return mode

@@ -132,9 +132,15 @@ class RunDirLockCallback(Callback):
 
         if launched_as_worker():
             return
-        # run_job sets this too, a moment later; the directory may interpolate ${hydra:…}.
-        HydraConfig.instance().set_config(config)
-        directory = Path(os.path.abspath(str(OmegaConf.select(config, key))))
+        # The directory may interpolate ${hydra:…}, which reads HydraConfig: set it for the
+        # lookup (run_job sets it itself a moment later), and put back what was there.
+        hydra_config = HydraConfig.instance()
+        previous = hydra_config.cfg
+        try:
+            hydra_config.set_config(config)
+            directory = Path(os.path.abspath(str(OmegaConf.select(config, key))))
+        finally:
+            hydra_config.cfg = previous
         try:
             acquired = acquire(directory, what=what, hint=hint)
         except UserError as error:

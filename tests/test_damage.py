@@ -221,3 +221,26 @@ def test_a_damaged_metrics_json_or_checkpoint_is_one_line_and_left_as_it_is(tmp_
         assert line.startswith(f"vaelab: error: {key}={last}: not a readable checkpoint, or truncated ("), line
         assert "Traceback" not in result.stderr
         assert last.read_bytes() == cut and metrics.read_bytes() == whole
+
+
+def test_a_batch_that_cannot_fit_in_memory_is_refused_before_allocating(tmp_path, monkeypatch, capfd):
+    from vaelab import system
+
+    monkeypatch.setattr(system, "memory_bytes", lambda: 23 * 2**30)
+    cli = {"cwd": tmp_path, "monkeypatch": monkeypatch, "capfd": capfd}
+    for override, line in (
+        ("data.batch_size=100000000",
+         "data.batch_size=100000000: one batch of 64x64x1 float32 images needs 1.5 TiB; this machine has 23 GiB"),
+        ("data.val_size=10000000",
+         "data.val_size=10000000: the validation set of 64x64x1 float32 images needs 153 GiB; this machine has 23 GiB"),
+    ):  # fmt: skip
+        result = call_vaelab("train", *TINY, "trainer.accelerator=cpu", override, **cli)
+        assert result.returncode == 2, stderr_tail(result)
+        assert error_lines(result.stderr) == [f"vaelab: error: {line}"] and "Traceback" not in result.stderr
+        assert not list(tmp_path.glob("outputs/*/*/checkpoints"))
+    # The real size of the dataset's images (3 channels here), against the real machine.
+    monkeypatch.undo()
+    result = call_vaelab("train", *TINY, "dataset=color_dsprites", "data.batch_size=10000000000", **cli)
+    assert result.returncode == 2, stderr_tail(result)
+    (line,) = error_lines(result.stderr)
+    assert line.startswith("vaelab: error: data.batch_size=10000000000: one batch of 64x64x3 float32 images needs 447 TiB;")

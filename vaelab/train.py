@@ -36,7 +36,7 @@ from vaelab.errors import DiskFull, UserError, check_int, check_real, is_disk_fu
 from vaelab.logging import build_loggers, finish_wandb
 from vaelab.module import VAEModule
 from vaelab.rundir import run_dir_lock
-from vaelab.system import resolve_training_precision, set_num_threads, tune_glibc_malloc
+from vaelab.system import check_fits_in_memory, resolve_training_precision, set_num_threads, tune_glibc_malloc
 
 log = logging.getLogger("vaelab")
 
@@ -74,6 +74,15 @@ def _chain(error: BaseException | None):
         seen.add(id(error))
         yield error
         error = error.__cause__ or error.__context__
+
+
+def check_batches_fit(cfg: DictConfig, image_shape: tuple[int, int, int]) -> None:
+    """A training batch, and the validation set (rendered whole), must fit in memory at all."""
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    batch_size = check_int("data.batch_size", cfg.data.batch_size, minimum=1)
+    val_size = check_int("data.val_size", cfg.data.val_size, minimum=1)
+    check_fits_in_memory("data.batch_size", batch_size, image_shape, "one batch", accelerator)
+    check_fits_in_memory("data.val_size", val_size, image_shape, "the validation set", accelerator)
 
 
 def check_optimizer(cfg: DictConfig):
@@ -143,6 +152,7 @@ def _train_in(
         # Recorded absolute, so `vaelab eval ckpt=…` finds the file from any directory.
         cfg.dataset.path = str(Path(cfg.dataset.path).expanduser().resolve())
     dataset = hydra.utils.instantiate(cfg.dataset)
+    check_batches_fit(cfg, dataset.image_shape)
     objective = objectives.build(cfg, dataset_size=len(dataset))
     model = hydra.utils.instantiate(cfg.model, image_shape=dataset.image_shape, binary_data=dataset.binary)
     datamodule = GroundTruthDataModule(dataset, seed=cfg.seed, **cfg.data)

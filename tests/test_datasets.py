@@ -292,6 +292,17 @@ BAD_FILES = {
         lambda p: (write_shapes3d(p), _drop_h5_rows(p, "images")), Shapes3D,
         "images has 95 images but the factor labels have 96 rows",
     ),
+    # The right keys, the wrong shapes or types:
+    "h5 images without channels": (lambda p: (write_shapes3d(p), _replace_h5(p, "images", lambda a: a[..., 0])),
+                                   Shapes3D, "images has shape (96, 64, 64), expected (N, H, W, 3)"),
+    "h5 images with 4 channels": (lambda p: (write_shapes3d(p), _replace_h5(p, "images", lambda a: a[..., [0, 1, 2, 2]])),
+                                  Shapes3D, "images has shape (96, 64, 64, 4), expected (N, H, W, 3)"),
+    "h5 labels with 5 columns": (lambda p: (write_shapes3d(p), _replace_h5(p, "labels", lambda a: a[:, :5])),
+                                 Shapes3D, "labels must be (N, 6) numbers, got (96, 5) float64"),
+    "h5 labels one-dimensional": (lambda p: (write_shapes3d(p), _replace_h5(p, "labels", lambda a: a[:, 0])),
+                                  Shapes3D, "labels must be (N, 6) numbers, got (96,) float64"),
+    "h5 float images": (lambda p: (write_shapes3d(p), _replace_h5(p, "images", lambda a: a.astype(np.float32))),
+                        Shapes3D, "images must be uint8, got float32"),
     "incomplete grid": (lambda p: (write_shapes3d(p), _drop_h5_rows(p, "images", "labels")), Shapes3D,
                         "95 rows for 96 combinations: 1 missing, 0 repeated"),
     "not a zip": (lambda p: p.write_text("hello"), DSpritesFile, "not an .npz (zip) archive"),
@@ -311,6 +322,14 @@ BAD_FILES = {
     "constant factor": (lambda p: np.savez(p, images=np.zeros((2, 8, 8), np.uint8), factors=np.array([[0, 0], [0, 1]])),
                         NpzDataset, "factor(s) factor_0 take a single value"),
 }
+
+
+def _replace_h5(path: Path, name: str, change) -> None:
+    """Rewrite dataset ``name`` of an HDF5 file as ``change(its array)``."""
+    with h5py.File(path, "a") as file:
+        data = change(file[name][()])
+        del file[name]
+        file.create_dataset(name, data=data)
 
 
 def _drop_h5_rows(path: Path, *names: str) -> None:

@@ -135,12 +135,13 @@ class RunDirLockCallback(Callback):
         # The directory may interpolate ${hydra:…}, which reads HydraConfig: set it for the
         # lookup (run_job sets it itself a moment later), and put back what was there.
         hydra_config = HydraConfig.instance()
-        previous = hydra_config.cfg
+        previous, readonly = hydra_config.cfg, config.hydra._get_node_flag("readonly")
         try:
-            hydra_config.set_config(config)
+            hydra_config.set_config(config)  # also makes config.hydra read-only
             directory = Path(os.path.abspath(str(OmegaConf.select(config, key))))
         finally:
             hydra_config.cfg = previous
+            OmegaConf.set_readonly(config.hydra, readonly)
         try:
             acquired = acquire(directory, what=what, hint=hint)
         except UserError as error:

@@ -214,7 +214,8 @@ def test_a_damaged_metrics_json_or_checkpoint_is_one_line_and_left_as_it_is(tmp_
 
     last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
     cut = last.read_bytes()
-    for key, args in (("resume", resume), ("ckpt", ("eval", f"ckpt={last}", "logger=none", "metrics=none"))):
+    elsewhere = ("train", *TINY, f"resume={last}", f"hydra.run.dir={tmp_path / 'elsewhere'}")
+    for key, args in (("resume", resume), ("resume", elsewhere), ("ckpt", ("eval", f"ckpt={last}", "logger=none"))):
         result = call_vaelab(*args, **cli)
         assert result.returncode == 2, stderr_tail(result)
         (line,) = error_lines(result.stderr)

@@ -4,8 +4,10 @@ A :class:`UserError` is reported by the CLI as one line on stderr and exit code 
 without a traceback (set ``HYDRA_FULL_ERROR=1`` to see one). Raise it for anything
 the user can fix by changing their command or their files; let genuine bugs raise
 ordinary exceptions.
-"""
 
+Files a run must not lose (checkpoints, metrics.json, pictures) are written with
+:func:`write_atomically`, which turns a full disk into a :class:`DiskFull` error.
+"""
 
 import errno
 import os

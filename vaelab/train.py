@@ -163,9 +163,7 @@ def _train_in(
         resume_step = checkpoint["global_step"]
         wandb_id = (checkpoint["vaelab_config"].get("wandb") or {}).get("id")
         log.info("resuming %s from step %d (%s)", run_dir, resume_step, resume_from)
-    module = VAEModule(
-        model, objective, optimizer, cfg.seed, config, cfg.on_non_finite
-    )
+    module = VAEModule(model, objective, optimizer, cfg.seed, config, cfg.on_non_finite)
 
     # A resumed run continues its W&B run (same id) unless one is given. DDP workers
     # (ranks > 0) log nothing: rank 0 writes metrics.json and the one W&B run.

@@ -245,3 +245,34 @@ def test_a_batch_that_cannot_fit_in_memory_is_refused_before_allocating(tmp_path
     assert result.returncode == 2, stderr_tail(result)
     (line,) = error_lines(result.stderr)
     assert line.startswith("vaelab: error: data.batch_size=10000000000: one batch of 64x64x3 float32 images needs 447 TiB;")
+
+
+def test_on_a_gpu_the_batch_must_fit_in_the_smaller_of_its_memory_and_the_ram(monkeypatch):
+    """Training on a GPU: the batch is rendered in RAM and then copied to the GPU, so the
+    smaller of the two is what it must fit in, and the message says which one that was."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from vaelab import system
+    from vaelab.errors import UserError
+
+    monkeypatch.setattr(system, "memory_bytes", lambda: 64 * 2**30)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(
+        torch.cuda, "get_device_properties", lambda index: SimpleNamespace(total_memory=8 * 2**30, name="Small GPU")
+    )
+    image = (3, 64, 64)  # 48 KiB a float32 image
+    system.check_fits_in_memory("data.batch_size", 100_000, image, "one batch", "gpu")  # 4.6 GiB: fits
+    with pytest.raises(UserError) as error:
+        system.check_fits_in_memory("data.batch_size", 200_000, image, "one batch", "auto")
+    assert str(error.value) == (
+        "data.batch_size=200000: one batch of 64x64x3 float32 images needs 9.2 GiB; the GPU (Small GPU) has 8.0 GiB"
+    )
+    # On the CPU the GPU's size does not matter; the RAM's does.
+    system.check_fits_in_memory("data.batch_size", 200_000, image, "one batch", "cpu")
+    # A GPU larger than the RAM: the RAM is the limit.
+    monkeypatch.setattr(system, "memory_bytes", lambda: 4 * 2**30)
+    with pytest.raises(UserError, match="needs 4.6 GiB; this machine has 4.0 GiB$"):
+        system.check_fits_in_memory("data.batch_size", 100_000, image, "one batch", "gpu")

@@ -47,6 +47,7 @@ LOCK_NAME = ".vaelab.lock"
 
 # Directories whose lock this process holds: resolved path -> the open lock file's descriptor.
 _held: dict[Path, int] = {}
+_unlockable: set[Path] = set()  # directories on filesystems without flock: said once
 
 
 def lock_path(directory: str | os.PathLike) -> Path:
@@ -85,7 +86,9 @@ def acquire(directory: str | os.PathLike, *, what: str = "run", hint: str = "giv
         raise UserError(f"{directory} is in use by another vaelab {what}{holder}; {hint}") from None
     except OSError as error:
         os.close(descriptor)
-        log.warning("%s: cannot lock %s (%s); nothing stops a second run from writing here", directory, LOCK_NAME, error)
+        if directory not in _unlockable:
+            _unlockable.add(directory)
+            log.warning("%s: cannot lock %s (%s); nothing stops a second run from writing here", directory, LOCK_NAME, error)
         return False
     os.ftruncate(descriptor, 0)
     os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)

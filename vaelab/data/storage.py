@@ -15,6 +15,9 @@ straight from an uncompressed copy of the array on disk (a :class:`StoredArray`)
   into place, and read from there. The cache file's name carries a hash of
   the source's path, size and modification time: a changed source gets a new
   cache (older ones for that source are deleted), an unchanged one reuses it.
+  After the array the file records what it copies (:func:`cache_record`); a cache
+  cut short, of another shape or recording another source is rebuilt, with a
+  warning, never read.
 
 Rows are read with positioned reads (consecutive rows in one read) rather than
 through ``np.memmap``: the layout is the same (a fixed offset plus row * row

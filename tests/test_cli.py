@@ -188,6 +188,11 @@ def test_final_checkpoint_is_the_runs_wandb_model_artifact(infomax_run):
         (["trainer.max_steps=-5"], "trainer.max_steps=-5: expected an integer >= 1"),
         (["trainer.max_steps=abc"], "trainer.max_steps='abc': expected an integer >= 1"),
         (["checkpoint.every_n_steps=0"], "checkpoint.every_n_steps=0: expected an integer >= 1"),
+        (["optimizer.lr=-1"], "optimizer.lr=-1: expected a number > 0"),
+        (["optimizer.lr=0"], "optimizer.lr=0: expected a number > 0"),
+        (["optimizer.lr=fast"], "optimizer.lr='fast': expected a number > 0"),
+        (["optimizer.eps=-1"], "optimizer (torch.optim.Adam): Invalid epsilon value: -1"),
+        (["+optimizer.momentum=0.9"], "optimizer (torch.optim.Adam): Adam.__init__() got an unexpected keyword argument 'momentum'"),
         (["trainer.devices=0"], "trainer: `Trainer(devices=0)` value is not a valid input"),
         # Hydra's composition errors, several lines long from Hydra itself:
         (["model=foo"], "Could not find 'model/foo'; available: conv, mlp"),

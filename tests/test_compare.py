@@ -162,3 +162,54 @@ def test_compare_wandb_draws_native_line_charts_of_the_means(tmp_path):
     means = {(row[column["objective"]], row[column["beta_effective"]]): row[column["metrics/mig"]] for row in table["data"]}
     assert means == pytest.approx({("betavae", 1.0): 0.15, ("betavae", 4.0): 0.30, ("infomax", 1.0): 0.11, ("infomax", 4.0): 0.29})
     assert "_wandb/visualize/compare/metrics_mig_vs_val_reconstruction" in run.config
+
+
+def training_layout_metrics(run: Path, steps: int) -> dict:
+    """Rewrite ``run``'s metrics.json as MetricsFileLogger lays it out, with a ``steps``-entry history."""
+    from vaelab.logging import write_json_atomic
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["history"] = [{"step": 10 * s, "train/loss": 100.0 / (s + 1), "val/loss": 90.0 / (s + 1)} for s in range(steps)]
+    write_json_atomic(run / "metrics.json", metrics)
+    return metrics
+
+
+def test_compare_reads_500_runs_and_lists_every_one(tmp_path, monkeypatch, capfd):
+    """A large sweep: every run in the table and compare.csv, whatever their number (the timing,
+    about 3.5 s for 500 runs with long histories, is in docs/performance.md)."""
+    from vaelab.compare import main
+
+    sweep = tmp_path / "sweep"
+    objectives = ("betavae", "infomax", "betatcvae")
+    for index in range(500):
+        knob = (0.5, 1.0, 2.0, 4.0)[index // 3 % 4]
+        fake_run(sweep, f"{index}_run", objectives[index % 3], knob, index // 12, mig=index / 1000)
+        if index % 50 == 0:
+            training_layout_metrics(sweep / f"{index}_run", steps=200)
+    monkeypatch.chdir(tmp_path)
+    assert main([str(sweep)]) == 0
+    out = capfd.readouterr().out
+    rows = list(csv.DictReader(open(sweep / "compare.csv")))
+    assert sorted(Path(row["run"]).name for row in rows) == sorted(f"{index}_run" for index in range(500))
+    assert {row["status"] for row in rows} == {"success"}
+    by_name = {Path(row["run"]).name: row for row in rows}
+    assert all(float(by_name[f"{index}_run"]["metrics/mig"]) == index / 1000 for index in range(500))
+    assert sum(line.count("_run") for line in out.splitlines()) == 500  # one table row each
+
+
+def test_compare_reads_the_head_of_metrics_json_and_still_sees_a_cut_history(tmp_path):
+    """The history is skipped, not trusted: a file cut anywhere, even deep in its history,
+    is listed as damaged; a whole one gives what parsing it all gives."""
+    from vaelab.compare import read_metrics_summary
+
+    sweep = tmp_path / "sweep"
+    for name in ("whole", "cut"):
+        fake_run(sweep, name, "betavae", 2.0, 0, 0.25)
+        metrics = training_layout_metrics(sweep / name, steps=300)
+    assert read_metrics_summary(sweep / "whole" / "metrics.json") == {k: v for k, v in metrics.items() if k != "history"}
+    cut = sweep / "cut" / "metrics.json"
+    text = cut.read_bytes()
+    cut.write_bytes(text[: len(text) * 3 // 4])
+    status = {run.path.name: (run.status, run.reason) for run in find_runs([sweep])}
+    assert status["whole"] == ("success", "")
+    assert status["cut"][0] == "damaged" and status["cut"][1].startswith("metrics.json: ")

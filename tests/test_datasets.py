@@ -194,10 +194,13 @@ def test_cache_is_reused_then_rebuilt_when_the_source_changes(tmp_path, caplog):
         Shapes3D(str(tmp_path / "shapes.h5"), cache_dir=str(cache_dir))
     assert "using cache" in caplog.text and cache.stat().st_mtime_ns == built
     # A truncated cache (a crash mid-copy cannot leave one: it is renamed into place
-    # when complete; but a disk error can) is rebuilt, not read.
+    # when complete; but a disk error can) is rebuilt, not read, and the log says so.
     cache.write_bytes(cache.read_bytes()[:5000])
-    Shapes3D(str(tmp_path / "shapes.h5"), cache_dir=str(cache_dir))
+    caplog.clear()
+    with caplog.at_level("INFO", logger="vaelab"):
+        Shapes3D(str(tmp_path / "shapes.h5"), cache_dir=str(cache_dir))
     assert cache.stat().st_size > 5000
+    assert f"the cache {cache} is cut short; rebuilding it" in caplog.text
     # A new source (size/mtime) gets a new cache; the old one is removed.
     arrays = write_shapes3d(tmp_path / "shapes.h5", order=np.arange(96)[::-1])
     os.utime(tmp_path / "shapes.h5", ns=(built + 10**9, built + 10**9))
@@ -205,6 +208,48 @@ def test_cache_is_reused_then_rebuilt_when_the_source_changes(tmp_path, caplog):
     (new_cache,) = cache_dir.glob("*.npy")
     assert new_cache != cache and not list(cache_dir.glob("*.tmp"))
     torch.testing.assert_close(dataset.images_at(np.array([0])), as_tensor(arrays["images"][[95]]))
+
+
+@pytest.mark.parametrize("in_memory", [False, True])
+def test_a_cache_from_another_file_or_of_another_array_is_rebuilt_not_read(tmp_path, caplog, in_memory):
+    """Cache files are only caches: one that is not this file's array (copied over, left by
+    another dataset, cut off at the array's end) is never read, only rebuilt (or bypassed
+    with in_memory), with a log line and no error."""
+    cache_dir = tmp_path / "cache"
+    write_shapes3d(tmp_path / "a.h5")
+    Shapes3D(str(tmp_path / "a.h5"), cache_dir=str(cache_dir))
+    (a_cache,) = cache_dir.glob("a-*.npy")
+    arrays = write_shapes3d(tmp_path / "b.h5", order=np.arange(96)[::-1])  # same shapes, other rows
+    Shapes3D(str(tmp_path / "b.h5"), cache_dir=str(cache_dir))
+    (b_cache,) = cache_dir.glob("b-*.npy")
+    expected = as_tensor(arrays["images"][[95]])
+    a_bytes = a_cache.read_bytes()
+    array_end = a_bytes.rindex(b'{"array"')  # where the source record starts
+    damages = {
+        "was built from another file": a_bytes,  # a's cache under b's name: same shape, other pixels
+        "no record of its source": a_bytes[:array_end],  # the array whole, the rest cut off
+        "holds a (2, 64, 64, 3) uint8 array": _npy_bytes(np.zeros((2, 64, 64, 3), np.uint8)),
+    }
+    for problem, content in damages.items():
+        b_cache.write_bytes(content)
+        caplog.clear()
+        with caplog.at_level("INFO", logger="vaelab"):
+            dataset = Shapes3D(str(tmp_path / "b.h5"), cache_dir=str(cache_dir), in_memory=in_memory)
+        torch.testing.assert_close(dataset.images_at(np.array([0])), expected, rtol=0, atol=0)
+        (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert warning.startswith(f"the cache {b_cache} ") and problem in warning, warning
+        assert warning.endswith("reading the source" if in_memory else "rebuilding it")
+        if not in_memory:
+            assert b_cache.read_bytes() != content  # rebuilt
+    assert a_cache.read_bytes() == a_bytes
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
 
 
 def test_a_cache_dir_that_cannot_be_written_is_a_one_line_error(tmp_path):
@@ -247,6 +292,17 @@ BAD_FILES = {
         lambda p: (write_shapes3d(p), _drop_h5_rows(p, "images")), Shapes3D,
         "images has 95 images but the factor labels have 96 rows",
     ),
+    # The right keys, the wrong shapes or types:
+    "h5 images without channels": (lambda p: (write_shapes3d(p), _replace_h5(p, "images", lambda a: a[..., 0])),
+                                   Shapes3D, "images has shape (96, 64, 64), expected (N, H, W, 3)"),
+    "h5 images with 4 channels": (lambda p: (write_shapes3d(p), _replace_h5(p, "images", lambda a: a[..., [0, 1, 2, 2]])),
+                                  Shapes3D, "images has shape (96, 64, 64, 4), expected (N, H, W, 3)"),
+    "h5 labels with 5 columns": (lambda p: (write_shapes3d(p), _replace_h5(p, "labels", lambda a: a[:, :5])),
+                                 Shapes3D, "labels must be (N, 6) numbers, got (96, 5) float64"),
+    "h5 labels one-dimensional": (lambda p: (write_shapes3d(p), _replace_h5(p, "labels", lambda a: a[:, 0])),
+                                  Shapes3D, "labels must be (N, 6) numbers, got (96,) float64"),
+    "h5 float images": (lambda p: (write_shapes3d(p), _replace_h5(p, "images", lambda a: a.astype(np.float32))),
+                        Shapes3D, "images must be uint8, got float32"),
     "incomplete grid": (lambda p: (write_shapes3d(p), _drop_h5_rows(p, "images", "labels")), Shapes3D,
                         "95 rows for 96 combinations: 1 missing, 0 repeated"),
     "not a zip": (lambda p: p.write_text("hello"), DSpritesFile, "not an .npz (zip) archive"),
@@ -266,6 +322,14 @@ BAD_FILES = {
     "constant factor": (lambda p: np.savez(p, images=np.zeros((2, 8, 8), np.uint8), factors=np.array([[0, 0], [0, 1]])),
                         NpzDataset, "factor(s) factor_0 take a single value"),
 }
+
+
+def _replace_h5(path: Path, name: str, change) -> None:
+    """Rewrite dataset ``name`` of an HDF5 file as ``change(its array)``."""
+    with h5py.File(path, "a") as file:
+        data = change(file[name][()])
+        del file[name]
+        file.create_dataset(name, data=data)
 
 
 def _drop_h5_rows(path: Path, *names: str) -> None:

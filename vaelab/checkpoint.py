@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from vaelab.errors import UserError
+from vaelab.errors import UserError, write_atomically
 
 LAST = Path("checkpoints") / "last.ckpt"
 
@@ -20,7 +20,10 @@ def load_checkpoint(path: str | Path, key: str = "ckpt") -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # noqa: BLE001 - any unreadable file is the user's to fix
-        raise UserError(f"{key}={path}: not a readable checkpoint ({type(error).__name__})") from error
+        reason = (str(error).strip().splitlines() or [""])[0]
+        raise UserError(
+            f"{key}={path}: not a readable checkpoint, or truncated ({type(error).__name__}: {reason})"
+        ) from error
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "vaelab_config" not in checkpoint:
         raise UserError(f"{key}={path}: not a vaelab checkpoint (no state_dict / vaelab_config)")
     return checkpoint
@@ -68,14 +71,13 @@ def check_compatible(checkpoint: dict[str, Any], config: dict[str, Any], path: P
 
 
 def atomic_checkpoint_io():
-    """Lightning CheckpointIO that writes ``<name>.tmp`` beside the target, fsyncs, then renames.
+    """Lightning CheckpointIO that writes ``<name>.tmp`` beside the target, fsyncs, then renames
+    (:func:`~vaelab.errors.write_atomically`; a full disk is a :class:`~vaelab.errors.DiskFull`).
 
     A kill during a save leaves the previous checkpoint intact and readable. (Lightning's
     default writes through a temporary file in the system temp directory, and moving
     that onto another filesystem is a copy, not an atomic rename.)
     """
-    import os
-
     import torch
     from pytorch_lightning.plugins.io import TorchCheckpointIO
 
@@ -83,11 +85,27 @@ def atomic_checkpoint_io():
         def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
             path = Path(path)
             path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_name(path.name + ".tmp")
-            with open(partial, "wb") as file:
-                torch.save(checkpoint, file)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(partial, path)
+            write_atomically(path, lambda file: torch.save(checkpoint, file), fsync=True)
 
     return AtomicCheckpointIO()
+
+
+def saved_step(path: Path) -> int | None:
+    """The global step of the checkpoint at ``path`` (None if there is none, or it is unreadable),
+    read without loading its tensors."""
+    import torch
+
+    if not path.is_file():
+        return None
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=False, mmap=True)["global_step"])
+    except Exception:  # noqa: BLE001 - only used to word a message
+        return None
+
+
+def resume_advice(last: Path) -> str:
+    """What a run stopped by a full disk tells the user: the checkpoint it can resume from."""
+    step = saved_step(last)
+    if step is None:
+        return "no checkpoint was written yet: free space and run again"
+    return f"the last complete checkpoint is {last} (step {step}): free space and run again with resume=auto"

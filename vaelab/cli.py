@@ -193,6 +193,8 @@ def _quiet_third_party_logging() -> None:
         logger.handlers.clear()
         logger.propagate = True
     os.environ.setdefault("WANDB_SILENT", "true")
+    # A log file on a full disk: the run's own error says so once, not a traceback per record.
+    logging.raiseExceptions = False
     logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
         lambda record: "litlogger" not in record.getMessage()  # an advertisement, not information
     )

@@ -102,19 +102,24 @@ def read_run(path: Path) -> Run | None:
     (``Objective.describe``); a run that failed before writing one is listed by the
     objective its config names. A run whose config or ``metrics.json`` cannot be read
     (half-written after a crash, a bad copy) is listed as damaged, with the reason."""
-    from omegaconf import DictConfig, OmegaConf
-
     try:
-        config = OmegaConf.load(path / ".hydra" / "config.yaml")
+        config = _load_yaml(path / ".hydra" / "config.yaml")
     except Exception as error:  # noqa: BLE001 - any unreadable config: list the run, go on with the rest
         return Run(path, "?", None, None, "damaged", reason=f".hydra/config.yaml: {_first_line(error)}")
-    if not isinstance(config, DictConfig) or "objective" not in config:
+    if not isinstance(config, dict) or not isinstance(config.get("objective"), dict):
         return None
     seed = config.get("seed")
-    objective = str(config.objective.get("_target_", "?")).rsplit(".", 1)[-1].lower()
+    if isinstance(seed, str) and "${" in seed:  # an interpolation: let OmegaConf resolve it
+        from omegaconf import OmegaConf
+
+        try:
+            seed = OmegaConf.create(config).get("seed")
+        except Exception:  # noqa: BLE001 - the seed is only shown
+            pass
+    objective = str(config["objective"].get("_target_", "?")).rsplit(".", 1)[-1].lower()
     metrics_file = path / "metrics.json"
     try:
-        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+        metrics = read_metrics_summary(metrics_file) if metrics_file.is_file() else {}
         described = metrics.get("objective")
         if described is None:  # the run stopped before training (a bad knob, say)
             return Run(path, objective, None, seed, "failed")
@@ -126,6 +131,46 @@ def read_run(path: Path) -> Run | None:
         )  # fmt: skip
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         return Run(path, objective, None, seed, "damaged", reason=f"metrics.json: {_first_line(error)}")
+
+
+def _load_yaml(path: Path):
+    """A YAML file as plain Python values, with libyaml's parser where PyYAML has it: several
+    times faster than OmegaConf.load, which matters for hundreds of runs (docs/performance.md).
+    Interpolations stay strings."""
+    import yaml
+
+    with open(path, "rb") as file:
+        return yaml.load(file, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
+# How MetricsFileLogger lays out metrics.json (json.dumps, indent=1): the small "status",
+# "objective" and "final" first, then the long "history", the last key, at one space of indent.
+HISTORY_KEY = b'\n "history": '
+WHOLE_FILE_END = b"]\n}"
+
+
+def read_metrics_summary(path: Path) -> dict:
+    """``metrics.json`` without its history (all compare needs): the file's head is parsed and
+    the history, often megabytes, only skipped, after checking that the file ends as a whole
+    one does. Anything else (a file written by another tool, a damaged one) is parsed whole,
+    which raises ValueError for a damaged file."""
+    with open(path, "rb") as file:
+        head = b""
+        while (at := head.find(HISTORY_KEY)) < 0:
+            chunk = file.read(1 << 16)
+            if not chunk:
+                return json.loads(head)  # no history key where expected: parse it all
+            head += chunk
+        file.seek(0, 2)
+        size = file.tell()
+        file.seek(max(0, size - len(WHOLE_FILE_END)))
+        if file.read() == WHOLE_FILE_END:
+            try:
+                return json.loads(head[:at].rstrip().rstrip(b",") + b"}")
+            except ValueError:
+                pass
+        file.seek(0)
+        return json.loads(file.read())
 
 
 def _first_line(error: Exception) -> str:

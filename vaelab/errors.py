@@ -4,7 +4,17 @@ A :class:`UserError` is reported by the CLI as one line on stderr and exit code 
 without a traceback (set ``HYDRA_FULL_ERROR=1`` to see one). Raise it for anything
 the user can fix by changing their command or their files; let genuine bugs raise
 ordinary exceptions.
+
+Files a run must not lose (checkpoints, metrics.json, pictures) are written with
+:func:`write_atomically`, which turns a full disk into a :class:`DiskFull` error.
 """
+
+import errno
+import os
+from collections.abc import Callable
+from numbers import Real
+from pathlib import Path
+from typing import IO
 
 
 class UserError(Exception):
@@ -19,6 +29,45 @@ class TrainingDiverged(UserError):
     exit_code = 1
 
 
+class DiskFull(UserError):
+    """The disk (or the user's quota) filled up while vaelab wrote ``path``. Files are written
+    under a temporary name and renamed (:func:`write_atomically`), so what was written before
+    stays whole; a training run stops resumable."""
+
+    exit_code = 75  # EX_TEMPFAIL (sysexits.h): a temporary failure, run again once space is freed
+
+    def __init__(self, path: str | os.PathLike, advice: str = "") -> None:
+        self.path = Path(path)
+        super().__init__(f"no space left on device while writing {self.path}" + (f"; {advice}" if advice else ""))
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """An OSError saying the disk or the quota is full."""
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def write_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], None], *, fsync: bool = False) -> None:
+    """``write(file)`` into ``<path>.tmp``, then rename it onto ``path``: a reader, or a crash,
+    sees the old file or the new one, never a mix. ``fsync``: flush to the disk before the
+    rename (a power cut then keeps one of the two as well). Whatever goes wrong, the partial
+    file is removed (on a full disk that frees its space) and ``path`` is left as it was; a
+    full disk is raised as :class:`DiskFull`."""
+    path = Path(path)
+    partial = path.with_name(path.name + ".tmp")
+    try:
+        with open(partial, "wb") as file:
+            write(file)
+            file.flush()
+            if fsync:
+                os.fsync(file.fileno())
+        os.replace(partial, path)
+    except BaseException as error:
+        partial.unlink(missing_ok=True)
+        if is_disk_full(error):
+            raise DiskFull(path) from error
+        raise
+
+
 def check_int(key: str, value, *, minimum: int, optional: bool = False) -> int | None:
     """``value`` as an int, or a one-line UserError naming ``key`` and the valid range.
 
@@ -30,3 +79,12 @@ def check_int(key: str, value, *, minimum: int, optional: bool = False) -> int |
         allowed = " or null" if optional else ""
         raise UserError(f"{key}={value!r}: expected an integer >= {minimum}{allowed}")
     return value
+
+
+def check_real(key: str, value, *, above: float) -> float:
+    """``value`` as a float, or a one-line UserError naming ``key`` and the valid range."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise UserError(f"{key}={value!r}: expected a number > {above:g}")
+    if not value > above:
+        raise UserError(f"{key}={value}: expected a number > {above:g}")
+    return float(value)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from vaelab.errors import write_atomically
 from vaelab.information import kl_conditional_per_dim
 
 log = logging.getLogger("vaelab")
@@ -121,12 +122,15 @@ def save_and_log(pictures: dict, directory: Path, step: int, loggers=()) -> dict
     directory.mkdir(parents=True, exist_ok=True)
     paths = {}
     for name, picture in pictures.items():
+        # Written whole or not at all (a full disk: DiskFull, no half picture left behind).
         if isinstance(picture, list):
             path = directory / f"{name}_step{step}.gif"
-            picture[0].save(path, save_all=True, append_images=picture[1:], duration=120, loop=0)
+            write_atomically(path, lambda file, frames=picture: frames[0].save(
+                file, format="GIF", save_all=True, append_images=frames[1:], duration=120, loop=0
+            ))  # fmt: skip
         else:
             path = directory / f"{name}_step{step}.png"
-            picture.save(path)
+            write_atomically(path, lambda file, image=picture: image.save(file, format="PNG"))
         paths[name] = path
         for logger in loggers:
             if hasattr(logger, "log_image"):

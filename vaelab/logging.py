@@ -20,14 +20,15 @@ from typing import Any
 
 from pytorch_lightning.loggers import Logger, WandbLogger
 
+from vaelab.errors import DiskFull, UserError, write_atomically
+
 log = logging.getLogger("vaelab")
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1, allow_nan=True))
-    os.replace(tmp, path)
+    """``payload`` as JSON at ``path``, all or nothing (a full disk: DiskFull, the old file whole)."""
+    text = json.dumps(payload, indent=1, allow_nan=True).encode()
+    write_atomically(path, lambda file: file.write(text))
 
 
 class MetricsFileLogger(Logger):
@@ -47,11 +48,27 @@ class MetricsFileLogger(Logger):
         self.final: dict[str, float] = {}
         self.status = "running"
         if resume_step is not None and self.path.is_file():
-            for entry in json.loads(self.path.read_text())["history"]:
+            for entry in self._saved_history():
                 step = entry.pop("step")
                 if step <= resume_step:
                     self.by_step[step] = entry
                     self.final.update(entry)
+
+    def _saved_history(self) -> list[dict[str, Any]]:
+        """The history in the existing file, or a one-line UserError if the file is damaged
+        (it is written atomically, so only a bad copy or a disk error damages it)."""
+        try:
+            history = json.loads(self.path.read_text())["history"]
+            if not isinstance(history, list) or not all(isinstance(e, dict) and isinstance(e["step"], int) for e in history):
+                raise ValueError("its history is not a list of {step: …} entries")
+            return history
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            if isinstance(error, KeyError):
+                reason = f"no {reason} key"
+            raise UserError(
+                f"{self.path} is damaged ({reason}); restore it, or move it aside to resume without the figures logged so far"
+            ) from None
 
     @property
     def name(self) -> str:
@@ -86,7 +103,13 @@ class MetricsFileLogger(Logger):
     def finalize(self, status: str) -> None:
         # Lightning says "success", "failed" (an exception) or "finished" (a SIGTERM stop).
         self.status = {"success": "success", "finished": "interrupted"}.get(status, "failed")
-        self.save()
+        try:
+            self.save()
+        except DiskFull:
+            if self.status == "success":
+                raise
+            # The run is already stopping with its own error (most likely this full disk);
+            # the file keeps its last complete state, which says "running": resumable.
 
 
 def build_loggers(
@@ -187,8 +210,6 @@ def wandb_api_key_configured() -> bool:
 def resolve_wandb_mode(mode: str) -> str:
     """``auto`` -> WANDB_MODE if set, else online with an API key, else offline (said once)."""
     if mode not in ("auto", "online", "offline", "disabled"):
-        from vaelab.errors import UserError
-
         raise UserError(f"logger.mode={mode!r}: expected auto, online, offline or disabled")
     if mode != "auto":
         return mode
@@ -303,7 +324,7 @@ def _one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0] if text else ''}"
 
 
-INTERRUPTED_EXIT_CODES = (130, 143)  # SIGINT, SIGTERM: the run can be resumed
+INTERRUPTED_EXIT_CODES = (130, 143, DiskFull.exit_code)  # SIGINT, SIGTERM, a full disk: the run can be resumed
 
 
 def finish_wandb(loggers: list[Logger], exit_code: int = 0) -> None:

@@ -115,6 +115,68 @@ def set_num_threads(setting, trainer_cfg) -> int:
     return threads
 
 
+def memory_bytes() -> int | None:
+    """The RAM this process may use: the machine's, or its container's (cgroup) limit if lower.
+    None where neither can be read."""
+    limits = []
+    try:
+        limits.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # not POSIX
+        pass
+    for cgroup_limit in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(cgroup_limit) as file:
+                value = file.read().strip()
+        except OSError:
+            continue
+        if value.isdigit() and int(value) < 2**60:  # "max" or a huge number: no limit
+            limits.append(int(value))
+    return min(limits) if limits else None
+
+
+def format_bytes(count: float) -> str:
+    """``count`` in binary units, two or three figures: 512 B, 1.5 TiB, 23 GiB."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if count < 1024 or unit == "PiB":
+            return f"{count:.0f} {unit}" if count >= 10 or unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")
+
+
+def training_memory(accelerator: str) -> tuple[int, str] | None:
+    """(bytes, where) that a batch must fit in: this machine's RAM (every batch is rendered there
+    first), or the GPU's memory when training on a smaller GPU. None when unknown."""
+    ram = memory_bytes()
+    limit = (ram, "this machine has") if ram is not None else None
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and _has_gpu()):
+        import torch
+
+        if torch.cuda.is_available():
+            device = torch.cuda.get_device_properties(torch.cuda.current_device())
+            if limit is None or device.total_memory < limit[0]:
+                limit = (device.total_memory, f"the GPU ({device.name}) has")
+    return limit
+
+
+def check_fits_in_memory(key: str, count: int, image_shape: tuple[int, ...], what: str, accelerator: str) -> None:
+    """A one-line UserError when ``count`` float32 images of ``image_shape`` (C, H, W) alone exceed
+    the memory they must fit in: Torch's allocator would fail later with a long message, or the
+    kernel kill the process. Only a batch that clearly cannot fit is refused (the model's
+    activations, several times larger, are not counted)."""
+    limit = training_memory(accelerator)
+    if limit is None:
+        return
+    channels, height, width = image_shape
+    needed = count * channels * height * width * 4  # float32
+    if needed > limit[0]:
+        from vaelab.errors import UserError
+
+        raise UserError(
+            f"{key}={count}: {what} of {height}x{width}x{channels} float32 images needs "
+            f"{format_bytes(needed)}; {limit[1]} {format_bytes(limit[0])}"
+        )
+
+
 def native_bf16_cpu() -> bool:
     """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX); elsewhere oneDNN
     emulates it, hundreds of times slower than float32."""

@@ -15,18 +15,21 @@ from pytorch_lightning.loggers import WandbLogger
 from vaelab import objectives
 from vaelab.callbacks import InterruptCheckpoint, StepProgressBar
 from vaelab.checkpoint import (
+    LAST,
     atomic_checkpoint_io,
     check_compatible,
     load_checkpoint,
+    resume_advice,
     resume_checkpoint_path,
     run_dir_of,
 )
 from vaelab.data.stream import GroundTruthDataModule
 from vaelab.distributed import is_worker, launching_workers
-from vaelab.errors import check_int
+from vaelab.errors import DiskFull, UserError, check_int, check_real, is_disk_full
 from vaelab.logging import build_loggers, finish_wandb
 from vaelab.module import VAEModule
-from vaelab.system import resolve_training_precision, set_num_threads, tune_glibc_malloc
+from vaelab.rundir import run_dir_lock
+from vaelab.system import check_fits_in_memory, resolve_training_precision, set_num_threads, tune_glibc_malloc
 
 log = logging.getLogger("vaelab")
 
@@ -83,12 +86,48 @@ def check_schedule(cfg: DictConfig) -> None:
         check_int(f"{group}.every_n_steps", cfg[group].every_n_steps, minimum=1, optional=True)
 
 
+def _chain(error: BaseException | None):
+    """``error`` and the exceptions it was raised from or while handling."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+def check_batches_fit(cfg: DictConfig, image_shape: tuple[int, int, int]) -> None:
+    """A training batch, and the validation set (rendered whole), must fit in memory at all."""
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    batch_size = check_int("data.batch_size", cfg.data.batch_size, minimum=1)
+    val_size = check_int("data.val_size", cfg.data.val_size, minimum=1)
+    check_fits_in_memory("data.batch_size", batch_size, image_shape, "one batch", accelerator)
+    check_fits_in_memory("data.val_size", val_size, image_shape, "the validation set", accelerator)
+
+
+def check_optimizer(cfg: DictConfig):
+    """The optimiser factory of ``cfg.optimizer``, tried once on a dummy parameter so that a
+    value it rejects (a negative eps, an unknown argument) is one line naming the optimiser
+    here, not a traceback from inside ``trainer.fit``; ``optimizer.lr`` must be a number > 0."""
+    import torch
+
+    if "lr" in cfg.optimizer:
+        check_real("optimizer.lr", cfg.optimizer.lr, above=0.0)
+    factory = hydra.utils.instantiate(cfg.optimizer)
+    try:
+        factory([torch.zeros(1, requires_grad=True)])
+    except (ValueError, TypeError) as error:
+        target = cfg.optimizer.get("_target_", "optimizer")
+        raise UserError(f"optimizer ({target}): {str(error).strip().splitlines()[0]}") from None
+    return factory
+
+
 def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> dict[str, float]:
     """Train one model; returns the final figures (also in <run dir>/metrics.json).
 
     ``extra_callbacks`` lets programs (benchmarks, notebooks) watch a run without a config.
     """
     check_schedule(cfg)
+    optimizer = check_optimizer(cfg)
     if cfg.get("tune_malloc", True):
         tune_glibc_malloc()
     set_num_threads(cfg.get("num_threads", "auto"), cfg.trainer)
@@ -96,16 +135,33 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     cfg.trainer.precision = resolve_training_precision(cfg.trainer.precision, str(cfg.trainer.accelerator))
     run_dir = Path(cfg.paths.output_dir)
     resume_from = resume_checkpoint_path(cfg.resume, run_dir)
-    checkpoint = load_checkpoint(resume_from, key="resume") if resume_from else None
-    if resume_from is not None:
+    if resume_from is not None and resume_from.is_file():
         run_dir = run_dir_of(resume_from)  # a resumed run continues in its own directory
         cfg.paths.output_dir = str(run_dir)  # and so do its loggers
+    # Held before the checkpoint is read (its run may be writing it). Rank 0 alone: DDP
+    # workers write into rank 0's directory, under its lock.
+    hint = f"wait for it to end before resume={resume_from}" if resume_from else "give this run its own hydra.run.dir"
+    with run_dir_lock(run_dir, enabled=not is_worker(), hint=hint):
+        checkpoint = load_checkpoint(resume_from, key="resume") if resume_from else None
+        return _train_in(cfg, run_dir, resume_from, checkpoint, optimizer, extra_callbacks)
+
+
+def _train_in(
+    cfg: DictConfig,
+    run_dir: Path,
+    resume_from: Path | None,
+    checkpoint: dict[str, Any] | None,
+    optimizer,
+    extra_callbacks: list[pl.Callback] | None,
+) -> dict[str, float]:
+    """``train`` once the run directory is known and held."""
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     if cfg.dataset.get("path"):
         # Recorded absolute, so `vaelab eval ckpt=…` finds the file from any directory.
         cfg.dataset.path = str(Path(cfg.dataset.path).expanduser().resolve())
     dataset = hydra.utils.instantiate(cfg.dataset)
+    check_batches_fit(cfg, dataset.image_shape)
     objective = objectives.build(cfg, dataset_size=len(dataset))
     model = hydra.utils.instantiate(cfg.model, image_shape=dataset.image_shape, binary_data=dataset.binary)
     datamodule = GroundTruthDataModule(dataset, seed=cfg.seed, **cfg.data)
@@ -116,9 +172,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
         resume_step = checkpoint["global_step"]
         wandb_id = (checkpoint["vaelab_config"].get("wandb") or {}).get("id")
         log.info("resuming %s from step %d (%s)", run_dir, resume_step, resume_from)
-    module = VAEModule(
-        model, objective, hydra.utils.instantiate(cfg.optimizer), cfg.seed, config, cfg.on_non_finite
-    )
+    module = VAEModule(model, objective, optimizer, cfg.seed, config, cfg.on_non_finite)
 
     # A resumed run continues its W&B run (same id) unless one is given. DDP workers
     # (ranks > 0) log nothing: rank 0 writes metrics.json and the one W&B run.
@@ -165,6 +219,18 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
         with launching_workers():
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
         exit_code = 0
+    except Exception as error:
+        full = next((e for e in _chain(error) if isinstance(e, DiskFull) or is_disk_full(e)), None)
+        if full is None:
+            raise
+        # Every file is written whole or not at all: the previous checkpoint and metrics.json
+        # are intact, so the run can go on from the checkpoint once there is space.
+        where = full.path if isinstance(full, DiskFull) else (full.filename or run_dir)
+        disk_full = DiskFull(where, resume_advice(run_dir / LAST))
+        exit_code = disk_full.exit_code
+        if not worker:  # resumable, like a SIGTERM stop (if the disk lets metrics.json say so)
+            metrics_file.finalize("finished")
+        raise disk_full from error
     except (KeyboardInterrupt, SystemExit):
         signalled = next((i.exit_code for i in interrupts if i.exit_code is not None), None)
         if signalled is None:

@@ -15,6 +15,9 @@ straight from an uncompressed copy of the array on disk (a :class:`StoredArray`)
   into place, and read from there. The cache file's name carries a hash of
   the source's path, size and modification time: a changed source gets a new
   cache (older ones for that source are deleted), an unchanged one reuses it.
+  After the array the file records what it copies (:func:`cache_record`); a cache
+  cut short, of another shape or recording another source is rebuilt, with a
+  warning, never read.
 
 Rows are read with positioned reads (consecutive rows in one read) rather than
 through ``np.memmap``: the layout is the same (a fixed offset plus row * row
@@ -34,6 +37,7 @@ Every problem with a file is a :class:`UserError` naming the file.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import struct
@@ -345,21 +349,50 @@ def cache_path(source: NpzArchive | H5File, name: str, cache_dir: Path, transfor
     return cache_dir / f"{source.path.stem}-{path_hash}-{name}{suffix}-{version_hash}.npy"
 
 
-def _open_cache(path: Path, expected: ArrayInfo) -> StoredArray | None:
-    """The cache file, or None if it is absent, incomplete or not the expected array."""
+# After a cache file's array: a JSON record of what it was built from, its length (8 bytes,
+# little-endian) and this marker. numpy ignores bytes after the array; vaelab checks them.
+CACHE_MARKER = b"VAELAB-CACHE-v1"
+CACHE_TRAILER = struct.Struct("<Q")
+
+
+def cache_record(source: NpzArchive | H5File, name: str, transform: RowTransform | None) -> dict:
+    """What a cache file is a copy of: the source file (path, size, modification time), the array
+    and the transform. Stored in the file, so that a cache from another file is never read."""
+    stat = source.path.stat()
+    return {"source": str(source.path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+            "array": name, "transform": transform.name if transform else None}  # fmt: skip
+
+
+def _open_cache(path: Path, expected: ArrayInfo, record: dict) -> tuple[StoredArray | None, str | None]:
+    """(the cache file, None), or (None, why it cannot be used) when it exists but is cut short,
+    holds another array or was built from another file; (None, None) when there is none."""
     if not path.is_file():
-        return None
+        return None, None
     try:
         with open(path, "rb") as stream:
             shape, fortran, dtype = _read_npy_header(stream)
             offset = stream.tell()
-    except READ_ERRORS:
-        return None
-    if tuple(shape) != expected.shape or np.dtype(dtype) != expected.dtype or fortran:
-        return None
-    if offset + expected.nbytes != path.stat().st_size:
-        return None
-    return StoredArray(path, offset, expected.shape, expected.dtype)
+            end = offset + expected.nbytes
+            if tuple(shape) != expected.shape or np.dtype(dtype) != expected.dtype or fortran:
+                return None, f"holds a {tuple(shape)} {np.dtype(dtype)} array, not this dataset's {expected.shape} {expected.dtype}"
+            size = path.stat().st_size
+            tail = len(CACHE_MARKER) + CACHE_TRAILER.size
+            if size < end:
+                return None, "is cut short"
+            no_record = "has no record of its source (cut short, or written by an older vaelab)"
+            if size < end + tail:
+                return None, no_record
+            stream.seek(size - tail)
+            (length,), marker = CACHE_TRAILER.unpack(stream.read(CACHE_TRAILER.size)), stream.read(len(CACHE_MARKER))
+            if marker != CACHE_MARKER or end + length + tail != size:
+                return None, no_record
+            stream.seek(end)
+            saved = json.loads(_read_exact(stream, length))
+    except (*READ_ERRORS, json.JSONDecodeError):
+        return None, "is unreadable"
+    if saved != record:
+        return None, f"was built from another file ({saved.get('source')}, array {saved.get('array')!r})"
+    return StoredArray(path, offset, expected.shape, expected.dtype), None
 
 
 def _convert(
@@ -371,8 +404,11 @@ def _convert(
         write(transform.apply(rows) if transform else np.ascontiguousarray(rows))
 
 
-def _build_cache(source: NpzArchive | H5File, name: str, target: Path, expected: ArrayInfo, transform) -> None:
-    """Write the cache: header, then the rows chunk by chunk, to a temporary name; fsync; rename."""
+def _build_cache(
+    source: NpzArchive | H5File, name: str, target: Path, expected: ArrayInfo, transform, record: dict
+) -> None:
+    """Write the cache: header, the rows chunk by chunk, then ``record`` (:data:`CACHE_MARKER`),
+    to a temporary name; fsync; rename."""
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f"{target.name}.{os.getpid()}.tmp")
     log.info("caching %s:%s as %s (once; %.2f GB)", source.path, name, target, expected.nbytes / 1e9)
@@ -383,6 +419,8 @@ def _build_cache(source: NpzArchive | H5File, name: str, target: Path, expected:
                       "shape": expected.shape}  # fmt: skip
             np.lib.format.write_array_header_1_0(out, header)
             _convert(source, name, transform, lambda rows: out.write(memoryview(rows).cast("B")))
+            recorded = json.dumps(record, sort_keys=True).encode()
+            out.write(recorded + CACHE_TRAILER.pack(len(recorded)) + CACHE_MARKER)
             out.flush()
             os.fsync(out.fileno())
         os.replace(partial, target)
@@ -429,17 +467,20 @@ def pixel_array(
         return in_place.load() if in_memory else in_place
     cache_root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     target = cache_path(source, name, cache_root, transform)
-    cached = _open_cache(target, expected)
+    record = cache_record(source, name, transform)
+    cached, problem = _open_cache(target, expected, record)
     if cached is not None:
         log.info("using cache %s", target)
         return cached.load() if in_memory else cached
+    if problem is not None:  # only a cache: rebuilt from the source, never read, never an error
+        log.warning("the cache %s %s; %s", target, problem, "reading the source" if in_memory else "rebuilding it")
     if in_memory:
         return _read_into_memory(source, name, expected, transform)
     try:
-        _build_cache(source, name, target, expected, transform)
+        _build_cache(source, name, target, expected, transform, record)
     except OSError as error:  # unwritable directory, disk full (read errors are UserErrors already)
         raise UserError(f"dataset.cache_dir={cache_root}: cannot write the cache ({_reason(error)})") from None
-    cached = _open_cache(target, expected)
+    cached, _ = _open_cache(target, expected, record)
     if cached is None:  # pragma: no cover - the file was just written
         raise UserError(f"dataset.cache_dir={cache_root}: the cache {target.name} could not be read back")
     return cached

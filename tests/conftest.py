@@ -57,6 +57,9 @@ def call_vaelab(*args: str, cwd: Path, monkeypatch, capfd, env: dict | None = No
     what `run_vaelab` returns. It saves the seconds a fresh interpreter spends importing torch
     and Lightning, so the many error-path cases cost little; runs whose processes matter
     (signals, launchers, DDP, a whole training run) use `run_vaelab`."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
     from vaelab.cli import main
 
     monkeypatch.chdir(cwd)
@@ -66,14 +69,20 @@ def call_vaelab(*args: str, cwd: Path, monkeypatch, capfd, env: dict | None = No
     for var, value in (env or {}).items():
         monkeypatch.setenv(var, value)
     capfd.readouterr()
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as stop:
-        code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
-    except Exception:  # what the interpreter does with an uncaught exception: traceback, exit 1
-        traceback.print_exc()
-        code = 1
+    # A run sets this process's torch and BLAS threads (num_threads): restored afterwards, or
+    # every later test in the session would compute on the last run's setting.
+    torch_threads = torch.get_num_threads()
+    with threadpool_limits(limits=None):
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+        except Exception:  # what the interpreter does with an uncaught exception: traceback, exit 1
+            traceback.print_exc()
+            code = 1
+        finally:
+            torch.set_num_threads(torch_threads)
     captured = capfd.readouterr()
     return subprocess.CompletedProcess(["vaelab", *args], code, captured.out, captured.err)
 

@@ -368,7 +368,7 @@ def test_bad_files_through_the_cli_exit_2_with_one_line(tmp_path, monkeypatch, c
 # --- train and eval through the CLI on every file format ------------------------------------------
 
 
-def test_train_and_eval_end_to_end_on_every_file_format(tmp_path):
+def test_train_and_eval_end_to_end_on_every_file_format(tmp_path, monkeypatch, capfd):
     """Datasets named in the user's own config dir (path in the file), one sweep; eval from checkpoints."""
     data, cache, configs = tmp_path / "data", tmp_path / "cache", tmp_path / "conf" / "dataset"
     data.mkdir()
@@ -385,12 +385,12 @@ def test_train_and_eval_end_to_end_on_every_file_format(tmp_path):
             f"defaults:\n  - {base}\n  - _self_\npath: {data / file}\ncache_dir: {cache}\n{extra.get(base, '')}"
         )
     names = ["my_dsprites", "my_shapes", "my_mpi3d", "my_npz"]
-    trained = run_vaelab(
+    trained = call_vaelab(
         "train", "-m", f"--config-dir={tmp_path / 'conf'}", f"dataset={','.join(names)}",
         "trainer.max_steps=2", "trainer.val_check_interval=2", "data.batch_size=8", "data.val_size=8",
         "metrics=none", "information.num_samples=0", "images.num_images=0", "logger=none",
         f"hydra.sweep.dir={tmp_path / 'runs'}", "hydra.sweep.subdir=${hydra.job.num}",
-        cwd=tmp_path,
+        cwd=tmp_path, monkeypatch=monkeypatch, capfd=capfd,
     )  # fmt: skip
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert "training factors correlated: pos_x -> pos_y" in trained.stderr
@@ -399,10 +399,10 @@ def test_train_and_eval_end_to_end_on_every_file_format(tmp_path):
     assert shapes == [1, 3, 3, 1]  # input channels: dSprites and the npz are grey, 3D Shapes and MPI3D colour
 
     # `vaelab eval` rebuilds each dataset from the checkpoint's config (the path is in it): fast suite, tiny grids.
-    evaluated = run_vaelab(
+    evaluated = call_vaelab(
         "eval", "-m", "ckpt=" + ",".join(str(c) for c in checkpoints), "metrics=fast", "logger=none",
         f"hydra.sweep.dir={tmp_path / 'evals'}", "hydra.sweep.subdir=${hydra.job.num}",
-        cwd=tmp_path,
+        cwd=tmp_path, monkeypatch=monkeypatch, capfd=capfd,
     )  # fmt: skip
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     scores = [json.loads(line) for line in evaluated.stdout.splitlines() if line.startswith("{")]

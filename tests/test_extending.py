@@ -13,7 +13,7 @@ import torch
 from examples import mcc
 from examples.bars import Bars
 from examples.free_bits import FreeBitsVAE
-from tests.conftest import REPO, run_vaelab
+from tests.conftest import REPO, call_vaelab
 from vaelab import metrics
 
 
@@ -45,14 +45,14 @@ def test_mcc_scores_an_ideal_code_near_one_and_noise_near_zero(monkeypatch):
     assert noise["metrics/mcc_mcc"] < 0.05
 
 
-def test_an_objective_and_a_dataset_from_outside_vaelab_train_through_the_cli(tmp_path):
+def test_an_objective_and_a_dataset_from_outside_vaelab_train_through_the_cli(tmp_path, monkeypatch, capfd):
     run = tmp_path / "run"
-    result = run_vaelab(
+    result = call_vaelab(
         "train", f"hydra.searchpath=[file://{REPO / 'examples' / 'conf'}]", "objective=free_bits", "+free_nats=0.25",
         "dataset=bars", "model=mlp", "model.hidden=[64]", "trainer.max_steps=20", "trainer.log_every_n_steps=10",
         "trainer.val_check_interval=20", "data.val_size=64", "logger=none", "metrics=mig",
         "metrics.suite.mig.num_train=500", "metrics@periodic_metrics=none", "information.num_samples=0",
-        "images.num_images=2", f"hydra.run.dir={run}", cwd=tmp_path,
+        "images.num_images=2", f"hydra.run.dir={run}", cwd=tmp_path, monkeypatch=monkeypatch, capfd=capfd,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     metrics_file = json.loads((run / "metrics.json").read_text())

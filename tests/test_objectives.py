@@ -201,25 +201,25 @@ def test_kl_warmup_ramps_only_the_kl_term_from_zero_to_its_weight(tmp_path, over
 OBJECTIVE_OPTIONS = sorted(path.stem for path in objectives.OBJECTIVE_CONFIGS.glob("*.yaml"))
 
 
-def test_every_objective_trains_through_the_cli_and_records_what_it_trained(tmp_path):
+def test_every_objective_trains_through_the_cli_and_records_what_it_trained(tmp_path, monkeypatch, capfd):
     """One sweep over every conf/objective option (a new objective joins it by adding its yaml):
     each run trains, logs every loss term under train/ and val/ (finite), is scored, and
     records its objective's description in metrics.json, which `vaelab compare` reads."""
     import json
 
-    from tests.conftest import run_vaelab
+    from tests.conftest import call_vaelab
 
     assert {"betavae", "infomax", "infomax_native", "betatcvae", "factorvae", "dipvae", "annealedvae"} <= set(
         OBJECTIVE_OPTIONS
     )
     sweep = tmp_path / "sweep"
-    result = run_vaelab(
+    result = call_vaelab(
         "train", "-m", f"objective={','.join(OBJECTIVE_OPTIONS)}", "logger=none", "model=mlp", "model.hidden=[64]",
         "data.batch_size=32", "data.val_size=64", "trainer.max_steps=20", "trainer.val_check_interval=20",
         "trainer.log_every_n_steps=10", "metrics=mig", "metrics.suite.mig.num_train=500",
         "metrics@periodic_metrics=none", "information.num_samples=0", "images.num_images=0",
         "objective.kl_warmup_steps=5", f"hydra.sweep.dir={sweep}",
-        cwd=tmp_path,
+        cwd=tmp_path, monkeypatch=monkeypatch, capfd=capfd,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     runs = {}

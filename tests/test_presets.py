@@ -9,7 +9,7 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
-from tests.conftest import compose_train, run_vaelab
+from tests.conftest import call_vaelab, compose_train, run_vaelab
 from vaelab import objectives
 
 # A few steps of a preset: its settings, with the evaluations cut down to seconds.
@@ -20,13 +20,13 @@ FEW_STEPS = (
 )  # fmt: skip
 
 
-def test_dsprites_fast_trains_the_recipe_with_its_warmup_and_precision(tmp_path):
+def test_dsprites_fast_trains_the_recipe_with_its_warmup_and_precision(tmp_path, monkeypatch, capfd):
     cfg = compose_train(["experiment=dsprites_fast"], tmp_path)
     assert cfg.model._target_ == "vaelab.models.ConvVAE" and cfg.metrics.suite.keys() >= {"dci", "beta_vae", "mig"}
     objective = objectives.build(cfg, dataset_size=737280)
     assert objective.kl_warmup_steps > 0
 
-    result = run_vaelab("train", "experiment=dsprites_fast", *FEW_STEPS, "logger=none", "hydra.run.dir=run", cwd=tmp_path)
+    result = call_vaelab("train", "experiment=dsprites_fast", *FEW_STEPS, "logger=none", "hydra.run.dir=run", cwd=tmp_path, monkeypatch=monkeypatch, capfd=capfd,)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["status"] == "success" and "metrics/mig" in metrics["final"]
@@ -34,10 +34,10 @@ def test_dsprites_fast_trains_the_recipe_with_its_warmup_and_precision(tmp_path)
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
 
 
-def test_infomax_study_sweeps_every_objective_at_matched_kl_weights(tmp_path):
+def test_infomax_study_sweeps_every_objective_at_matched_kl_weights(tmp_path, monkeypatch, capfd):
     """Every job of the study builds (no weight that one objective rejects), and one job per
     objective runs through the CLI to a row of compare."""
-    result = run_vaelab("train", "experiment=infomax_study", "--cfg", "hydra", cwd=tmp_path)
+    result = call_vaelab("train", "experiment=infomax_study", "--cfg", "hydra", cwd=tmp_path, monkeypatch=monkeypatch, capfd=capfd,)
     assert result.returncode == 0, result.stderr
     params = OmegaConf.create(result.stdout).hydra.sweeper.params
     names = params.objective.split(",")
@@ -49,12 +49,12 @@ def test_infomax_study_sweeps_every_objective_at_matched_kl_weights(tmp_path):
             cfg = compose_train(["experiment=infomax_study", f"objective={name}", f"kl_weight={weight}"], tmp_path)
             assert objectives.build(cfg, dataset_size=737280).kl_weight == pytest.approx(weight)
 
-    result = run_vaelab(
+    result = call_vaelab(
         "train", "-m", "experiment=infomax_study", f"kl_weight={weights[0]}", "seed=0", *FEW_STEPS, "logger=none",
-        "hydra.sweep.dir=study", cwd=tmp_path,
+        "hydra.sweep.dir=study", cwd=tmp_path, monkeypatch=monkeypatch, capfd=capfd,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    result = run_vaelab("compare", "study", cwd=tmp_path)
+    result = call_vaelab("compare", "study", cwd=tmp_path, monkeypatch=monkeypatch, capfd=capfd,)
     assert result.returncode == 0, result.stderr
     rows = list(csv.DictReader(open(tmp_path / "study" / "compare_summary.csv")))
     assert sorted(row["objective"] for row in rows) == ["betavae", "infomax", "infomax-native"]

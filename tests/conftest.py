@@ -58,6 +58,7 @@ def call_vaelab(*args: str, cwd: Path, monkeypatch, capfd, env: dict | None = No
     and Lightning, so the many error-path cases cost little; runs whose processes matter
     (signals, launchers, DDP, a whole training run) use `run_vaelab`."""
     import torch
+    from hydra.core.hydra_config import HydraConfig
     from threadpoolctl import threadpool_limits
 
     from vaelab.cli import main
@@ -69,8 +70,8 @@ def call_vaelab(*args: str, cwd: Path, monkeypatch, capfd, env: dict | None = No
     for var, value in (env or {}).items():
         monkeypatch.setenv(var, value)
     capfd.readouterr()
-    # A run sets this process's torch and BLAS threads (num_threads): restored afterwards, or
-    # every later test in the session would compute on the last run's setting.
+    # A run sets this process's torch and BLAS threads (num_threads) and Hydra's run config:
+    # restored afterwards, or every later test in the session would run under them.
     torch_threads = torch.get_num_threads()
     with threadpool_limits(limits=None):
         try:
@@ -83,6 +84,7 @@ def call_vaelab(*args: str, cwd: Path, monkeypatch, capfd, env: dict | None = No
             code = 1
         finally:
             torch.set_num_threads(torch_threads)
+            HydraConfig.instance().cfg = None  # the run's Hydra config outlives it too: forget it
     captured = capfd.readouterr()
     return subprocess.CompletedProcess(["vaelab", *args], code, captured.out, captured.err)
 

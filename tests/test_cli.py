@@ -218,11 +218,14 @@ def test_full_error_shows_the_traceback(tmp_path, monkeypatch, capfd, override):
     assert result.returncode != 0 and "Traceback" in result.stderr
 
 
-def test_eval_scores_a_checkpoint(infomax_run, tmp_path):
+def test_eval_scores_a_checkpoint(infomax_run, tmp_path, monkeypatch, capfd):
     _, run_dir = infomax_run
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     # The suite and seed of the training run's final evaluation, on its final weights.
-    result = run_vaelab("eval", f"ckpt={checkpoint}", "metrics=mig", "metrics.suite.mig.num_train=1000", cwd=tmp_path)
+    result = call_vaelab(
+        "eval", f"ckpt={checkpoint}", "metrics=mig", "metrics.suite.mig.num_train=1000",
+        cwd=tmp_path, monkeypatch=monkeypatch, capfd=capfd,
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     scores = json.loads(result.stdout)  # stdout holds the JSON alone; the table goes to stderr
     trained = json.loads((run_dir / "metrics.json").read_text())["final"]

@@ -46,15 +46,15 @@ def test_wandb_that_cannot_start_leaves_training_running(tmp_path, monkeypatch, 
     assert json.loads((tmp_path / "metrics.json").read_text())["final"]["train/beta_effective"] == 1.0
 
 
-def test_diverging_run_stops_with_one_line_and_keeps_a_finite_checkpoint(tmp_path):
-    from tests.conftest import run_vaelab
+def test_diverging_run_stops_with_one_line_and_keeps_a_finite_checkpoint(tmp_path, monkeypatch, capfd):
+    from tests.conftest import call_vaelab
     from tests.wandb_offline import read_offline_run
 
     run_dir = tmp_path / "run"
     # lr 1e30: the first Adam step leaves finite but enormous weights; the next loss is NaN.
-    result = run_vaelab(
+    result = call_vaelab(
         "train", "experiment=quick", "optimizer.lr=1e30", "checkpoint.every_n_steps=1", "metrics=none",
-        "information.num_samples=0", f"hydra.run.dir={run_dir}", cwd=tmp_path,
+        "information.num_samples=0", f"hydra.run.dir={run_dir}", cwd=tmp_path, monkeypatch=monkeypatch, capfd=capfd,
     )  # fmt: skip
     assert result.returncode == 1
     (error,) = [line for line in result.stderr.splitlines() if line.startswith("vaelab: error:")]

@@ -26,7 +26,8 @@ def test_dsprites_fast_trains_the_recipe_with_its_warmup_and_precision(tmp_path,
     objective = objectives.build(cfg, dataset_size=737280)
     assert objective.kl_warmup_steps > 0
 
-    result = call_vaelab("train", "experiment=dsprites_fast", *FEW_STEPS, "logger=none", "hydra.run.dir=run", cwd=tmp_path, monkeypatch=monkeypatch, capfd=capfd,)
+    cli = {"cwd": tmp_path, "monkeypatch": monkeypatch, "capfd": capfd}
+    result = call_vaelab("train", "experiment=dsprites_fast", *FEW_STEPS, "logger=none", "hydra.run.dir=run", **cli)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["status"] == "success" and "metrics/mig" in metrics["final"]
@@ -37,7 +38,8 @@ def test_dsprites_fast_trains_the_recipe_with_its_warmup_and_precision(tmp_path,
 def test_infomax_study_sweeps_every_objective_at_matched_kl_weights(tmp_path, monkeypatch, capfd):
     """Every job of the study builds (no weight that one objective rejects), and one job per
     objective runs through the CLI to a row of compare."""
-    result = call_vaelab("train", "experiment=infomax_study", "--cfg", "hydra", cwd=tmp_path, monkeypatch=monkeypatch, capfd=capfd,)
+    cli = {"cwd": tmp_path, "monkeypatch": monkeypatch, "capfd": capfd}
+    result = call_vaelab("train", "experiment=infomax_study", "--cfg", "hydra", **cli)
     assert result.returncode == 0, result.stderr
     params = OmegaConf.create(result.stdout).hydra.sweeper.params
     names = params.objective.split(",")
@@ -51,10 +53,10 @@ def test_infomax_study_sweeps_every_objective_at_matched_kl_weights(tmp_path, mo
 
     result = call_vaelab(
         "train", "-m", "experiment=infomax_study", f"kl_weight={weights[0]}", "seed=0", *FEW_STEPS, "logger=none",
-        "hydra.sweep.dir=study", cwd=tmp_path, monkeypatch=monkeypatch, capfd=capfd,
+        "hydra.sweep.dir=study", **cli,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    result = call_vaelab("compare", "study", cwd=tmp_path, monkeypatch=monkeypatch, capfd=capfd,)
+    result = call_vaelab("compare", "study", **cli)
     assert result.returncode == 0, result.stderr
     rows = list(csv.DictReader(open(tmp_path / "study" / "compare_summary.csv")))
     assert sorted(row["objective"] for row in rows) == ["betavae", "infomax", "infomax-native"]

@@ -19,8 +19,8 @@ from tests.wandb_offline import read_offline_run
 RUN = (
     "data.batch_size=32", "data.val_size=64", "trainer.max_steps=60", "trainer.val_check_interval=20",
     "trainer.log_every_n_steps=10", "checkpoint.every_n_steps=20", "metrics=mig",
-    "metrics.suite.mig.num_train=1000", "metrics@periodic_metrics=mig", "periodic_metrics.every_n_steps=20",
-    "periodic_metrics.suite.mig.num_train=1000", "information.num_samples=500",
+    "metrics.suite.mig.num_train=500", "metrics@periodic_metrics=mig", "periodic_metrics.every_n_steps=20",
+    "periodic_metrics.suite.mig.num_train=500", "information.num_samples=200",
 )  # fmt: skip
 
 
@@ -75,12 +75,12 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_result(tmp_path):
 
 def test_resume_refuses_a_checkpoint_from_another_model(tmp_path, monkeypatch, capfd):
     run_dir = tmp_path / "run"
-    first = run_vaelab(
+    cli = {"cwd": tmp_path, "monkeypatch": monkeypatch, "capfd": capfd}
+    first = call_vaelab(
         "train", "experiment=quick", "trainer.max_steps=5", "metrics=none", "information.num_samples=0",
-        "logger=none", f"hydra.run.dir={run_dir}", cwd=tmp_path,
+        "logger=none", f"hydra.run.dir={run_dir}", **cli,
     )  # fmt: skip
     assert first.returncode == 0, first.stderr[-2000:]
-    cli = {"cwd": tmp_path, "monkeypatch": monkeypatch, "capfd": capfd}
     again = call_vaelab(
         "train", "experiment=quick", "model.latent_dim=4", "logger=none", "resume=auto", f"hydra.run.dir={run_dir}", **cli
     )  # fmt: skip

@@ -33,23 +33,26 @@ def _without_timings(history: list[dict]) -> list[dict]:
 
 
 def test_sigkilled_run_resumes_to_the_uninterrupted_result(tmp_path):
-    uninterrupted = tmp_path / "uninterrupted"
-    result = run_vaelab("train", *RUN, f"hydra.run.dir={uninterrupted}", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-
-    killed = tmp_path / "killed"
+    uninterrupted, killed = tmp_path / "uninterrupted", tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "offline"}
     env |= {var: str(tmp_path / ".wandb-home") for var in WANDB_DIR_VARS}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "vaelab", "train", *RUN, f"hydra.run.dir={killed}"],
-        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    # Both runs at once (their results do not depend on what else the machine runs).
+    whole, process = (
+        subprocess.Popen(
+            [sys.executable, "-m", "vaelab", "train", *RUN, f"hydra.run.dir={run_dir}"],
+            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        for run_dir in (uninterrupted, killed)
+    )
     last = killed / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 240
     while not last.exists() and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
     assert process.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+    process.stderr.close()
+    assert whole.wait(timeout=300) == 0, whole.stderr.read()[-3000:]
+    whole.stderr.close()
     killed_at = torch.load(last, weights_only=False)["global_step"]
     assert killed_at in (20, 40)
 
@@ -94,22 +97,28 @@ def test_resume_refuses_a_checkpoint_from_another_model(tmp_path, monkeypatch, c
 def test_sigint_and_sigterm_save_a_checkpoint_and_exit_130_143(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "offline"}
     env |= {var: str(tmp_path / ".wandb-home") for var in WANDB_DIR_VARS}
-    for signum, expected_code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
-        run_dir = tmp_path / signum.name
-        process = subprocess.Popen(
+    signals = {signal.SIGINT: 130, signal.SIGTERM: 143}
+    processes = {
+        signum: subprocess.Popen(
             [sys.executable, "-m", "vaelab", "train", *RUN[:5], "checkpoint.every_n_steps=20", "metrics=none", "metrics@periodic_metrics=none",
-             "trainer.max_steps=100000", "information.num_samples=0", f"hydra.run.dir={run_dir}"],
+             "trainer.max_steps=100000", "information.num_samples=0", f"hydra.run.dir={tmp_path / signum.name}"],
             cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             # A test suite started in the background (`make test &`) inherits SIGINT ignored,
             # and Python then keeps ignoring it: give the run the disposition a terminal gives.
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )  # fmt: skip
-        last = run_dir / "checkpoints" / "last.ckpt"
+        for signum in signals
+    }  # both at once: each is stopped by its own signal
+    for signum, process in processes.items():
+        last = tmp_path / signum.name / "checkpoints" / "last.ckpt"
         deadline = time.monotonic() + 240
         while not last.exists() and time.monotonic() < deadline and process.poll() is None:
             time.sleep(0.05)
         time.sleep(0.3)  # now mid-way between two periodic checkpoints
         process.send_signal(signum)
+    for signum, expected_code in signals.items():
+        run_dir, process = tmp_path / signum.name, processes[signum]
+        last = run_dir / "checkpoints" / "last.ckpt"
         stderr = process.communicate(timeout=120)[1]
         assert process.returncode == expected_code, stderr[-2000:]
         stopped_at = re.search(rf"{signum.name} at step (\d+): saved", stderr)

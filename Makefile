@@ -18,7 +18,7 @@ test:
 	$(PYTHON) -m pytest -q
 
 bench:
-	$(PYTHON) benchmarks/run.py
+	$(PYTHON) benchmarks/run.py $(BENCH_ARGS)
 
 demo:
 	WANDB_MODE=offline vaelab train experiment=quick

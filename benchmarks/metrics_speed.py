@@ -23,7 +23,7 @@ Prints a table, then one JSON line per figure: {"name": ..., "value": ..., "unit
 
     PYTHONPATH=. python benchmarks/metrics_speed.py            # all parts, fast and full (several minutes)
     PYTHONPATH=. python benchmarks/metrics_speed.py --quick    # fast preset only, short encode test (~1 min)
-    PYTHONPATH=. python benchmarks/metrics_speed.py --parts codes --suites full [--dci-booster exact|fast_exact|binned]
+    PYTHONPATH=. python benchmarks/metrics_speed.py --parts codes --suites full [--dci-booster exact|fast_exact]
     PYTHONPATH=. python benchmarks/metrics_speed.py --parts e2e --suites full --precisions fp32 bf16 --ckpt outputs/.../last.ckpt
     ... --baseline    # also the pipeline as before the speed-ups, interleaved, and check its scores equal fp32's
 """
@@ -203,7 +203,7 @@ def main() -> None:
     parser.add_argument("--parts", nargs="+", choices=["codes", "encode", "e2e"], default=["codes", "encode", "e2e"])
     parser.add_argument("--suites", nargs="+", default=["fast", "full"])
     parser.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"])
-    parser.add_argument("--dci-booster", choices=["exact", "fast_exact", "binned"], help="override the preset's DCI booster (codes part)")
+    parser.add_argument("--dci-booster", choices=["exact", "fast_exact"], help="override the preset's DCI booster (codes part)")
     parser.add_argument("--ckpt", help="a vaelab checkpoint for encode/e2e (default: a freshly initialised conv VAE)")
     parser.add_argument("--encode-blocks", type=int, default=12, help="blocks of images per encode variant")
     parser.add_argument("--encode-block", type=int, default=8192, help="images per block")

@@ -1,7 +1,7 @@
 """Training throughput through the real loop (Lightning, data stream, logging), and what bounds it.
 
     PYTHONPATH=. python benchmarks/train_speed.py [--steps 300] [--batch-sizes 64 256] [--repeats 3]
-        [--precisions 32-true bf16-mixed] [--objectives betavae infomax_native] [--only-throughput]
+        [--precisions 32-true bf16-mixed] [--objectives betavae infomax_native] [--only-throughput] [--peak-memory]
 
 - the machine's fp32 matrix-multiply rate, measured here (the ceiling for the model);
 - FLOPs per image of the standard conv architecture, forward + backward (torch's counter);
@@ -11,8 +11,9 @@
 - the step split into data / forward / backward / optimiser, timed in a plain loop of the
   same model, and "loop overhead" = real-loop step time minus their sum (Lightning and
   logging);
-- the wall time from `vaelab train` to its first step, and the peak memory (max RSS) of a
-  default run cut to 1,000 steps (metrics and information estimates included).
+- the wall time from `vaelab train` to its first step, and with ``--peak-memory`` the peak
+  memory (max RSS) of a default run cut to 1,000 steps (metrics and information estimates
+  included: minutes, most of it the final metric suite).
 Prints one human line and one JSON line per figure: {"name", "value", "unit"}.
 """
 
@@ -169,7 +170,8 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--precisions", nargs="+", default=["32-true"], help="trainer.precision values to time")
     parser.add_argument("--objectives", nargs="+", default=["betavae"], help="e.g. betavae infomax_native")
-    parser.add_argument("--only-throughput", action="store_true", help="skip the step split, startup and memory")
+    parser.add_argument("--only-throughput", action="store_true", help="skip the step split and startup")
+    parser.add_argument("--peak-memory", action="store_true", help="also the peak RSS of a default run cut to 1,000 steps (minutes)")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     figures = []
@@ -201,6 +203,7 @@ def main(argv=None) -> list[dict]:
         add(f"data_share_of_step_batch{batch_size}", phases["data"] / (batch_size / rate), "ratio")
     if not args.only_throughput:
         add("startup_to_first_step", startup_seconds(), "s")
+    if args.peak_memory:
         add("peak_rss_default_run_1000_steps", peak_rss_of_default_run(), "MB")
     for figure in figures:
         print(f"{figure['name']:<36} {figure['value']:>10} {figure['unit']}")

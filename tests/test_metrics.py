@@ -39,7 +39,7 @@ SMALL = {
     "mig": dict(num_train=4000),
     "factor_vae": dict(num_train=600, num_eval=400, num_variance_estimate=3000),
     "beta_vae": dict(num_train=1500, num_eval=500),
-    "dci": dict(num_train=1500, num_test=750, booster="binned"),
+    "dci": dict(num_train=1500, num_test=750),
 }
 
 
@@ -188,28 +188,6 @@ def test_dci_scores_of_known_importance_matrices():
     r = np.array([[1.0, 1.0], [0.0, 0.0]])
     assert dci.disentanglement(r) == pytest.approx(0.0, abs=1e-6)
     assert dci.completeness(r) == pytest.approx(1.0, abs=1e-6)
-
-
-@pytest.mark.parametrize("num_classes", [2, 4])
-def test_binned_booster_is_sklearns_algorithm(num_classes):
-    """With a bin per distinct value, the binned booster is GradientBoostingClassifier."""
-    rng = np.random.default_rng(3)
-    x = np.round(rng.standard_normal((600, 3)), 1)  # few distinct values: exact thresholds
-    y = np.digitize(x[:, 0] + 0.5 * x[:, 1] + 0.3 * rng.standard_normal(600), [-0.5, 0.0, 0.5][: num_classes - 1])
-    exact, exact_importance = dci._fit_one("exact", x, y, 0, 256)
-    binned, binned_importance = dci._fit_one("binned", x, y, 0, 256)
-    # sklearn breaks ties between equally good splits at random: its own importances
-    # move by ~2e-3 between random_states on this data.
-    np.testing.assert_allclose(binned_importance, exact_importance, atol=5e-3)
-    np.testing.assert_array_equal(binned.predict(x), exact.predict(x))
-    proba = exact.predict_proba(x)
-    raw = binned.decision_function(x)
-    if num_classes == 2:
-        ours = 1 / (1 + np.exp(-raw[:, 0]))
-        np.testing.assert_allclose(ours, proba[:, 1], atol=2e-3)
-    else:
-        ours = np.exp(raw - raw.max(axis=1, keepdims=True))
-        np.testing.assert_allclose(ours / ours.sum(axis=1, keepdims=True), proba, atol=2e-3)
 
 
 def test_modularity_of_known_mutual_information():

@@ -105,7 +105,7 @@ def test_fast_exact_dci_agrees_with_disentanglement_lib(code):
         assert abs(scores[score] - ref["mean"]) <= 0.02, f"{code} {score}: {scores[score]:.4f} vs {ref['mean']:.4f}"
 
 
-@pytest.mark.parametrize("booster", ["fast_exact", "exact", "binned"])
+@pytest.mark.parametrize("booster", ["fast_exact", "exact"])
 def test_parallel_factor_fits_give_the_same_numbers(booster):
     """importance_matrix fits the factors in threads; the result must not depend on how many."""
     rng = np.random.default_rng(5)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 
 import pytest
 from omegaconf import OmegaConf
@@ -73,6 +74,19 @@ def test_auto_precision_never_trains_in_emulated_bfloat16(monkeypatch, native, e
     assert system.resolve_training_precision("auto", "cpu") == expected
     assert system.resolve_training_precision("32-true", "cpu") == "32-true"  # an explicit choice stays
 
+
+
+def test_benchmarks_name_the_machine_and_whether_its_bfloat16_is_native():
+    """Every benchmark figure depends on the CPU: `make bench` names its model and the vector
+    extensions that pick the kernels, consistently with the bf16 check that precision=auto uses."""
+    from vaelab import system
+
+    machine = system.machine_description()
+    assert machine["cpu_model"] and machine["cores"] >= 1
+    flags = set(open("/proc/cpuinfo").read().split()) if os.path.exists("/proc/cpuinfo") else set()
+    assert set(machine["vector_extensions"]) == {ext for ext in system.VECTOR_EXTENSIONS if ext in flags}
+    if machine["native_bf16"] and flags:
+        assert {"avx512_bf16", "amx_bf16"} & set(machine["vector_extensions"])
 
 def test_baselines_sweep_every_shipped_objective_over_three_strengths_of_its_own_knob(tmp_path):
     """experiment=baselines: every job composes and builds (no knob its objective refuses), each

@@ -39,9 +39,8 @@ LOG_2PI = math.log(2.0 * math.pi)
 
 # Block shape of the evaluation-set estimator: a (queries, D, components) working set of about
 # BLOCK_ELEMENTS numbers (8 MiB in float64, reused across blocks): bounded whatever M and N are.
-# Measured on 2 CPU cores (benchmarks/information_speed.py, N = 10^4, D = 10): 2^20 was the
-# fastest of 2^17..2^22, 1.3 s in float64 against 1.9 s at 2^17 (more parallel regions: each block
-# is ~14 elementwise passes) and 2.0 s at 2^22 (out of cache).
+# Smaller blocks mean more parallel regions (each block is ~14 elementwise passes), larger ones
+# fall out of cache; 2^20 was the fastest of 2^17..2^22 (docs/performance.md, "Information").
 BLOCK_ELEMENTS = 2**20
 DEFAULT_COMPONENT_CHUNK = 2048
 
@@ -103,7 +102,7 @@ def _block_log_density(z_block, mu_t, neg_half_precision_t, log_norm_t, out):
     return out.square_().mul_(neg_half_precision_t).add_(log_norm_t)
 
 
-# exp of arguments whose result is subnormal or zero takes a slow path on x86 (10-30x slower, and
+# exp of arguments whose result is subnormal or zero takes a slow path on x86 (many times slower, and
 # far-away components with narrow posteriors produce many of them). After the shift the largest
 # term is 1, so raising arguments below the floor to it changes each sum by < n * exp(floor)
 # relative, far below rounding (n * e^-80 ~ 1e-31 in float32).
@@ -130,8 +129,8 @@ def aggregate_posterior_log_density(
     """Exact log q(z) and per-dim log q(z_j) of the mixture q(z) = 1/N sum_n q(z|x_n).
 
     z: (M, D) query points; mu, logvar: (N, D) the evaluation set's encodings.
-    Returns (log_qz (M,), log_qz_dims (M, D)) in `dtype` (float64, or float32: ~2x faster,
-    agrees to ~1e-6 nats on ordinary codes; see benchmarks/information_speed.py).
+    Returns (log_qz (M,), log_qz_dims (M, D)) in `dtype` (float64, or float32: faster,
+    agrees to ~1e-6 nats on ordinary codes; benchmarks/information_speed.py measures both).
     Works in blocks of `chunk_size` queries x `component_chunk_size` encodings, so memory is
     O(chunk_size * D * component_chunk_size) whatever M and N are. None picks them: 2048
     encodings and as many queries as keep a block near BLOCK_ELEMENTS. (chunk_size=M,

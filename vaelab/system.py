@@ -16,6 +16,7 @@ import ctypes
 import logging
 import os
 import sys
+from pathlib import Path
 
 log = logging.getLogger("vaelab")
 
@@ -184,6 +185,33 @@ def native_bf16_cpu() -> bool:
 
     checks = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
     return any(check is not None and check() for check in checks)
+
+
+VECTOR_EXTENSIONS = ("avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "neon", "asimd", "sve")
+
+
+def machine_description() -> dict:
+    """The CPU a figure was measured on: model name, cores this process may use, the vector
+    extensions that decide which kernels run (AVX2, AVX-512, AMX, ...) and whether bfloat16 is
+    native. Benchmarks print it beside their figures."""
+    import platform
+
+    model, flags = None, set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model is None:
+                model = value.strip()
+            elif key.strip() in ("flags", "Features"):
+                flags.update(value.split())
+    except OSError:  # not Linux: the platform module's name only
+        pass
+    return {
+        "cpu_model": model or platform.processor() or platform.machine(),
+        "cores": available_cores(),
+        "vector_extensions": [ext for ext in VECTOR_EXTENSIONS if ext in flags],
+        "native_bf16": native_bf16_cpu(),
+    }
 
 
 def resolve_training_precision(precision, accelerator: str) -> str:

@@ -87,9 +87,9 @@ def _one_blas_thread():
     """BLAS (numpy/scipy's OpenBLAS) on one thread while a metric runs.
 
     The metrics' linear algebra is small (10,000 x 10 codes, up to 40 classes): a
-    second BLAS thread only adds synchronisation, and on a busy 2-core machine its
-    spin-waits made explicitness' logistic regressions 5x slower (12 s instead of
-    2 s). BLAS splits a product by output blocks, so the results are the same to the
+    second BLAS thread only adds synchronisation, and on a busy machine its
+    spin-waits slow explicitness' logistic regressions several-fold (docs/performance.md,
+    "Metrics"). BLAS splits a product by output blocks, so the results are the same to the
     bit. Encoding (torch) is not affected.
     """
     try:

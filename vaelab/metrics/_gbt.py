@@ -1,15 +1,10 @@
-"""sklearn's GradientBoostingClassifier algorithm, vectorised, in two variants.
-
-``ExactGradientBoosting`` (DCI's ``fast_exact`` booster, at the end of this module)
-keeps sklearn's exact thresholds and reproduces its model; ``BinnedGradientBoosting``
-(``binned``, below) runs the algorithm on quantile-binned features.
+"""sklearn's GradientBoostingClassifier, vectorised: DCI's ``fast_exact`` booster.
 
 DCI needs, per factor, the impurity-based feature importances and the accuracy
 of ``GradientBoostingClassifier()`` (100 trees per class, learning rate 0.1,
-depth 3, log loss). sklearn grows every tree with an exact sort-based splitter,
-which costs about two minutes per representation at the study's sizes. This
-module runs the same algorithm with each feature cut into at most ``num_bins``
-quantile bins (exact midpoints when a feature has fewer distinct values):
+depth 3, log loss). sklearn grows every tree on its own with an exact sort-based
+splitter. ``ExactGradientBoosting`` computes the same model with the same exact
+thresholds, growing all trees of a boosting round together:
 
 - init: log class priors; per iteration the residuals r = onehot(y) - softmax(raw)
   (sigmoid with one tree for two classes);
@@ -22,39 +17,19 @@ quantile bins (exact midpoints when a feature has fewer distinct values):
 - importance of a feature = total squared-error reduction of its splits,
   normalised (sklearn's ``feature_importances_``).
 
-All trees of an iteration grow together: the per-node, per-bin residual sums of
-every class are one sparse (bins x samples) @ dense (samples x nodes) product.
+Its speed against sklearn is measured in docs/metrics.md.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse
 
 _EPSILON = np.finfo(np.float64).eps  # sklearn's tree: nodes with impurity <= EPSILON are leaves
 
 
-def bin_edges(x: np.ndarray, num_bins: int) -> list[np.ndarray]:
-    """Per feature, increasing thresholds t: a split sends x <= t[b] left."""
-    edges = []
-    for column in x.T:
-        distinct = np.unique(column)
-        if len(distinct) <= num_bins:
-            cut = (distinct[:-1] + distinct[1:]) / 2  # sklearn's exact thresholds
-        else:
-            cut = np.unique(np.quantile(column, np.arange(1, num_bins) / num_bins))
-        edges.append(cut)
-    return edges
-
-
-def apply_bins(x: np.ndarray, edges: list[np.ndarray]) -> np.ndarray:
-    """(N, D) values -> (N, D) bin indices; bin b holds t[b-1] < x <= t[b]."""
-    return np.stack([np.searchsorted(e, col, side="left") for e, col in zip(edges, x.T)], axis=1)
-
-
 class _TreeEnsemble:
-    """What both boosters share once fitted: raw scores from their level-wise trees, and
-    probabilities from raw scores (sigmoid for two classes, softmax otherwise).
+    """Prediction from fitted level-wise trees: raw scores, and probabilities from raw
+    scores (sigmoid for two classes, softmax otherwise).
 
     Each stage is (features per level, thresholds per level, leaf values); the arrays of
     a level are indexed [tree, node], so every sample walks every tree of a stage at once.
@@ -78,105 +53,6 @@ class _TreeEnsemble:
         shifted = np.exp(raw - raw.max(axis=1, keepdims=True))
         return shifted / shifted.sum(axis=1, keepdims=True)
 
-
-class BinnedGradientBoosting(_TreeEnsemble):
-    def __init__(self, n_estimators: int = 100, learning_rate: float = 0.1, max_depth: int = 3, num_bins: int = 256):
-        self.n_estimators = n_estimators
-        self.learning_rate = learning_rate
-        self.max_depth = max_depth
-        self.num_bins = num_bins
-
-    def fit(self, x: np.ndarray, y: np.ndarray) -> "BinnedGradientBoosting":
-        self.classes_, y_index = np.unique(y, return_inverse=True)
-        num_classes = len(self.classes_)
-        if num_classes < 2:
-            raise ValueError("need at least two classes")
-        self.edges_ = bin_edges(x, self.num_bins)
-        xb = apply_bins(x, self.edges_)
-        n, d = xb.shape
-        width = max(len(e) for e in self.edges_) + 1  # bins per feature
-        self._width = width
-        onehot = np.zeros((n, num_classes))
-        onehot[np.arange(n), y_index.ravel()] = 1.0
-        prior = onehot.mean(axis=0)
-        self.binary_ = num_classes == 2
-        if self.binary_:
-            targets = onehot[:, 1:]
-            self.init_ = np.log(prior[1:] / prior[:1])
-        else:
-            targets = onehot
-            self.init_ = np.log(prior)
-        trees = targets.shape[1]
-        # (D * width, N) indicator of each sample's bin in each feature.
-        bins_by_sample = scipy.sparse.csr_matrix(
-            (np.ones(n * d), (np.ravel(np.arange(d)[None, :] * width + xb), np.repeat(np.arange(n), d))),
-            shape=(d * width, n),
-        )
-        raw = np.tile(self.init_, (n, 1))
-        self.importances_ = np.zeros(d)
-        self.splits_: list[tuple[list[np.ndarray], list[np.ndarray], np.ndarray]] = []
-        samples = np.arange(n)
-        tree_ids = np.arange(trees)
-        for _ in range(self.n_estimators):
-            prob = self._probabilities(raw)
-            residual = targets - prob
-            node = np.zeros((n, trees), dtype=np.int64)
-            split_features, split_bins = [], []
-            for depth in range(self.max_depth):
-                nodes = 2**depth
-                flat = tree_ids[None, :] * nodes + node  # (N, T) column of each sample's node
-                columns = np.zeros((n, trees * nodes))
-                columns[samples[:, None], flat] = residual
-                present = np.zeros((n, trees * nodes))
-                present[samples[:, None], flat] = 1.0
-                sums = (bins_by_sample @ columns).reshape(d, width, trees * nodes)
-                counts = (bins_by_sample @ present).reshape(d, width, trees * nodes)
-                node_sum, node_count = sums[0].sum(axis=0), counts[0].sum(axis=0)
-                node_sq = np.bincount(flat.ravel(), weights=(residual**2).ravel(), minlength=trees * nodes)
-                left_sum, left_count = np.cumsum(sums, axis=1), np.cumsum(counts, axis=1)
-                right_sum, right_count = node_sum - left_sum, node_count - left_count
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    gain = left_sum**2 / left_count + right_sum**2 / right_count - node_sum**2 / node_count
-                gain[(left_count < 0.5) | (right_count < 0.5)] = -np.inf
-                gain = gain.reshape(d * width, trees * nodes)
-                best = np.argmax(gain, axis=0)
-                best_gain = gain[best, np.arange(trees * nodes)]
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    impurity = node_sq / node_count - (node_sum / node_count) ** 2
-                splits = np.isfinite(best_gain) & (impurity > _EPSILON)
-                feature = np.where(splits, best // width, 0)
-                threshold = np.where(splits, best % width, width)  # bin > width never happens: stays left
-                np.add.at(self.importances_, feature[splits], np.maximum(best_gain[splits], 0.0))
-                go_right = xb[samples[:, None], feature[flat]] > threshold[flat]
-                node = 2 * node + go_right
-                split_features.append(feature.reshape(trees, nodes))
-                split_bins.append(threshold.reshape(trees, nodes))
-            leaves = 2**self.max_depth
-            flat = tree_ids[None, :] * leaves + node
-            numerator = np.bincount(flat.ravel(), weights=residual.ravel(), minlength=trees * leaves)
-            hessian = (prob * (1.0 - prob)).ravel()
-            denominator = np.bincount(flat.ravel(), weights=hessian, minlength=trees * leaves)
-            if not self.binary_:
-                numerator *= (num_classes - 1) / num_classes
-            values = np.where(np.abs(denominator) < 1e-150, 0.0, numerator / np.where(denominator == 0, 1, denominator))
-            values = values.reshape(trees, leaves)
-            raw += self.learning_rate * values[tree_ids[None, :], node]
-            self.splits_.append((split_features, split_bins, values))
-        total = self.importances_.sum()
-        self.feature_importances_ = self.importances_ / total if total > 0 else self.importances_
-        return self
-
-    def decision_function(self, x: np.ndarray) -> np.ndarray:
-        return self._raw_scores(apply_bins(x, self.edges_), self.splits_)
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        raw = self.decision_function(x)
-        if self.binary_:
-            return self.classes_[(raw[:, 0] > 0).astype(np.int64)]
-        return self.classes_[np.argmax(raw, axis=1)]
-
-
-# --- exact thresholds ----------------------------------------------------------------------
 
 _FEATURE_THRESHOLD = np.float32(1e-7)  # sklearn's splitter: closer values are ties
 # Gains are compared after dropping their last 24 mantissa bits (relative resolution
@@ -229,8 +105,9 @@ class ExactGradientBoosting(_TreeEnsemble):
         # CPU time); memory is ~55 bytes x chunk x D x N.
         self.tree_chunk = tree_chunk
         # torch threads while fitting (restored after; None: leave torch's setting).
-        # One by default: the operations are many and short, and on a 2-core machine
-        # that is busy elsewhere two OpenMP threads made a fit 4x slower, not faster.
+        # One by default: the operations are many and short, and where the machine is
+        # busy elsewhere more OpenMP threads make a fit slower, not faster (DCI fits the
+        # factors in parallel threads instead).
         self.num_threads = num_threads
 
     # -- fitting ---------------------------------------------------------------------------

@@ -11,20 +11,12 @@ inside (scipy.stats.entropy as in the reference); informativeness = mean accurac
 ``booster`` picks the classifier:
 
 - ``"exact"``: sklearn ``GradientBoostingClassifier()`` with defaults,
-  the reference's model; about 2 minutes per representation on 2 cores at the
-  study's sizes on a dSprites-sized grid.
+  the reference's model.
 - ``"fast_exact"`` (default): the same model (sklearn's algorithm with its exact thresholds,
   vaelab.metrics._gbt.ExactGradientBoosting), all trees of a boosting round grown
   together level by level with torch array operations; it equals sklearn's
   probabilities and importances up to round-off, except where two splits gain
-  exactly the same (sklearn then picks at random); about 8 times faster (DCI on
-  a dSprites-sized grid: ~30 s on one core). Measurements in docs/metrics.md.
-- ``"binned"``: the same boosting algorithm with each code dim cut into
-  ``num_bins`` quantile bins (vaelab.metrics._gbt), several times faster. It
-  agrees with the exact booster to ~0.005 on clean, rotated and mixed codes but
-  not on noisy ones (0.04 lower disentanglement: the exact splitter's per-sample
-  thresholds let it fit noise that bins cannot), so it is not the default; the
-  fast preset may use it for monitoring. Measurements in docs/metrics.md.
+  exactly the same (sklearn then picks at random). Speed in docs/metrics.md.
 """
 
 from __future__ import annotations
@@ -38,12 +30,12 @@ from sklearn.ensemble import GradientBoostingClassifier
 
 from vaelab.errors import UserError
 from vaelab.metrics._common import FactorSampler, Represent, represent_many
-from vaelab.metrics._gbt import BinnedGradientBoosting, ExactGradientBoosting
+from vaelab.metrics._gbt import ExactGradientBoosting
 
-BOOSTERS = ("exact", "fast_exact", "binned")
+BOOSTERS = ("exact", "fast_exact")
 
 
-def _fit_one(booster: str, x_train: np.ndarray, y_train: np.ndarray, seed: int, num_bins: int):
+def _fit_one(booster: str, x_train: np.ndarray, y_train: np.ndarray, seed: int):
     """Fitted model (with ``predict``) and its normalised feature importances."""
     if booster == "exact":
         # The reference leaves random_state unset; without subsampling the trees only
@@ -51,11 +43,7 @@ def _fit_one(booster: str, x_train: np.ndarray, y_train: np.ndarray, seed: int, 
         model = GradientBoostingClassifier(random_state=seed)
         model.fit(x_train, y_train)
         return model, np.abs(model.feature_importances_)
-    if booster == "fast_exact":
-        model = ExactGradientBoosting(n_estimators=100, learning_rate=0.1, max_depth=3)
-        model.fit(x_train, y_train)
-        return model, model.feature_importances_
-    model = BinnedGradientBoosting(n_estimators=100, learning_rate=0.1, max_depth=3, num_bins=num_bins)
+    model = ExactGradientBoosting(n_estimators=100, learning_rate=0.1, max_depth=3)
     model.fit(x_train, y_train)
     return model, model.feature_importances_
 
@@ -83,7 +71,6 @@ def importance_matrix(
     factors_test: np.ndarray,
     booster: str,
     seed: int,
-    num_bins: int = 256,
     workers: int | None = None,
 ) -> tuple[np.ndarray, float, float]:
     """(D, K) importances, mean train accuracy, mean test accuracy.
@@ -96,7 +83,7 @@ def importance_matrix(
     num_codes, k = codes_train.shape[1], factors_train.shape[1]
 
     def fit(j: int):
-        model, importance = _fit_one(booster, codes_train, factors_train[:, j], seed, num_bins)
+        model, importance = _fit_one(booster, codes_train, factors_train[:, j], seed)
         train = np.mean(_predict_train(model, codes_train) == factors_train[:, j])
         test = np.mean(model.predict(codes_test) == factors_test[:, j])
         return importance, train, test
@@ -147,7 +134,6 @@ def compute(
     num_train: int = 10000,
     num_test: int = 5000,
     booster: str = "fast_exact",
-    num_bins: int = 256,
 ) -> dict[str, float]:
     if booster not in BOOSTERS:
         raise UserError(f"dci: booster must be one of {', '.join(BOOSTERS)}, got {booster!r}")
@@ -156,7 +142,7 @@ def compute(
     codes_train, codes_test = represent_many(represent, factors_train, factors_test)
     seed = int(rng.integers(0, 2**31 - 1))
     importances, train_acc, test_acc = importance_matrix(
-        codes_train, factors_train, codes_test, factors_test, booster, seed, num_bins
+        codes_train, factors_train, codes_test, factors_test, booster, seed
     )
     return {
         "disentanglement": disentanglement(importances),

@@ -107,7 +107,7 @@ class MeanEncoder:
       with native bfloat16, fp32 elsewhere (:func:`resolve_precision`).
 
     ``channels_last``: None (default) uses it for bf16 on a CPU only. In fp32 it is
-    about 1.2x faster on the conv encoder but changes the codes by round-off (1e-6),
+    faster on the conv encoder (docs/metrics.md, "Encoding") but changes the codes by round-off (1e-6),
     which moves round-off-sensitive scores (BetaVAE's train accuracy, DCI's train
     informativeness) by up to 0.002, so fp32 keeps the NCHW layout.
     """

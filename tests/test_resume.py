@@ -21,6 +21,10 @@ RUN = (
     "trainer.log_every_n_steps=10", "checkpoint.every_n_steps=20", "metrics=mig",
     "metrics.suite.mig.num_train=500", "metrics@periodic_metrics=mig", "periodic_metrics.every_n_steps=20",
     "periodic_metrics.suite.mig.num_train=500", "information.num_samples=200",
+    # One thread each: the tests run two of these at once, and two processes of two OpenMP
+    # threads on a 2-core machine spin against each other (and the resumed run must use the
+    # same thread count as the run it reproduces, bit for bit).
+    "num_threads=1",
 )  # fmt: skip
 
 
@@ -100,7 +104,7 @@ def test_sigint_and_sigterm_save_a_checkpoint_and_exit_130_143(tmp_path):
     signals = {signal.SIGINT: 130, signal.SIGTERM: 143}
     processes = {
         signum: subprocess.Popen(
-            [sys.executable, "-m", "vaelab", "train", *RUN[:5], "checkpoint.every_n_steps=20", "metrics=none", "metrics@periodic_metrics=none",
+            [sys.executable, "-m", "vaelab", "train", *RUN[:5], "num_threads=1", "checkpoint.every_n_steps=20", "metrics=none", "metrics@periodic_metrics=none",
              "trainer.max_steps=100000", "information.num_samples=0", f"hydra.run.dir={tmp_path / signum.name}"],
             cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             # A test suite started in the background (`make test &`) inherits SIGINT ignored,

@@ -49,19 +49,19 @@ def test_help_lists_subcommands_without_loading_torch():
     assert "train" in result.stdout and "eval" in result.stdout
 
 
-def test_unknown_subcommand_is_a_one_line_error(tmp_path):
-    result = run_vaelab("fit", cwd=tmp_path)
+def test_unknown_subcommand_is_a_one_line_error(tmp_path, monkeypatch, capfd):
+    result = call_vaelab("fit", cwd=tmp_path, monkeypatch=monkeypatch, capfd=capfd)
     assert result.returncode == 2
     assert result.stderr.strip() == "vaelab: error: unknown command 'fit'; expected one of: train, eval, compare"
 
 
-def test_hydra_flags_keep_working(tmp_path):
-    result = run_vaelab("train", "--cfg", "job", "objective=infomax", "lambda=3", cwd=tmp_path)
+def test_hydra_flags_keep_working(tmp_path, monkeypatch, capfd):
+    result = call_vaelab("train", "--cfg", "job", "objective=infomax", "lambda=3", cwd=tmp_path, monkeypatch=monkeypatch, capfd=capfd)
     assert result.returncode == 0, result.stderr
     assert "_target_: vaelab.objectives.infomax.InfoMax" in result.stdout
     assert "lam: ${lambda}" in result.stdout and "lambda: 3" in result.stdout
     assert not (tmp_path / "outputs").exists()  # printing the config trains nothing
-    groups = run_vaelab("train", "--help", cwd=tmp_path)
+    groups = call_vaelab("train", "--help", cwd=tmp_path, monkeypatch=monkeypatch, capfd=capfd)
     # --help lists every objective config a user can select (the yaml files are the registry)
     shipped = ", ".join(sorted(path.stem for path in OBJECTIVE_CONFIGS.glob("*.yaml")))
     assert groups.returncode == 0 and f"objective: {shipped}" in groups.stdout
@@ -272,12 +272,12 @@ def test_eval_scores_any_representation_from_a_codes_file(tmp_path, monkeypatch,
     order = rng.permutation(len(factors))  # any row order
     ideal = factors / (np.array(sizes) - 1) + 0.01 * rng.standard_normal(factors.shape)
     np.savez(tmp_path / "codes.npz", factors=factors[order], codes=ideal[order], factor_names=np.array(["a", "b", "c"]))
-    result = run_vaelab("eval", f"codes={tmp_path / 'codes.npz'}", "metrics=mig", "logger=none", cwd=tmp_path)
+    cli = {"cwd": tmp_path, "monkeypatch": monkeypatch, "capfd": capfd}
+    result = call_vaelab("eval", f"codes={tmp_path / 'codes.npz'}", "metrics=mig", "logger=none", **cli)
     assert result.returncode == 0, result.stderr[-3000:]
     scores = json.loads(result.stdout)
     assert scores["metrics/mig"] > 0.9  # an ideal code
     # Any logger choice works for eval (the W&B-only group is not passed to the CSV logger).
-    cli = {"cwd": tmp_path, "monkeypatch": monkeypatch, "capfd": capfd}
     with_csv = call_vaelab("eval", f"codes={tmp_path / 'codes.npz'}", "metrics=mig", "logger=csv", **cli)
     assert with_csv.returncode == 0, with_csv.stderr[-2000:]
     assert json.loads(with_csv.stdout)["metrics/mig"] == scores["metrics/mig"]

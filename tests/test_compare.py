@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_vaelab
+from tests.conftest import call_vaelab
 from vaelab.compare import find_runs, plot
 from vaelab.objectives.betatcvae import BetaTCVAE
 from vaelab.objectives.betavae import BetaVAE
@@ -35,7 +35,7 @@ def fake_run(root: Path, name: str, objective: str, knob: float, seed: int, mig:
         (run / "metrics.json").write_text(json.dumps(metrics))
 
 
-def test_compare_tables_plots_and_reports_failures(tmp_path):
+def test_compare_tables_plots_and_reports_failures(tmp_path, monkeypatch, capfd):
     sweep = tmp_path / "sweep"
     fake_run(sweep, "0", "betavae", 1.0, 0, 0.10)
     fake_run(sweep, "1", "betavae", 1.0, 1, 0.14)
@@ -45,7 +45,7 @@ def test_compare_tables_plots_and_reports_failures(tmp_path):
     fake_run(sweep, "5", "infomax", 3.0, 0, None)  # failed before writing metrics.json
     fake_run(sweep, "6", "betavae", 8.0, 0, 0.5, status="running")  # killed
 
-    result = run_vaelab("compare", str(sweep), cwd=tmp_path)
+    result = call_vaelab("compare", str(sweep), cwd=tmp_path, monkeypatch=monkeypatch, capfd=capfd)
     assert result.returncode == 0, result.stderr
     # Piped (not a terminal): the table is not cut to 80 columns.
     assert "info/mutual_info" in result.stdout and "unfinished" in result.stdout
@@ -63,7 +63,7 @@ def test_compare_tables_plots_and_reports_failures(tmp_path):
     assert plot(runs, "metrics/dci_disentanglement", tmp_path / "dci.png") == 0  # nothing to draw
 
 
-def test_compare_puts_the_native_estimator_on_its_real_kl_weight_and_on_reconstruction(tmp_path):
+def test_compare_puts_the_native_estimator_on_its_real_kl_weight_and_on_reconstruction(tmp_path, monkeypatch, capfd):
     """InfoMax native at lambda weighs KL[q(z)||p(z)] by 1/lambda, not by beta_effective = 1/(1+lambda);
     the summary has one row per objective and knob, mean ± std over its seeds."""
     sweep = tmp_path / "sweep"
@@ -79,7 +79,7 @@ def test_compare_puts_the_native_estimator_on_its_real_kl_weight_and_on_reconstr
     assert runs["3"].beta_effective == 0.8 and runs["3"].kl_weight == 4.0
     assert runs["3"].reconstruction == 25.0
 
-    result = run_vaelab("compare", str(sweep), cwd=tmp_path)
+    result = call_vaelab("compare", str(sweep), cwd=tmp_path, monkeypatch=monkeypatch, capfd=capfd)
     assert result.returncode == 0, result.stderr
     summary = list(csv.DictReader(open(sweep / "compare_summary.csv")))
     rows = {(row["objective"], row["beta_effective"]): row for row in summary}
@@ -93,18 +93,18 @@ def test_compare_puts_the_native_estimator_on_its_real_kl_weight_and_on_reconstr
     assert plot(list(runs.values()), "metrics/mig", tmp_path / "mig.png") == 3
 
 
-def test_compare_rejects_a_missing_directory(tmp_path):
-    result = run_vaelab("compare", str(tmp_path / "nope"), cwd=tmp_path)
+def test_compare_rejects_a_missing_directory(tmp_path, monkeypatch, capfd):
+    result = call_vaelab("compare", str(tmp_path / "nope"), cwd=tmp_path, monkeypatch=monkeypatch, capfd=capfd)
     assert result.returncode == 2
     assert result.stderr.strip().startswith("vaelab: error: compare:")
 
 
-def test_sweep_presets_define_matched_grids(tmp_path):
+def test_sweep_presets_define_matched_grids(tmp_path, monkeypatch, capfd):
     from omegaconf import OmegaConf
 
     grids = {}
     for preset in ("sweep_beta", "sweep_lambda"):
-        result = run_vaelab("train", f"experiment={preset}", "--cfg", "hydra", cwd=tmp_path)
+        result = call_vaelab("train", f"experiment={preset}", "--cfg", "hydra", cwd=tmp_path, monkeypatch=monkeypatch, capfd=capfd)
         assert result.returncode == 0, result.stderr
         grids[preset] = OmegaConf.create(result.stdout).hydra.sweeper.params
     betas = [float(b) for b in grids["sweep_beta"].beta.split(",")]
@@ -114,23 +114,23 @@ def test_sweep_presets_define_matched_grids(tmp_path):
     assert grids["sweep_beta"].seed == grids["sweep_lambda"].seed == "0,1,2"
 
 
-def test_compare_udr_needs_two_runs_with_checkpoints(tmp_path):
+def test_compare_udr_needs_two_runs_with_checkpoints(tmp_path, monkeypatch, capfd):
     sweep = tmp_path / "sweep"
     fake_run(sweep, "0", "betavae", 1.0, 0, 0.10)  # metrics.json, but no checkpoint
     fake_run(sweep, "1", "betavae", 1.0, 1, 0.12)
-    result = run_vaelab("compare", str(sweep), "--udr", cwd=tmp_path)
+    result = call_vaelab("compare", str(sweep), "--udr", cwd=tmp_path, monkeypatch=monkeypatch, capfd=capfd)
     assert result.returncode == 2
     assert result.stderr.strip() == "vaelab: error: compare --udr: needs at least 2 finished runs with checkpoints, found 0"
 
 
-def test_compare_lists_damaged_runs_with_the_reason_and_compares_the_rest(tmp_path):
+def test_compare_lists_damaged_runs_with_the_reason_and_compares_the_rest(tmp_path, monkeypatch, capfd):
     sweep = tmp_path / "sweep"
     fake_run(sweep, "0", "betavae", 1.0, 0, 0.10)
     fake_run(sweep, "1", "betavae", 1.0, 1, 0.14)
     fake_run(sweep, "2", "betavae", 4.0, 0, 0.30)
     (sweep / "1" / ".hydra" / "config.yaml").write_text("a: [\n")  # half-written after a crash
     (sweep / "2" / "metrics.json").write_text('{"status": "success", "final": {"metrics/mig": 0.')  # truncated
-    result = run_vaelab("compare", str(sweep), cwd=tmp_path)
+    result = call_vaelab("compare", str(sweep), cwd=tmp_path, monkeypatch=monkeypatch, capfd=capfd)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     rows = {Path(row["run"]).name: row for row in csv.DictReader(open(sweep / "compare.csv"))}

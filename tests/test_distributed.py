@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import run_vaelab
+from tests.conftest import call_vaelab, run_vaelab
 from tests.wandb_offline import read_offline_run
 
 pytestmark = pytest.mark.slow
@@ -27,14 +27,15 @@ def _final(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
-def test_two_processes_of_32_train_like_one_of_64(tmp_path):
+def test_two_processes_of_32_train_like_one_of_64(tmp_path, monkeypatch, capfd):
     """Each rank trains on its slice of the step's global batch and of its noise, the objective
     sees the gathered global batch, and DDP averages the gradients: the parameters match the
     single-process run to float rounding. FactorVAE is the hardest case: batch-level terms (its
     shuffle of the codes) and parameters of its own (the discriminator, on every rank)."""
     objective = ("objective=factorvae", "objective.discriminator_hidden=32")
     single, ddp = tmp_path / "single", tmp_path / "ddp"
-    result = run_vaelab("train", *SHORT, *objective, "data.batch_size=64", "metrics=none", f"hydra.run.dir={single}", cwd=tmp_path)
+    cli = {"cwd": tmp_path, "monkeypatch": monkeypatch, "capfd": capfd}
+    result = call_vaelab("train", *SHORT, *objective, "data.batch_size=64", "metrics=none", f"hydra.run.dir={single}", **cli)
     assert result.returncode == 0, result.stderr[-3000:]
     result = run_vaelab(
         "train", *SHORT, *objective, "trainer=ddp", "trainer.devices=2", "data.batch_size=32",

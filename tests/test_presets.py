@@ -10,7 +10,7 @@ import os
 import pytest
 from omegaconf import OmegaConf
 
-from tests.conftest import call_vaelab, compose_train, run_vaelab
+from tests.conftest import call_vaelab, compose_train
 from vaelab import objectives
 
 # A few steps of a preset: its settings, with the evaluations cut down to seconds.
@@ -88,11 +88,11 @@ def test_benchmarks_name_the_machine_and_whether_its_bfloat16_is_native():
     if machine["native_bf16"] and flags:
         assert {"avx512_bf16", "amx_bf16"} & set(machine["vector_extensions"])
 
-def test_baselines_sweep_every_shipped_objective_over_three_strengths_of_its_own_knob(tmp_path):
+def test_baselines_sweep_every_shipped_objective_over_three_strengths_of_its_own_knob(tmp_path, monkeypatch, capfd):
     """experiment=baselines: every job composes and builds (no knob its objective refuses), each
     objective at three values of its first knob, in order, and every objective vaelab ships
     (but the derived InfoMax, which is β-VAE by another name) is in it."""
-    result = run_vaelab("train", "experiment=baselines", "--cfg", "hydra", cwd=tmp_path)
+    result = call_vaelab("train", "experiment=baselines", "--cfg", "hydra", cwd=tmp_path, monkeypatch=monkeypatch, capfd=capfd)
     assert result.returncode == 0, result.stderr
     params = OmegaConf.create(result.stdout).hydra.sweeper.params
     baselines, levels = params["+baseline"].split(","), [int(level) for level in str(params.level).split(",")]

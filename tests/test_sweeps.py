@@ -11,7 +11,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from tests.conftest import run_vaelab
+from tests.conftest import call_vaelab, run_vaelab
 from tests.wandb_offline import read_offline_run
 
 pytestmark = pytest.mark.slow
@@ -27,7 +27,7 @@ def _job_dirs(sweep: Path) -> list[Path]:
     return sorted(path for path in sweep.iterdir() if path.is_dir() and path.name[0].isdigit())
 
 
-def test_parallel_jobs_match_sequential_runs(tmp_path):
+def test_parallel_jobs_match_sequential_runs(tmp_path, monkeypatch, capfd):
     """Two seeds as two joblib jobs at once, one per core: each job's own dirs, W&B runs in
     one group, results identical to the same job run alone, and a row each in compare."""
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
@@ -56,7 +56,8 @@ def test_parallel_jobs_match_sequential_runs(tmp_path):
 
     # Nothing shared between parallel jobs: one of them, run alone, ends identically.
     alone = tmp_path / "alone"
-    result = run_vaelab("train", "beta=4", "seed=1", *SHORT, "logger=none", f"hydra.run.dir={alone}", cwd=tmp_path)
+    cli = {"cwd": tmp_path, "monkeypatch": monkeypatch, "capfd": capfd}
+    result = call_vaelab("train", "beta=4", "seed=1", *SHORT, "logger=none", f"hydra.run.dir={alone}", **cli)
     assert result.returncode == 0, result.stderr[-3000:]
     configs = {job: OmegaConf.load(job / ".hydra" / "config.yaml") for job in jobs}
     (parallel,) = [job for job, config in configs.items() if config.beta == 4 and config.seed == 1]
@@ -68,7 +69,7 @@ def test_parallel_jobs_match_sequential_runs(tmp_path):
     # One compare of the sweep and the lone run: to W&B, and without labels, UDR ranks the three
     # models from their checkpoints, each against the other runs of its beta (udr/) and against
     # every other run (udr_a2a/), and says how that ranking agrees with MIG's.
-    result = run_vaelab("compare", "sweep", "alone", "--wandb", "--udr", cwd=tmp_path)
+    result = call_vaelab("compare", "sweep", "alone", "--wandb", "--udr", **cli)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = list(csv.DictReader(open(tmp_path / "sweep" / "compare.csv")))
     assert len(rows) == 3 and {row["status"] for row in rows} == {"success"}
@@ -81,7 +82,7 @@ def test_parallel_jobs_match_sequential_runs(tmp_path):
     assert "udr/lasso against metrics/mig: Spearman rank correlation" in result.stdout
 
 
-def test_a_failing_job_leaves_the_others_intact_submitit_local(tmp_path):
+def test_a_failing_job_leaves_the_others_intact_submitit_local(tmp_path, monkeypatch, capfd):
     """The cluster code path (submitit), run locally, on the λ preset: one job fails, the
     other's results stay and compare lists the failure."""
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
@@ -96,7 +97,7 @@ def test_a_failing_job_leaves_the_others_intact_submitit_local(tmp_path):
     assert (good / "checkpoints" / "last.ckpt").is_file()
     assert not (bad / "metrics.json").exists()
 
-    result = run_vaelab("compare", "sweep", cwd=tmp_path)
+    result = call_vaelab("compare", "sweep", cwd=tmp_path, monkeypatch=monkeypatch, capfd=capfd)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = {Path(row["run"]).name[0]: row for row in csv.DictReader(open(tmp_path / "sweep" / "compare.csv"))}
     assert {job: row["status"] for job, row in rows.items()} == {"0": "success", "1": "failed"}

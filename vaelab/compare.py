@@ -451,9 +451,15 @@ def add_udr(runs: list[Run], correlation: str, num_images: int = 1000, seed: int
     for key in (f"udr/{correlation}", f"udr_a2a/{correlation}"):
         for metric in (f for f in FIGURES if f.startswith("metrics/")):
             pairs = [(run.figures[key], run.figures[metric]) for run in scored if key in run.figures and metric in run.figures]
-            if len(pairs) >= 3:
-                rho = spearmanr(*zip(*pairs)).statistic
-                lines.append(f"{key} against {metric}: Spearman rank correlation {rho:+.2f} over {len(pairs)} runs")
+            if len(pairs) < 3:
+                continue
+            ours, theirs = zip(*pairs)
+            if len(set(ours)) < 2 or len(set(theirs)) < 2:  # a rank correlation needs two ranks on each side
+                constant = key if len(set(ours)) < 2 else metric
+                lines.append(f"{key} against {metric}: no rank correlation ({constant} is the same for all {len(pairs)} runs)")
+                continue
+            rho = spearmanr(ours, theirs).statistic
+            lines.append(f"{key} against {metric}: Spearman rank correlation {rho:+.2f} over {len(pairs)} runs")
     return lines
 
 

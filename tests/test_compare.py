@@ -213,3 +213,14 @@ def test_compare_reads_the_head_of_metrics_json_and_still_sees_a_cut_history(tmp
     status = {run.path.name: (run.status, run.reason) for run in find_runs([sweep])}
     assert status["whole"] == ("success", "")
     assert status["cut"][0] == "damaged" and status["cut"][1].startswith("metrics.json: ")
+
+
+def test_udr_agreement_with_a_metric_is_a_rank_correlation_or_says_why_there_is_none():
+    from vaelab.compare import rank_correlation_line
+
+    same_order = rank_correlation_line("udr/lasso", "metrics/mig", [(0.1, 0.2), (0.3, 0.5), (0.2, 0.4)])
+    assert same_order == "udr/lasso against metrics/mig: Spearman rank correlation +1.00 over 3 runs"
+    reversed_order = rank_correlation_line("udr/lasso", "metrics/mig", [(0.1, 0.5), (0.3, 0.2), (0.2, 0.4)])
+    assert "-1.00" in reversed_order
+    constant = rank_correlation_line("udr/lasso", "metrics/mig", [(0.1, 0.0), (0.3, 0.0), (0.2, 0.0)])
+    assert constant == "udr/lasso against metrics/mig: no rank correlation (metrics/mig is the same for all 3 runs)"

@@ -451,16 +451,19 @@ def add_udr(runs: list[Run], correlation: str, num_images: int = 1000, seed: int
     for key in (f"udr/{correlation}", f"udr_a2a/{correlation}"):
         for metric in (f for f in FIGURES if f.startswith("metrics/")):
             pairs = [(run.figures[key], run.figures[metric]) for run in scored if key in run.figures and metric in run.figures]
-            if len(pairs) < 3:
-                continue
-            ours, theirs = zip(*pairs)
-            if len(set(ours)) < 2 or len(set(theirs)) < 2:  # a rank correlation needs two ranks on each side
-                constant = key if len(set(ours)) < 2 else metric
-                lines.append(f"{key} against {metric}: no rank correlation ({constant} is the same for all {len(pairs)} runs)")
-                continue
-            rho = spearmanr(ours, theirs).statistic
-            lines.append(f"{key} against {metric}: Spearman rank correlation {rho:+.2f} over {len(pairs)} runs")
+            if len(pairs) >= 3:
+                lines.append(rank_correlation_line(key, metric, pairs))
     return lines
+
+
+def rank_correlation_line(key: str, metric: str, pairs: list[tuple[float, float]]) -> str:
+    """How a label-free ranking (``key``) agrees with a supervised metric over runs, in words."""
+    ours, theirs = zip(*pairs)
+    for name, values in ((key, ours), (metric, theirs)):
+        if len(set(values)) < 2:  # no ranks to correlate: say so, not nan
+            return f"{key} against {metric}: no rank correlation ({name} is the same for all {len(pairs)} runs)"
+    rho = spearmanr(ours, theirs).statistic
+    return f"{key} against {metric}: Spearman rank correlation {rho:+.2f} over {len(pairs)} runs"
 
 
 def main(argv: list[str] | None = None) -> int:

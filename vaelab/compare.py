@@ -427,7 +427,6 @@ def add_udr(runs: list[Run], correlation: str, num_images: int = 1000, seed: int
     ``udr_a2a/<correlation>`` (peers: every other run) to the figures of each successful run with a
     checkpoint (vaelab/metrics/udr.py), and returns lines on how UDR ranks the runs against each
     supervised metric (Spearman rank correlation over the runs)."""
-    from scipy.stats import spearmanr
 
     from vaelab.metrics import udr
 
@@ -458,6 +457,8 @@ def add_udr(runs: list[Run], correlation: str, num_images: int = 1000, seed: int
 
 def rank_correlation_line(key: str, metric: str, pairs: list[tuple[float, float]]) -> str:
     """How a label-free ranking (``key``) agrees with a supervised metric over runs, in words."""
+    from scipy.stats import spearmanr
+
     ours, theirs = zip(*pairs)
     for name, values in ((key, ours), (metric, theirs)):
         if len(set(values)) < 2:  # no ranks to correlate: say so, not nan

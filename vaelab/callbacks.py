@@ -259,10 +259,9 @@ class InterruptCheckpoint(pl.Callback):
     Lightning finishes the current step on SIGTERM and aborts it on Ctrl-C; either way the
     weights and optimiser are those of the last completed step, and the training stream is
     indexed by step, so ``resume=auto`` continues exactly. ``train`` then exits with 130
-    (SIGINT) or 143 (SIGTERM), the shell's codes for those signals.
+    (SIGINT) or 143 (SIGTERM), the shell's codes for those signals: the run is ``interrupted``
+    (:class:`~vaelab.errors.RunStatus`).
     """
-
-    EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
 
     def __init__(self, path) -> None:
         super().__init__()
@@ -271,7 +270,9 @@ class InterruptCheckpoint(pl.Callback):
 
     @property
     def exit_code(self) -> int | None:
-        return self.EXIT_CODES.get(self.interrupted_by)
+        from vaelab.errors import INTERRUPTED_EXIT_CODES
+
+        return INTERRUPTED_EXIT_CODES.get(self.interrupted_by) if self.interrupted_by else None
 
     def on_exception(self, trainer: pl.Trainer, pl_module, exception: BaseException) -> None:
         if isinstance(exception, KeyboardInterrupt):

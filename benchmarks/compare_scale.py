@@ -31,7 +31,7 @@ def write_runs(root: Path, runs: int, history: int) -> None:
     from omegaconf import OmegaConf
 
     from vaelab.cli import CONFIG_DIR
-    from vaelab.logging import write_json_atomic
+    from vaelab.loggers import write_json_atomic
     from vaelab.objectives.betavae import BetaVAE
     from vaelab.objectives.infomax import InfoMax
 

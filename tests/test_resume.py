@@ -25,7 +25,9 @@ RUN = (
 
 
 def _history(run_dir: Path) -> list[dict]:
-    return json.loads((run_dir / "metrics.json").read_text())["history"]
+    from vaelab.loggers import read_history
+
+    return read_history(run_dir)
 
 
 def _without_timings(history: list[dict]) -> list[dict]:
@@ -127,7 +129,7 @@ def test_sigint_and_sigterm_save_a_checkpoint_and_exit_130_143(tmp_path):
         # on a loaded machine the signal can arrive before step 21 begins).
         assert torch.load(last, weights_only=False)["global_step"] == int(stopped_at.group(1)) >= 20
         metrics = json.loads((run_dir / "metrics.json").read_text())
-        assert metrics["history"] and metrics["status"] == "interrupted"
+        assert _history(run_dir) and metrics["status"] == "interrupted"
         (wandb_dir,) = (run_dir / "wandb").glob("offline-run-*")
         run = read_offline_run(wandb_dir)
         assert run.exit_code == expected_code and run.summary["status"] == "interrupted"

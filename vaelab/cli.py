@@ -161,8 +161,8 @@ def _misplaced_logger_setting(text: str) -> str | None:
               if key in (OmegaConf.load(path).get(path.stem) or {})]  # fmt: skip
     if not owners:
         return None
-    where = " or ".join(f"logger.{owner}.{key}" for owner in owners)
-    return f"logger.{key}: each logger's settings are under its name: {where}=… (logger=[{','.join(owners)}] selects it)"
+    where = " or ".join(f"logger.{owner}.{key}=…" for owner in owners)
+    return f"logger.{key}: each logger's settings are under its name: {where}"
 
 
 def _report(error: BaseException) -> int:

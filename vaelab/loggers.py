@@ -99,7 +99,7 @@ class MetricsFileLogger(Logger):
         self._history_file = None  # opened for appending at the first figure
         self._saved = False  # metrics.json says what this logger holds
         self._kept_lines: list[bytes] | None = None  # a resumed run's history, written back at its first figure
-        if resume_step is not None and self.history_path.is_file():
+        if resume_step is not None and (self.history_path.is_file() or self.path.is_file()):
             kept = [(line, entry) for line, entry in self._saved_history() if entry["step"] <= resume_step]
             self._kept_lines = [line for line, _ in kept]
             for _, entry in kept:
@@ -107,14 +107,24 @@ class MetricsFileLogger(Logger):
                 self.final.update({key: value for key, value in entry.items() if key != "step"})
 
     def _saved_history(self) -> list[tuple[bytes, dict[str, Any]]]:
-        """The history in the existing file, or a one-line UserError if it is damaged (it is only
-        ever appended to, whole lines at a time, so only a bad copy or a disk error damages it)."""
+        """The (line, entry) pairs logged so far: from the history file, or from the "history" of
+        an older run's metrics.json (a resumed old run goes on in today's layout). A damaged file
+        is a one-line UserError (the history is only ever appended to, whole lines at a time, and
+        metrics.json written atomically, so only a bad copy or a disk error damages them)."""
+        path = self.history_path if self.history_path.is_file() else self.path
         try:
-            return history_lines(self.history_path)
-        except (OSError, ValueError) as error:
+            if path == self.history_path:
+                return history_lines(path)
+            history = json.loads(path.read_text()).get("history", [])  # none: nothing was logged yet
+            if not isinstance(history, list) or not all(isinstance(e, dict) and isinstance(e["step"], int) for e in history):
+                raise ValueError("its history is not a list of {step: …} entries")
+            return [(json.dumps(entry, allow_nan=True).encode() + b"\n", entry) for entry in history]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
             reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            if isinstance(error, KeyError):
+                reason = f"no {reason} key"
             raise UserError(
-                f"{self.history_path} is damaged ({reason}); restore it, or move it aside to resume without the figures logged so far"
+                f"{path} is damaged ({reason}); restore it, or move it aside to resume without the figures logged so far"
             ) from None
 
     @property

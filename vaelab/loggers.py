@@ -98,13 +98,14 @@ class MetricsFileLogger(Logger):
         self.status = RunStatus.RUNNING
         self._history_file = None  # opened for appending at the first figure
         self._saved = False  # metrics.json says what this logger holds
-        self._kept_lines: list[bytes] | None = None  # a resumed run's history, written back at its first figure
         if resume_step is not None and (self.history_path.is_file() or self.path.is_file()):
             kept = [(line, entry) for line, entry in self._saved_history() if entry["step"] <= resume_step]
-            self._kept_lines = [line for line, _ in kept]
             for _, entry in kept:
                 self.last_step = max(self.last_step, entry["step"])
                 self.final.update({key: value for key, value in entry.items() if key != "step"})
+            # The history up to the checkpoint, whole lines as they were; the run appends to it.
+            lines = b"".join(line for line, _ in kept)
+            write_atomically(self.history_path, lambda file: file.write(lines))
 
     def _saved_history(self) -> list[tuple[bytes, dict[str, Any]]]:
         """The (line, entry) pairs logged so far: from the history file, or from the "history" of
@@ -155,10 +156,6 @@ class MetricsFileLogger(Logger):
         partial line removed, so the file still holds whole lines only)."""
         if self._history_file is None:
             self.history_path.parent.mkdir(parents=True, exist_ok=True)
-            if self._kept_lines is not None:  # a resumed run: what it keeps, then its own lines
-                kept = b"".join(self._kept_lines)
-                write_atomically(self.history_path, lambda file: file.write(kept))
-                self._kept_lines = None
             self._history_file = open(self.history_path, "ab", buffering=0)
         file = self._history_file
         start = file.seek(0, os.SEEK_END)

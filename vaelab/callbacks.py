@@ -207,7 +207,7 @@ class PeriodicCheckpoint(Checkpoint):
     already done on resume; its figures are already in metrics.json).
 
     Each file written goes to the loggers that keep checkpoints (W&B's model artifact,
-    as ``logger.log_model`` says): Lightning only tells them of its own ModelCheckpoint's.
+    as ``logger.wandb.log_model`` says): Lightning only tells them of its own ModelCheckpoint's.
     """
 
     def __init__(self, path, every_n_steps: int) -> None:

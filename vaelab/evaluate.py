@@ -82,7 +82,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
         group = trained_by.get("group")
         if cfg.get("artifact") is not None:
             source["checkpoint_artifact"] = cfg.artifact
-        elif trained_by.get("id"):  # the artifact this checkpoint is, if its run logged it (logger.log_model)
+        elif trained_by.get("id"):  # the artifact this checkpoint is, if its run logged it (logger.wandb.log_model)
             source["checkpoint_artifact"] = artifact_path(trained_by, source["global_step"])
     else:
         dataset, represent = load_codes_file(cfg.codes)

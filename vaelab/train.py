@@ -182,13 +182,11 @@ def _train_in(
     module = VAEModule(model, objective, optimizer, cfg.seed, config, cfg.on_non_finite, model_inputs)
 
     # A resumed run continues its W&B run (same id) unless one is given. DDP workers
-    # (ranks > 0) log nothing: rank 0 writes metrics.json and the one W&B run.
+    # (ranks > 0) log nothing and touch no file: rank 0 writes the metrics files and the one W&B run.
     worker = is_worker()
-    metrics_file, loggers = build_loggers(
-        None if worker else cfg.get("logger"), run_dir, resume_step, objective.describe(), run_id=wandb_id
-    )
-    if worker:
-        loggers = []
+    metrics_file, loggers = None, []
+    if not worker:
+        metrics_file, loggers = build_loggers(cfg.get("logger"), run_dir, resume_step, objective.describe(), run_id=wandb_id)
     for logger in loggers:
         if isinstance(logger, WandbLogger):
             # Kept in the checkpoint: `vaelab eval` joins the group, a resume the run.
@@ -244,4 +242,4 @@ def _train_in(
         raise SystemExit(exit_code) from None
     finally:
         finish_run(loggers, exit_code=exit_code)
-    return metrics_file.final
+    return metrics_file.final if metrics_file is not None else {}

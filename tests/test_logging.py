@@ -171,6 +171,12 @@ def test_logging_writes_a_bounded_number_of_bytes_per_call_however_long_the_run(
     history = read_history(tmp_path)
     assert len(history) == 5000 and history[-1]["step"] == 4999
     assert json.loads((tmp_path / "metrics.json").read_text())["final"] == {k: history[-1][k] for k in keys}
+    # A new run in the same directory (no resume=) starts its own history; a resumed one keeps
+    # the lines up to its checkpoint.
+    MetricsFileLogger(tmp_path).log_metrics({"val/loss": 1.0}, step=7)
+    assert read_history(tmp_path) == [{"step": 7, "val/loss": 1.0}]
+    MetricsFileLogger(tmp_path, resume_step=7).log_metrics({"val/loss": 2.0}, step=8)
+    assert read_history(tmp_path) == [{"step": 7, "val/loss": 1.0}, {"step": 8, "val/loss": 2.0}]
 
 
 def test_the_wandb_config_records_the_dataset_size_an_objective_uses_and_none_it_does_not(tmp_path):

@@ -28,7 +28,7 @@ def model_from_checkpoint(checkpoint: dict[str, Any], dataset_path: str | None =
     """Rebuild (dataset, model) from the config stored in the checkpoint and load the weights.
 
     ``dataset_path``: where the dataset file is now, if it moved since training."""
-    from vaelab.module import model_from_checkpoint as checkpoint_model
+    from vaelab.module import vae_from_checkpoint
 
     config = OmegaConf.create(checkpoint["vaelab_config"])
     if dataset_path is not None:
@@ -36,7 +36,7 @@ def model_from_checkpoint(checkpoint: dict[str, Any], dataset_path: str | None =
             raise UserError(f"dataset_path={dataset_path}: the checkpoint's dataset is not read from a file")
         config.dataset.path = str(Path(dataset_path).resolve())
     dataset = hydra.utils.instantiate(config.dataset)
-    return dataset, checkpoint_model(checkpoint, dataset)
+    return dataset, vae_from_checkpoint(checkpoint, dataset)
 
 
 def _device(name: str):

@@ -96,7 +96,10 @@ class MetricsFileLogger(Logger):
         self.final: dict[str, float] = {}
         self.last_step = 0  # where a figure logged without a step goes
         self.status = RunStatus.RUNNING
-        self._history_file = None  # opened for appending at the first figure
+        self._history_file = None  # opened at the first figure
+        # A new run in a directory that has a history (an earlier run's) starts it afresh, at its
+        # first figure; a resumed run goes on with the history up to its checkpoint.
+        self._history_mode = "ab" if resume_step is not None else "wb"
         self._saved = False  # metrics.json says what this logger holds
         if resume_step is not None and (self.history_path.is_file() or self.path.is_file()):
             kept = [(line, entry) for line, entry in self._saved_history() if entry["step"] <= resume_step]
@@ -156,7 +159,8 @@ class MetricsFileLogger(Logger):
         partial line removed, so the file still holds whole lines only)."""
         if self._history_file is None:
             self.history_path.parent.mkdir(parents=True, exist_ok=True)
-            self._history_file = open(self.history_path, "ab", buffering=0)
+            self._history_file = open(self.history_path, self._history_mode, buffering=0)
+            self._history_mode = "ab"
         file = self._history_file
         start = file.seek(0, os.SEEK_END)
         try:

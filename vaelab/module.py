@@ -185,7 +185,7 @@ class VAEModule(pl.LightningModule):
         if objective_config.get("dataset_size", 0) is None:  # checkpoints written before the size was recorded
             objective_config["dataset_size"] = len(hydra.utils.instantiate(config["dataset"]))
         module = cls(
-            model_from_checkpoint(checkpoint),
+            vae_from_checkpoint(checkpoint),
             hydra.utils.instantiate(objective_config),
             seed=config.get("seed", 0),
             config=config,
@@ -201,7 +201,7 @@ class VAEModule(pl.LightningModule):
 MODEL_INPUTS = "vaelab_model_inputs"  # the checkpoint key of VAEModule.model_inputs
 
 
-def model_from_checkpoint(checkpoint: dict[str, Any], dataset=None) -> VAE:
+def vae_from_checkpoint(checkpoint: dict[str, Any], dataset=None) -> VAE:
     """The VAE of a checkpoint (:func:`vaelab.checkpoint.load_checkpoint`) with its weights, in
     eval mode. Its image shape and likelihood come from the checkpoint; from ``dataset``, or the
     dataset its config names, for checkpoints written before they were recorded."""

@@ -15,6 +15,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Checkpoint, TQDMProgressBar
 
+from vaelab.errors import INTERRUPTED_EXIT_CODES
+
 
 log = logging.getLogger("vaelab")
 
@@ -270,9 +272,7 @@ class InterruptCheckpoint(pl.Callback):
 
     @property
     def exit_code(self) -> int | None:
-        from vaelab.errors import INTERRUPTED_EXIT_CODES
-
-        return INTERRUPTED_EXIT_CODES.get(self.interrupted_by) if self.interrupted_by else None
+        return INTERRUPTED_EXIT_CODES.get(self.interrupted_by)
 
     def on_exception(self, trainer: pl.Trainer, pl_module, exception: BaseException) -> None:
         if isinstance(exception, KeyboardInterrupt):

@@ -26,6 +26,7 @@ BENCHMARKS = {
     # all parts: full and fast suites given codes, encoder throughput, end to end (several minutes)
     "metrics_speed.py": ([], ["--quick"]),
     "information_speed.py": ([], ["--repeats", "1"]),
+    "metrics_file_speed.py": ([], ["--calls", "5000"]),
 }
 
 

@@ -3,14 +3,13 @@ against disentanglement_lib's formula, written out here independently in numpy."
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
 from scipy.special import logsumexp
 
 from vaelab.errors import UserError
+from vaelab.loggers import read_history
 from vaelab.models import MLPVAE
 from vaelab.objectives.annealedvae import AnnealedVAE
 from vaelab.objectives.betatcvae import BetaTCVAE
@@ -195,6 +194,6 @@ def test_stateful_objectives_resume_bit_for_bit(tmp_path, objective):
     if "objective=factorvae" in objective:
         assert any(key.startswith("objective.discriminator.") for key in whole["state_dict"])
         assert len(adam_whole["param_groups"]) == 2 and adam_whole["param_groups"][1]["betas"] == (0.5, 0.9)
-    history = {run: json.loads((tmp_path / run / "metrics.json").read_text())["history"] for run in ("whole", "resumed")}
+    history = {run: read_history(tmp_path / run) for run in ("whole", "resumed")}
     logged = [[{k: v for k, v in entry.items() if not k.endswith("seconds")} for entry in history[run]] for run in history]
     assert logged[0] == logged[1]  # the same figures at the same steps, capacity included

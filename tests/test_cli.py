@@ -12,6 +12,7 @@ import torch
 
 from tests.conftest import REPO, call_vaelab, run_vaelab
 from tests.wandb_offline import read_offline_run
+from vaelab.loggers import read_history
 from vaelab.objectives import OBJECTIVE_CONFIGS
 
 QUICK = (
@@ -36,7 +37,7 @@ def infomax_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
     cwd = tmp_path_factory.mktemp("infomax")
     # The default W&B mode: no WANDB_MODE, no API key, no ~/.netrc -> offline, said once.
     result = run_vaelab(
-        "train", "objective=infomax", "lambda=3", "logger.tags=[study]", *QUICK, cwd=cwd, env={"WANDB_MODE": None, "HOME": str(cwd)}
+        "train", "objective=infomax", "lambda=3", "logger.wandb.tags=[study]", *QUICK, cwd=cwd, env={"WANDB_MODE": None, "HOME": str(cwd)}
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result, single_run_dir(cwd)
@@ -80,16 +81,17 @@ def test_train_writes_a_complete_run_directory(infomax_run):
     assert final["train/beta_effective"] == 0.25
     assert {"train/loss", "train/reconstruction", "train/kl_conditional", "metrics/mig"} <= final.keys()
     assert {"val/loss", "val/reconstruction", "val/kl_conditional"} <= final.keys()
-    steps = [entry["step"] for entry in metrics["history"]]
+    history = read_history(run_dir)  # metrics_history.jsonl, merged by step
+    steps = [entry["step"] for entry in history]
     assert steps == sorted(steps)
     # One evaluation, one step: validation after step 20's update at 20, beside its metrics.
-    assert [entry["step"] for entry in metrics["history"] if "val/loss" in entry] == [20, 40]
+    assert [entry["step"] for entry in history if "val/loss" in entry] == [20, 40]
     # MIG fires during training (every 20 steps), not only at the end.
-    mig_steps = [entry["step"] for entry in metrics["history"] if "metrics/mig" in entry]
+    mig_steps = [entry["step"] for entry in history if "metrics/mig" in entry]
     assert mig_steps == [20, 40]
-    assert all(0.0 <= entry["metrics/mig"] <= 1.0 for entry in metrics["history"] if "metrics/mig" in entry)
+    assert all(0.0 <= entry["metrics/mig"] <= 1.0 for entry in history if "metrics/mig" in entry)
     # The information decomposition at the same evaluations, per latent dim too.
-    info_steps = [entry["step"] for entry in metrics["history"] if "info/kl_marginal" in entry]
+    info_steps = [entry["step"] for entry in history if "info/kl_marginal" in entry]
     assert info_steps == [20, 40]
     assert {f"info/kl_dim_{j}" for j in range(10)} | {"info/identity_gap", "info/tc_gap"} <= final.keys()
     assert abs(final["info/identity_gap"]) <= 5 * final["info/identity_gap_stderr"] + 1e-6
@@ -112,7 +114,7 @@ def test_train_logs_an_offline_wandb_run(infomax_run):
     assert run.exit_code == 0  # finished
     assert run.job_type == "train"
     assert run.tags == ["infomax", "dsprites", "study"]  # the user's tag adds to the defaults
-    assert run.name == ",".join(sorted(["objective=infomax", "lambda=3", "logger.tags=[study]", *QUICK]))
+    assert run.name == ",".join(sorted(["objective=infomax", "lambda=3", "logger.wandb.tags=[study]", *QUICK]))
     assert run.config["beta_effective"] == 0.25
     assert run.config["lambda"] == 3 and run.config["objective_name"] == "infomax"
     assert run.config["model"]["latent_dim"] == 10

@@ -166,7 +166,7 @@ def test_compare_wandb_draws_native_line_charts_of_the_means(tmp_path):
 
 def training_layout_metrics(run: Path, steps: int) -> dict:
     """Rewrite ``run``'s metrics.json as MetricsFileLogger lays it out, with a ``steps``-entry history."""
-    from vaelab.logging import write_json_atomic
+    from vaelab.loggers import write_json_atomic
 
     metrics = json.loads((run / "metrics.json").read_text())
     metrics["history"] = [{"step": 10 * s, "train/loss": 100.0 / (s + 1), "val/loss": 90.0 / (s + 1)} for s in range(steps)]

@@ -136,35 +136,59 @@ def no_space_on(path: Path):
     return write
 
 
-@pytest.mark.parametrize("victim", ["checkpoint", "metrics.json", "picture"])
+class FillingFile:
+    """A file opened for appending whose next write, once ``full()`` says so, writes part of
+    its bytes and then hits a full disk (as the kernel does: a short write, then ENOSPC)."""
+
+    def __init__(self, file, full) -> None:
+        self.file, self.full = file, full
+
+    def write(self, data: bytes) -> int:
+        if self.full():
+            self.file.write(data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device", self.file.name)
+        return self.file.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.file, name)
+
+
+@pytest.mark.parametrize("victim", ["checkpoint", "metrics.json", "metrics_history.jsonl", "picture"])
 def test_a_full_disk_stops_the_run_resumable_with_one_line(tmp_path, monkeypatch, capfd, victim):
-    """The disk fills up while the run saves its second checkpoint, or rewrites metrics.json
-    after its first checkpoint, or saves its pictures: the files written before stay whole,
-    the run says which file and where to resume from, and resume=auto finishes it."""
+    """The disk fills up while the run saves its second checkpoint, or rewrites metrics.json or
+    appends to its history after its first checkpoint, or saves its pictures: the files written
+    before stay whole, the run says which file and where to resume from, and resume=auto
+    finishes it."""
     import torch
 
-    from vaelab import checkpoint, images, logging
+    from vaelab import checkpoint, images, loggers
 
     run_dir = tmp_path / "run"
     last = run_dir / "checkpoints" / "last.ckpt"
-    module = {"checkpoint": checkpoint, "metrics.json": logging, "picture": images}[victim]
-    real_write = module.write_atomically
+    if victim == "metrics_history.jsonl":
+        real_open = open
+        monkeypatch.setattr(
+            loggers, "open", lambda *args, **kwargs: FillingFile(real_open(*args, **kwargs), last.is_file), raising=False
+        )  # fmt: skip
+    else:
+        module = {"checkpoint": checkpoint, "metrics.json": loggers, "picture": images}[victim]
+        real_write = module.write_atomically
 
-    def filling_disk(path, write, **kwargs):
-        path = Path(path)
-        full = {
-            "checkpoint": path == last and last.is_file(),
-            "metrics.json": path.name == "metrics.json" and last.is_file(),
-            "picture": path.suffix == ".png",
-        }[victim]
-        return real_write(path, no_space_on(path) if full else write, **kwargs)
+        def filling_disk(path, write, **kwargs):
+            path = Path(path)
+            full = {
+                "checkpoint": path == last and last.is_file(),
+                "metrics.json": path.name == "metrics.json" and last.is_file(),
+                "picture": path.suffix == ".png",
+            }[victim]
+            return real_write(path, no_space_on(path) if full else write, **kwargs)
 
-    monkeypatch.setattr(module, "write_atomically", filling_disk)
+        monkeypatch.setattr(module, "write_atomically", filling_disk)
     cli = {"cwd": tmp_path, "monkeypatch": monkeypatch, "capfd": capfd}
     run = ("train", *TINY, "trainer.max_steps=10", "images.num_images=2", f"hydra.run.dir={run_dir}")
     stopped = call_vaelab(*run, **cli)
     assert stopped.returncode == 75, stderr_tail(stopped)
-    failed_file = {"checkpoint": last, "metrics.json": run_dir / "metrics.json", "picture": run_dir / "images"}[victim]
+    failed_file = {"checkpoint": last, "picture": run_dir / "images"}.get(victim, run_dir / victim)
     assert error_lines(stopped.stderr) == [
         f"vaelab: error: no space left on device while writing {failed_file}"
         + ("/reconstructions_step10.png" if victim == "picture" else "")
@@ -174,23 +198,30 @@ def test_a_full_disk_stops_the_run_resumable_with_one_line(tmp_path, monkeypatch
     assert torch.load(last, weights_only=False)["global_step"] == 5  # the previous checkpoint, whole
     metrics = json.loads((run_dir / "metrics.json").read_text())  # the last complete version
     # Resumable: "interrupted", or "running" when the disk did not even let it say so.
-    assert metrics["history"] and metrics["status"] == ("running" if victim == "metrics.json" else "interrupted")
+    assert metrics["status"] == ("running" if victim == "metrics.json" else "interrupted")
+    # The history holds whole lines only (a partial one is cut off again): every line reads.
+    history = (run_dir / "metrics_history.jsonl").read_bytes()
+    assert history.endswith(b"\n") and all(json.loads(line) for line in history.splitlines())
     assert not list(run_dir.rglob("*.tmp"))  # no partial file is left taking space
     if victim == "picture":
         assert not list((run_dir / "images").glob("*_step10.png"))
         return
 
-    monkeypatch.setattr(module, "write_atomically", real_write)  # space freed
+    if victim == "metrics_history.jsonl":  # space freed
+        monkeypatch.delattr(loggers, "open")
+    else:
+        monkeypatch.setattr(module, "write_atomically", real_write)
     resumed = call_vaelab(*run, "resume=auto", **cli)
     assert resumed.returncode == 0, stderr_tail(resumed)
     assert torch.load(last, weights_only=False)["global_step"] == 10
     assert json.loads((run_dir / "metrics.json").read_text())["status"] == "success"
 
 
-def test_a_damaged_metrics_json_or_checkpoint_is_one_line_and_left_as_it_is(tmp_path, monkeypatch, capfd):
-    """Resuming (resume=auto) or scoring (eval ckpt=) a run whose metrics.json was cut mid-write
-    or whose checkpoint was cut at half its size: one line naming the file, exit 2, nothing
-    rewritten (the user may still restore the file)."""
+def test_a_damaged_history_or_checkpoint_is_one_line_and_left_as_it_is(tmp_path, monkeypatch, capfd):
+    """Resuming (resume=auto) or scoring (eval ckpt=) a run whose metrics_history.jsonl lost
+    bytes inside a line (a bad copy) or whose checkpoint was cut at half its size: one line
+    naming the file, exit 2, nothing rewritten (the user may still restore the file). A cut
+    metrics.json is no loss: it is the history's summary, and the resumed run writes it anew."""
     cli = {"cwd": tmp_path, "monkeypatch": monkeypatch, "capfd": capfd}
     run_dir = tmp_path / "run"
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -198,21 +229,24 @@ def test_a_damaged_metrics_json_or_checkpoint_is_one_line_and_left_as_it_is(tmp_
     assert first.returncode == 0, stderr_tail(first)
     resume = ("train", *TINY, "trainer.max_steps=8", "resume=auto", f"hydra.run.dir={run_dir}")
 
-    metrics = run_dir / "metrics.json"
-    whole = metrics.read_bytes()
-    metrics.write_bytes(whole[: len(whole) // 2])
-    before = snapshot(run_dir / "checkpoints") | {"metrics.json": metrics.read_bytes()}
-    damaged_metrics = call_vaelab(*resume, **cli)
-    assert damaged_metrics.returncode == 2
-    (line,) = error_lines(damaged_metrics.stderr)
-    assert line.startswith(f"vaelab: error: {metrics} is damaged (") and line.endswith(
+    history = run_dir / "metrics_history.jsonl"
+    whole = history.read_bytes()
+    first_line, rest = whole.split(b"\n", 1)
+    history.write_bytes(first_line[: len(first_line) // 2] + b"\n" + rest)
+    kept = ("checkpoints/last.ckpt", "metrics.json", "metrics_history.jsonl")  # Hydra rewrites .hydra/ and the log
+    before = {name: data for name, data in snapshot(run_dir).items() if name in kept}
+    damaged_history = call_vaelab(*resume, **cli)
+    assert damaged_history.returncode == 2
+    (line,) = error_lines(damaged_history.stderr)
+    assert line.startswith(f"vaelab: error: {history} is damaged (line 1: ") and line.endswith(
         "); restore it, or move it aside to resume without the figures logged so far"
     ), line
-    assert "Traceback" not in damaged_metrics.stderr
-    assert snapshot(run_dir / "checkpoints") | {"metrics.json": metrics.read_bytes()} == before
-    metrics.write_bytes(whole)
+    assert "Traceback" not in damaged_history.stderr
+    assert {name: data for name, data in snapshot(run_dir).items() if name in kept} == before
+    history.write_bytes(whole)
 
-    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    whole_checkpoint = last.read_bytes()
+    last.write_bytes(whole_checkpoint[: len(whole_checkpoint) // 2])
     cut = last.read_bytes()
     elsewhere = ("train", *TINY, f"resume={last}", f"hydra.run.dir={tmp_path / 'elsewhere'}")
     for key, args in (("resume", resume), ("resume", elsewhere), ("ckpt", ("eval", f"ckpt={last}", "logger=none"))):
@@ -221,7 +255,14 @@ def test_a_damaged_metrics_json_or_checkpoint_is_one_line_and_left_as_it_is(tmp_
         (line,) = error_lines(result.stderr)
         assert line.startswith(f"vaelab: error: {key}={last}: not a readable checkpoint, or truncated ("), line
         assert "Traceback" not in result.stderr
-        assert last.read_bytes() == cut and metrics.read_bytes() == whole
+        assert last.read_bytes() == cut and history.read_bytes() == whole
+
+    last.write_bytes(whole_checkpoint)
+    metrics = run_dir / "metrics.json"
+    metrics.write_bytes(metrics.read_bytes()[:20])
+    resumed = call_vaelab(*resume, **cli)
+    assert resumed.returncode == 0, stderr_tail(resumed)
+    assert json.loads(metrics.read_text())["status"] == "success"
 
 
 def test_a_batch_that_cannot_fit_in_memory_is_refused_before_allocating(tmp_path, monkeypatch, capfd):

@@ -1,4 +1,4 @@
-"""Figures are never lost: metrics.json gets everything, whatever W&B does."""
+"""Figures are never lost: the metrics files get everything, whatever W&B does; the loggers combine."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import json
 
 import torch
 
-from tests.conftest import compose_train
+from tests.conftest import call_vaelab, compose_train
+from vaelab.loggers import read_history
 
 TINY_RUN = [
     "model=mlp", "model.hidden=[32]", "data.val_size=64", "metrics=none", "information.num_samples=0",
@@ -27,13 +28,13 @@ def test_wandb_failing_mid_run_neither_stops_training_nor_loses_figures(tmp_path
 
     monkeypatch.setattr(wandb.sdk.wandb_run.Run, "log", broken_log)
     # tags are given here because the compose API has no ${hydra:runtime.choices}
-    train(compose_train([*TINY_RUN, "logger=wandb", "logger.tags=[test]"], tmp_path))
+    train(compose_train([*TINY_RUN, "logger=wandb", "logger.wandb.tags=[test]"], tmp_path))
 
     assert len(calls) == 1  # tried, failed, said so once, then left alone
     assert sum("W&B failed (ConnectionError: W&B went away)" in r.getMessage() for r in caplog.records) == 1
     assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 20
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert [entry["step"] for entry in metrics["history"] if "train/loss" in entry] == [4, 9, 14, 19]
+    assert [entry["step"] for entry in read_history(tmp_path) if "train/loss" in entry] == [4, 9, 14, 19]
     assert {"train/loss", "val/loss", "train/beta_effective"} <= metrics["final"].keys()
 
 
@@ -41,13 +42,12 @@ def test_wandb_that_cannot_start_leaves_training_running(tmp_path, monkeypatch, 
     from vaelab.train import train
 
     monkeypatch.setenv("WANDB_MODE", "not-a-mode")  # wandb.init rejects it
-    train(compose_train([*TINY_RUN, "logger=wandb", "logger.tags=[test]"], tmp_path))
+    train(compose_train([*TINY_RUN, "logger=wandb", "logger.wandb.tags=[test]"], tmp_path))
     assert any("W&B could not start" in r.getMessage() for r in caplog.records)
     assert json.loads((tmp_path / "metrics.json").read_text())["final"]["train/beta_effective"] == 1.0
 
 
 def test_diverging_run_stops_with_one_line_and_keeps_a_finite_checkpoint(tmp_path, monkeypatch, capfd):
-    from tests.conftest import call_vaelab
     from tests.wandb_offline import read_offline_run
 
     run_dir = tmp_path / "run"
@@ -94,7 +94,7 @@ def test_periodic_suite_during_training_and_the_final_suite_once_at_the_end(tmp_
     cfg = compose_train([*TINY_RUN, "logger=none", *small_fast, *periodic_mig], tmp_path)
     with caplog.at_level("INFO", logger="vaelab"):
         train(cfg)
-    history = json.loads((tmp_path / "metrics.json").read_text())["history"]
+    history = read_history(tmp_path)
     evaluated = {entry["step"]: entry for entry in history if "metrics/mig" in entry}
     assert sorted(evaluated) == [5, 10, 15, 20]
     assert all("metrics/factor_vae" not in evaluated[step] for step in (5, 10, 15))
@@ -108,7 +108,7 @@ def test_log_model_all_logs_every_checkpoint_and_false_none(tmp_path):
 
     for log_model in ("all", "false"):
         run_dir = tmp_path / log_model
-        train(compose_train([*TINY_RUN, "logger=wandb", "checkpoint.every_n_steps=10", f"logger.log_model={log_model}"], run_dir))
+        train(compose_train([*TINY_RUN, "logger=wandb", "checkpoint.every_n_steps=10", f"logger.wandb.log_model={log_model}"], run_dir))
         (wandb_dir,) = (run_dir / "wandb").glob("offline-run-*")
         artifacts = read_offline_run(wandb_dir).artifacts
         if log_model == "all":  # step 10's file as it was then, and the final one
@@ -117,3 +117,111 @@ def test_log_model_all_logs_every_checkpoint_and_false_none(tmp_path):
             ]  # fmt: skip
         else:
             assert artifacts == []
+
+
+def test_several_loggers_at_once_each_write_their_files(tmp_path):
+    """logger=[wandb,csv]: each conf/logger/<name>.yaml under logger.<name>, every one instantiated."""
+    import csv
+
+    from tests.wandb_offline import read_offline_run
+    from vaelab.train import train
+
+    train(compose_train([*TINY_RUN, "logger=[wandb,csv]", "logger.wandb.tags=[test]", "logger.csv.name=table"], tmp_path))
+    (wandb_dir,) = (tmp_path / "wandb").glob("offline-run-*")
+    run = read_offline_run(wandb_dir)
+    assert run.exit_code == 0 and run.summary["status"] == "success"
+    assert [entry["trainer/global_step"] for entry in run.history if "train/loss" in entry] == [4, 9, 14, 19]
+    rows = list(csv.DictReader(open(tmp_path / "table" / "version_0" / "metrics.csv")))
+    assert [int(row["step"]) for row in rows if row.get("train/loss")] == [4, 9, 14, 19]
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "success"
+
+
+def test_a_logger_setting_outside_its_logger_is_one_line(tmp_path, monkeypatch, capfd):
+    cli = {"cwd": tmp_path, "monkeypatch": monkeypatch, "capfd": capfd}
+    for override, message in (
+        ("logger.project=mine", "logger.project: each logger's settings are under its name: logger.wandb.project=…"),
+        ("+logger.project=mine", "logger.project: not a logger; each logger's settings are under its name (logger.wandb.project=…)"),
+    ):  # fmt: skip
+        result = call_vaelab("train", *TINY_RUN, override, "hydra.run.dir=run", **cli)
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert [line for line in result.stderr.splitlines() if "error" in line] == [f"vaelab: error: {message}"]
+        assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_logging_writes_a_bounded_number_of_bytes_per_call_however_long_the_run(tmp_path):
+    """metrics.json (status, objective, last values) is rewritten and the history appended to:
+    the bytes a call writes depend on its figures, not on how many steps came before."""
+    import random
+
+    from vaelab.errors import RunStatus
+    from vaelab.loggers import MetricsFileLogger
+
+    rng = random.Random(0)
+    logger = MetricsFileLogger(tmp_path, objective={"name": "betavae"})
+    keys = [f"train/term_{k}" for k in range(10)]
+    written = []
+    for step in range(5000):
+        before = (tmp_path / "metrics_history.jsonl").stat().st_size if step else 0
+        logger.log_metrics({key: rng.random() for key in keys}, step=step)
+        appended = (tmp_path / "metrics_history.jsonl").stat().st_size - before
+        written.append(appended + (tmp_path / "metrics.json").stat().st_size)
+    logger.end(RunStatus.SUCCESS)
+    # The last hundred calls write what the first hundred did (give or take digits), never more.
+    assert max(written[-100:]) <= max(written[:100]) + 16
+    history = read_history(tmp_path)
+    assert len(history) == 5000 and history[-1]["step"] == 4999
+    assert json.loads((tmp_path / "metrics.json").read_text())["final"] == {k: history[-1][k] for k in keys}
+    # A new run in the same directory (no resume=) starts its own history; a resumed one keeps
+    # the lines up to its checkpoint.
+    MetricsFileLogger(tmp_path).log_metrics({"val/loss": 1.0}, step=7)
+    assert read_history(tmp_path) == [{"step": 7, "val/loss": 1.0}]
+    MetricsFileLogger(tmp_path, resume_step=7).log_metrics({"val/loss": 2.0}, step=8)
+    assert read_history(tmp_path) == [{"step": 7, "val/loss": 1.0}, {"step": 8, "val/loss": 2.0}]
+
+
+def test_the_wandb_config_records_the_dataset_size_an_objective_uses_and_none_it_does_not(tmp_path):
+    from vaelab import objectives
+    from vaelab.train import logged_config, run_config
+
+    for overrides, expected in (
+        (["objective=infomax_native"], 737280), (["objective=betatcvae"], 737280),
+        (["objective=infomax", "lambda=3"], None), (["objective=betavae"], None),
+    ):  # fmt: skip
+        cfg = compose_train(overrides, tmp_path)
+        objective = objectives.build(cfg, dataset_size=737280)
+        logged = logged_config(cfg, run_config(cfg, objective), objective)
+        assert logged["objective"].get("dataset_size") == expected, overrides
+
+
+def test_a_notebook_loads_a_checkpoint_without_hydra_and_encodes_as_the_run_did(tmp_path, monkeypatch):
+    """VAEModule.load_from_checkpoint(path), as a notebook calls it: no Hydra context, not in the
+    run directory; the module is in eval mode and encodes as the trained one did at the end."""
+    import pytorch_lightning as pl
+    from hydra.core.hydra_config import HydraConfig
+
+    from vaelab.evaluate import model_from_checkpoint
+    from vaelab.module import VAEModule
+    from vaelab.train import train
+
+    class EncodeAtTheEnd(pl.Callback):
+        def on_train_end(self, trainer, pl_module):
+            self.images = trainer.datamodule.val_images[:16]
+            self.codes = pl_module.encode_means(self.images)
+
+    seen = EncodeAtTheEnd()
+    run_dir = tmp_path / "run"
+    train(compose_train([*TINY_RUN, "logger=none", "objective=factorvae"], run_dir), extra_callbacks=[seen])
+    elsewhere = tmp_path / "notebook"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert not HydraConfig.initialized()
+
+    module = VAEModule.load_from_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    assert not module.training and not module.model.training
+    assert type(module.objective).__name__ == "FactorVAE"  # its discriminator's weights loaded too
+    codes = module.encode_means(seen.images)
+    assert codes.shape == (16, 10) and torch.equal(codes, seen.codes)
+    # `vaelab eval`'s model of the same checkpoint encodes the same.
+    _, model = model_from_checkpoint(torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False))
+    with torch.no_grad():
+        assert torch.equal(model.encode(seen.images)[0], codes)

@@ -29,7 +29,9 @@ RUN = (
 
 
 def _history(run_dir: Path) -> list[dict]:
-    return json.loads((run_dir / "metrics.json").read_text())["history"]
+    from vaelab.loggers import read_history
+
+    return read_history(run_dir)
 
 
 def _without_timings(history: list[dict]) -> list[dict]:
@@ -131,7 +133,7 @@ def test_sigint_and_sigterm_save_a_checkpoint_and_exit_130_143(tmp_path):
         # on a loaded machine the signal can arrive before step 21 begins).
         assert torch.load(last, weights_only=False)["global_step"] == int(stopped_at.group(1)) >= 20
         metrics = json.loads((run_dir / "metrics.json").read_text())
-        assert metrics["history"] and metrics["status"] == "interrupted"
+        assert _history(run_dir) and metrics["status"] == "interrupted"
         (wandb_dir,) = (run_dir / "wandb").glob("offline-run-*")
         run = read_offline_run(wandb_dir)
         assert run.exit_code == expected_code and run.summary["status"] == "interrupted"
@@ -170,3 +172,51 @@ def test_a_save_that_dies_midway_leaves_the_previous_checkpoint_readable(tmp_pat
     monkeypatch.setattr(torch, "save", real_save)
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
     assert saves[:2] == [5, 10] and checkpoint["global_step"] == 5  # the previous one, whole
+
+
+def test_a_run_written_before_the_loggers_moved_still_evaluates_compares_and_resumes(tmp_path, monkeypatch, capfd):
+    """Runs saved before vaelab/logging.py became vaelab/loggers.py name `vaelab.logging.wandb_logger`
+    (and its settings directly under `logger`) in .hydra/config.yaml and in their checkpoint, and
+    keep their history inside metrics.json. Nothing instantiates a saved logger config (eval and
+    UDR rebuild only the dataset and model, resume composes today's config), so such a run is
+    scored, compared, loaded and resumed as it is; the resumed run goes on in today's layout."""
+    import yaml
+
+    from vaelab.loggers import write_json_atomic
+    from vaelab.module import VAEModule
+
+    cli = {"cwd": tmp_path, "monkeypatch": monkeypatch, "capfd": capfd}
+    run_dir = tmp_path / "sweep" / "old"
+    tiny = ("model=mlp", "model.hidden=[32]", "data.batch_size=16", "data.val_size=64", "trainer.val_check_interval=5",
+            "checkpoint.every_n_steps=5", "metrics=none", "metrics@periodic_metrics=none", "information.num_samples=0",
+            "images.num_images=0", "logger=none", "num_threads=1")  # fmt: skip
+    first = call_vaelab("train", *tiny, "trainer.max_steps=5", f"hydra.run.dir={run_dir}", **cli)
+    assert first.returncode == 0, first.stderr[-2000:]
+    # The files as the older vaelab wrote them.
+    old_logger = {"_target_": "vaelab.logging.wandb_logger", "save_dir": str(run_dir), "project": "vaelab", "mode": "auto"}
+    config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
+    (run_dir / ".hydra" / "config.yaml").write_text(yaml.safe_dump({**config, "logger": old_logger}))
+    last = run_dir / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, weights_only=False)
+    checkpoint["vaelab_config"]["logger"] = old_logger
+    del checkpoint["vaelab_model_inputs"]
+    torch.save(checkpoint, last)
+    history = _history(run_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    write_json_atomic(run_dir / "metrics.json", {**metrics, "history": history})
+    (run_dir / "metrics_history.jsonl").unlink()
+
+    scored = call_vaelab("eval", f"ckpt={last}", "metrics=mig", "metrics.suite.mig.num_train=300", "images.num_images=0",
+                         "logger=none", f"hydra.run.dir={tmp_path / 'eval'}", **cli)  # fmt: skip
+    assert scored.returncode == 0, scored.stderr[-2000:]
+    compared = call_vaelab("compare", str(tmp_path / "sweep"), **cli)
+    assert compared.returncode == 0, compared.stderr[-2000:]
+    assert "success" in (tmp_path / "sweep" / "compare.csv").read_text()
+    assert not VAEModule.load_from_checkpoint(last).training
+
+    resumed = call_vaelab("train", *tiny, "trainer.max_steps=10", "resume=auto", f"hydra.run.dir={run_dir}", **cli)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "success" and "history" not in metrics
+    steps = [entry["step"] for entry in _history(run_dir)]
+    assert steps[: len(history)] == [entry["step"] for entry in history] and steps[-1] == 10

@@ -69,7 +69,27 @@ def _key(item) -> str:
     return item.key or "/".join(item.nested_key)
 
 
-def read_offline_run(run_dir: Path) -> OfflineRun:
+def read_offline_run(run_dir: Path, timeout: float = 30.0) -> OfflineRun:
+    """The run in ``run_dir``. W&B's service process writes the file in blocks and may flush the
+    last one a moment after ``finish()`` has returned: wait (up to ``timeout`` seconds) until the
+    file ends with the run's exit record, then read it; a run that never finished is read as
+    it stands."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            run = _read_offline_run(run_dir)
+        except Exception:  # noqa: BLE001 - a block written half-way: read again
+            if time.monotonic() > deadline:
+                raise
+            run = None
+        if run is not None and (run.exit_code is not None or time.monotonic() > deadline):
+            return run
+        time.sleep(0.1)
+
+
+def _read_offline_run(run_dir: Path) -> OfflineRun:
     (path,) = Path(run_dir).glob("run-*.wandb")
     run = OfflineRun()
     for record in iter_records(path):

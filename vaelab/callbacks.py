@@ -15,6 +15,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Checkpoint, TQDMProgressBar
 
+from vaelab.errors import INTERRUPTED_EXIT_CODES
+
 
 log = logging.getLogger("vaelab")
 
@@ -207,7 +209,7 @@ class PeriodicCheckpoint(Checkpoint):
     already done on resume; its figures are already in metrics.json).
 
     Each file written goes to the loggers that keep checkpoints (W&B's model artifact,
-    as ``logger.log_model`` says): Lightning only tells them of its own ModelCheckpoint's.
+    as ``logger.wandb.log_model`` says): Lightning only tells them of its own ModelCheckpoint's.
     """
 
     def __init__(self, path, every_n_steps: int) -> None:
@@ -259,10 +261,9 @@ class InterruptCheckpoint(pl.Callback):
     Lightning finishes the current step on SIGTERM and aborts it on Ctrl-C; either way the
     weights and optimiser are those of the last completed step, and the training stream is
     indexed by step, so ``resume=auto`` continues exactly. ``train`` then exits with 130
-    (SIGINT) or 143 (SIGTERM), the shell's codes for those signals.
+    (SIGINT) or 143 (SIGTERM), the shell's codes for those signals: the run is ``interrupted``
+    (:class:`~vaelab.errors.RunStatus`).
     """
-
-    EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
 
     def __init__(self, path) -> None:
         super().__init__()
@@ -271,7 +272,7 @@ class InterruptCheckpoint(pl.Callback):
 
     @property
     def exit_code(self) -> int | None:
-        return self.EXIT_CODES.get(self.interrupted_by)
+        return INTERRUPTED_EXIT_CODES.get(self.interrupted_by)
 
     def on_exception(self, trainer: pl.Trainer, pl_module, exception: BaseException) -> None:
         if isinstance(exception, KeyboardInterrupt):

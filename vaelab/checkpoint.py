@@ -56,6 +56,14 @@ def _without_storage(dataset: dict[str, Any] | None) -> dict[str, Any] | None:
     return {k: v for k, v in dataset.items() if k not in STORAGE_KEYS and not (k == "correlation" and v is None)}
 
 
+def _without_dataset_size(objective: dict[str, Any] | None) -> dict[str, Any] | None:
+    # Follows from the dataset, compared on its own (checkpoints written before it was
+    # recorded hold null).
+    if not isinstance(objective, dict):
+        return objective
+    return {k: v for k, v in objective.items() if k != "dataset_size"}
+
+
 def check_compatible(checkpoint: dict[str, Any], config: dict[str, Any], path: Path) -> None:
     """A resumed run must rebuild the same model and data stream as the run that saved it."""
     saved = checkpoint["vaelab_config"]
@@ -63,6 +71,8 @@ def check_compatible(checkpoint: dict[str, Any], config: dict[str, Any], path: P
         before, now = saved.get(key), config.get(key)
         if key == "dataset":
             before, now = _without_storage(before), _without_storage(now)
+        if key == "objective":
+            before, now = _without_dataset_size(before), _without_dataset_size(now)
         if before != now:
             raise UserError(
                 f"resume={path}: the checkpoint was trained with a different {key} config "

@@ -106,7 +106,7 @@ def _show_tracebacks() -> bool:
     return os.environ.get(SHOW_TRACEBACKS_ENV, os.environ.get("HYDRA_FULL_ERROR", "0")) == "1"
 
 
-def _one_line(error: BaseException) -> tuple[str, int]:
+def _message_and_exit_code(error: BaseException) -> tuple[str, int]:
     """(message, exit code) for an error that reached the top: one line, never a traceback.
 
     Config composition and override errors are the user's (exit 2); Hydra and OmegaConf
@@ -123,6 +123,9 @@ def _one_line(error: BaseException) -> tuple[str, int]:
     remote = _remote_failure(text)
     if remote is not None:
         return remote
+    misplaced = _misplaced_logger_setting(text)
+    if misplaced is not None:
+        return misplaced, 2
     if isinstance(error, MissingConfigException) and error.options:
         return f"{text.splitlines()[0]}; available: {', '.join(error.options)}", 2
     if isinstance(error, InstantiationException) and error.__cause__ is not None:
@@ -145,9 +148,26 @@ def _one_line(error: BaseException) -> tuple[str, int]:
     return f"{type(error).__name__}: {message} (HYDRA_FULL_ERROR=1 shows the traceback)", 1
 
 
+def _misplaced_logger_setting(text: str) -> str | None:
+    """``logger.project=x``: each logger's settings are under its own name (conf/logger/<name>.yaml
+    puts them under ``logger.<name>``, so that ``logger=[wandb,csv]`` selects both); say where."""
+    import re
+
+    match = re.match(r"Could not override 'logger\.(\w+)'", text)
+    if match is None:
+        return None
+    key = match.group(1)
+    owners = [path.stem for path in sorted((Path(CONFIG_DIR) / "logger").glob("*.yaml"))
+              if key in (OmegaConf.load(path).get(path.stem) or {})]  # fmt: skip
+    if not owners:
+        return None
+    where = " or ".join(f"logger.{owner}.{key}=…" for owner in owners)
+    return f"logger.{key}: each logger's settings are under its name: {where}"
+
+
 def _report(error: BaseException) -> int:
     """Print ``error`` as one ``vaelab: error:`` line on stderr; return its exit code."""
-    message, code = _one_line(error)
+    message, code = _message_and_exit_code(error)
     print(f"vaelab: error: {message}", file=sys.stderr)
     return code
 

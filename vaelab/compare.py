@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vaelab.errors import UserError
+from vaelab.errors import RunStatus, UserError
 
 FIGURES = (
     "metrics/mig",
@@ -123,10 +123,11 @@ def read_run(path: Path) -> Run | None:
         described = metrics.get("objective")
         if described is None:  # the run stopped before training (a bad knob, say)
             return Run(path, objective, None, seed, "failed")
-        status = {"running": "unfinished"}.get(metrics.get("status", "success"), metrics.get("status", "success"))
+        status = RunStatus(metrics.get("status", RunStatus.SUCCESS))  # an unknown status: ValueError, damaged
         figures = {key: value for key, value in metrics["final"].items() if isinstance(value, (int, float))}
+        shown = "unfinished" if status == RunStatus.RUNNING else status.value  # killed, or still going
         return Run(
-            path, described["label"], described["beta_effective"], seed, status, figures,
+            path, described["label"], described["beta_effective"], seed, shown, figures,
             described["kl_weight"], described["knobs"],
         )  # fmt: skip
     except (ValueError, KeyError, TypeError, AttributeError) as error:
@@ -143,17 +144,18 @@ def _load_yaml(path: Path):
         return yaml.load(file, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
-# How MetricsFileLogger lays out metrics.json (json.dumps, indent=1): the small "status",
-# "objective" and "final" first, then the long "history", the last key, at one space of indent.
+# How MetricsFileLogger laid out metrics.json before the history moved to metrics_history.jsonl
+# (json.dumps, indent=1): the small "status", "objective" and "final" first, then the long
+# "history", the last key, at one space of indent. Today's files have no history: parsed whole.
 HISTORY_KEY = b'\n "history": '
 WHOLE_FILE_END = b"]\n}"
 
 
 def read_metrics_summary(path: Path) -> dict:
-    """``metrics.json`` without its history (all compare needs): the file's head is parsed and
-    the history, often megabytes, only skipped, after checking that the file ends as a whole
-    one does. Anything else (a file written by another tool, a damaged one) is parsed whole,
-    which raises ValueError for a damaged file."""
+    """``metrics.json`` without a history (all compare needs). Today's files hold none; in an
+    older run's, often megabytes, the file's head is parsed and the history only skipped, after
+    checking that the file ends as a whole one does. Anything else (a file written by another
+    tool, a damaged one) is parsed whole, which raises ValueError for a damaged file."""
     with open(path, "rb") as file:
         head = b""
         while (at := head.find(HISTORY_KEY)) < 0:
@@ -372,7 +374,8 @@ def log_to_wandb(runs: list[Run], plots: dict[str, Path], out: Path, sweep_dir: 
 
     Returns the run's directory, or None after one line saying why W&B could not log
     (compare.csv and the PNGs are on disk either way)."""
-    from vaelab.logging import _one_line, _wandb_settings, resolve_wandb_mode, sweep_group
+    from vaelab.errors import one_line
+    from vaelab.loggers import resolve_wandb_mode, sweep_group, wandb_settings
 
     try:
         import wandb
@@ -381,7 +384,7 @@ def log_to_wandb(runs: list[Run], plots: dict[str, Path], out: Path, sweep_dir: 
         group = sweep_group(sweep_dir)
         run = wandb.init(
             project=project, group=group, job_type="compare", name=f"compare {group}", dir=str(out.resolve()),
-            mode=mode, settings=_wandb_settings(),
+            mode=mode, settings=wandb_settings(),
         )  # fmt: skip
         keys = sorted({key for r in runs for key in r.figures})
         table = wandb.Table(columns=["run", "objective", "knobs", "beta_effective", "kl_weight", "seed", "status", *keys])
@@ -396,7 +399,7 @@ def log_to_wandb(runs: list[Run], plots: dict[str, Path], out: Path, sweep_dir: 
         wandb.teardown()  # compare exits next: wait until the run's file is written whole
         return run_dir
     except Exception as error:  # noqa: BLE001 - the files on disk are the result; W&B is extra
-        print(f"vaelab: W&B could not log the comparison ({_one_line(error)}); files are in {out}", file=sys.stderr)
+        print(f"vaelab: W&B could not log the comparison ({one_line(error)}); files are in {out}", file=sys.stderr)
         return None
 
 

@@ -1,4 +1,4 @@
-"""User-facing errors: bad configuration, bad files, bad paths.
+"""User-facing errors (bad configuration, bad files, bad paths) and how a run ends.
 
 A :class:`UserError` is reported by the CLI as one line on stderr and exit code 2,
 without a traceback (set ``HYDRA_FULL_ERROR=1`` to see one). Raise it for anything
@@ -7,11 +7,15 @@ ordinary exceptions.
 
 Files a run must not lose (checkpoints, metrics.json, pictures) are written with
 :func:`write_atomically`, which turns a full disk into a :class:`DiskFull` error.
+
+:class:`RunStatus` is the one place a run's end is named: its exit code, the status
+metrics.json and W&B record, and what Lightning's loggers are told.
 """
 
 import errno
 import os
 from collections.abc import Callable
+from enum import Enum
 from numbers import Real
 from pathlib import Path
 from typing import IO
@@ -39,6 +43,42 @@ class DiskFull(UserError):
     def __init__(self, path: str | os.PathLike, advice: str = "") -> None:
         self.path = Path(path)
         super().__init__(f"no space left on device while writing {self.path}" + (f"; {advice}" if advice else ""))
+
+
+# A run stopped part-way that can go on with resume=auto: Ctrl-C and SIGTERM (the shell's
+# codes for those signals) save a checkpoint first; a full disk keeps the last one whole.
+INTERRUPTED_EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143, "DiskFull": DiskFull.exit_code}
+
+
+class RunStatus(str, Enum):
+    """How a run stands: ``status`` in metrics.json and in the W&B run's summary.
+
+    A run is ``running`` until it ends; one killed outright (SIGKILL) stays ``running``.
+    """
+
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"  # resumable: INTERRUPTED_EXIT_CODES
+
+    @classmethod
+    def of_exit_code(cls, exit_code: int) -> "RunStatus":
+        """The status of a run that ends with ``exit_code`` (W&B gets the same code)."""
+        if exit_code == 0:
+            return cls.SUCCESS
+        return cls.INTERRUPTED if exit_code in INTERRUPTED_EXIT_CODES.values() else cls.FAILED
+
+    @classmethod
+    def of_lightning(cls, status: str) -> "RunStatus":
+        """The status of Lightning's ``Logger.finalize(status)``: "success", "failed" (an
+        exception) or "finished" (stopped by a SIGTERM)."""
+        return {"success": cls.SUCCESS, "finished": cls.INTERRUPTED}.get(status, cls.FAILED)
+
+
+def one_line(error: BaseException) -> str:
+    """``Type: first line of the message``: an error reported in passing (W&B failures and the like)."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"
 
 
 def is_disk_full(error: BaseException) -> bool:

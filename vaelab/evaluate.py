@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vaelab.checkpoint import load_checkpoint
 from vaelab.errors import UserError
-from vaelab.logging import build_loggers, finish_wandb
+from vaelab.loggers import build_loggers, finish_run
 
 log = logging.getLogger("vaelab")
 
@@ -28,19 +28,15 @@ def model_from_checkpoint(checkpoint: dict[str, Any], dataset_path: str | None =
     """Rebuild (dataset, model) from the config stored in the checkpoint and load the weights.
 
     ``dataset_path``: where the dataset file is now, if it moved since training."""
+    from vaelab.module import vae_from_checkpoint
+
     config = OmegaConf.create(checkpoint["vaelab_config"])
     if dataset_path is not None:
         if "path" not in config.dataset:
             raise UserError(f"dataset_path={dataset_path}: the checkpoint's dataset is not read from a file")
         config.dataset.path = str(Path(dataset_path).resolve())
     dataset = hydra.utils.instantiate(config.dataset)
-    model = hydra.utils.instantiate(config.model, image_shape=dataset.image_shape, binary_data=dataset.binary)
-    state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as error:
-        raise UserError(f"checkpoint weights do not fit its model config: {str(error).splitlines()[0]}") from error
-    return dataset, model.eval()
+    return dataset, vae_from_checkpoint(checkpoint, dataset)
 
 
 def _device(name: str):
@@ -67,7 +63,8 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
             "give exactly one of ckpt=PATH (a vaelab checkpoint), artifact=NAME:ALIAS (one logged to W&B) or codes=FILE.npz"
         )
     if cfg.get("artifact") is not None:
-        cfg.ckpt = str(download_checkpoint_artifact(cfg.artifact, cfg.logger, Path(cfg.paths.output_dir)))
+        wandb_cfg = (cfg.get("logger") or {}).get("wandb")  # the project and entity to look in, if W&B is selected
+        cfg.ckpt = str(download_checkpoint_artifact(cfg.artifact, wandb_cfg, Path(cfg.paths.output_dir)))
     suite = OmegaConf.to_container(cfg.metrics.suite)
     metrics.check_suite(suite)  # unknown metric names fail before any encoding
     run_dir = Path(cfg.paths.output_dir)
@@ -85,7 +82,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
         group = trained_by.get("group")
         if cfg.get("artifact") is not None:
             source["checkpoint_artifact"] = cfg.artifact
-        elif trained_by.get("id"):  # the artifact this checkpoint is, if its run logged it (logger.log_model)
+        elif trained_by.get("id"):  # the artifact this checkpoint is, if its run logged it (logger.wandb.log_model)
             source["checkpoint_artifact"] = artifact_path(trained_by, source["global_step"])
     else:
         dataset, represent = load_codes_file(cfg.codes)
@@ -94,7 +91,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
     scores = metrics.evaluate(dataset, represent, suite, seed=cfg.metrics.seed)
     scores["metrics/seconds"] = time.perf_counter() - started
 
-    metrics_file, loggers = build_loggers(cfg.get("logger"), run_dir, group=group)
+    _, loggers = build_loggers(cfg.get("logger"), run_dir, group=group)
     config = {**OmegaConf.to_container(cfg, resolve=True), **source}
     exit_code = 1
     try:
@@ -106,10 +103,9 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
             logger.log_metrics(scores, step=step)
         if cfg.ckpt is not None and cfg.images.num_images > 0:
             save_pictures(checkpoint, dataset, model, cfg.images, run_dir / "images", step, loggers)
-        metrics_file.finalize("success")
         exit_code = 0
     finally:
-        finish_wandb(loggers, exit_code)
+        finish_run(loggers, exit_code)
     print_table(scores)
     print(json.dumps(scores))
     return scores
@@ -118,26 +114,27 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
 def artifact_path(trained_by: dict[str, Any], step: int) -> str:
     """``[entity/]project/model-<run id>:step-<N>``: the model artifact version of a checkpoint
     written at step N by the W&B run ``trained_by`` (a checkpoint's ``vaelab_config.wandb``)."""
-    from vaelab.logging import checkpoint_artifact_name
+    from vaelab.loggers import checkpoint_artifact_name
 
     where = "/".join(part for part in (trained_by.get("entity"), trained_by.get("project")) if part)
     name = f"{checkpoint_artifact_name(trained_by['id'])}:step-{step}"
     return f"{where}/{name}" if where else name
 
 
-def download_checkpoint_artifact(name: str, logger_cfg, run_dir: Path) -> Path:
+def download_checkpoint_artifact(name: str, wandb_cfg, run_dir: Path) -> Path:
     """The .ckpt file of W&B model artifact ``name`` (``model-<run id>:latest``, ``step-<N>``, or
     with ``entity/project/`` first), downloaded into the eval run directory."""
-    from vaelab.logging import resolve_wandb_mode
+    from vaelab.loggers import resolve_wandb_mode
 
-    mode = resolve_wandb_mode((logger_cfg or {}).get("mode", "auto"))
+    wandb_cfg = wandb_cfg or {}
+    mode = resolve_wandb_mode(wandb_cfg.get("mode", "auto"))
     if mode != "online":
         raise UserError(f"artifact={name}: W&B is {mode} here, and artifacts come from the W&B server; "
                         "log in (wandb login) or give ckpt=PATH")  # fmt: skip
     import wandb
 
-    if name.count("/") == 0:  # like the training run: the logger's project (and entity)
-        name = "/".join(part for part in (logger_cfg.get("entity"), logger_cfg.get("project", "vaelab"), name) if part)
+    if name.count("/") == 0:  # like the training run: logger.wandb's project (and entity)
+        name = "/".join(part for part in (wandb_cfg.get("entity"), wandb_cfg.get("project", "vaelab"), name) if part)
     try:
         directory = Path(wandb.Api().artifact(name, type="model").download(root=str(run_dir / "artifact")))
     except Exception as error:  # noqa: BLE001 - any failure to fetch is reported in one line

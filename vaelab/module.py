@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -57,7 +58,11 @@ class VAEModule(pl.LightningModule):
         seed: int = 0,
         config: dict[str, Any] | None = None,
         on_non_finite: str = "stop",
+        model_inputs: dict[str, Any] | None = None,
     ) -> None:
+        """``model_inputs``: what the model was built from besides ``config.model`` (the dataset's
+        ``image_shape`` and ``binary_data``), kept in checkpoints so that
+        :meth:`load_from_checkpoint` rebuilds the model without the dataset."""
         super().__init__()
         if on_non_finite not in ("stop", "skip"):
             raise UserError(f"on_non_finite={on_non_finite!r}: expected stop or skip")
@@ -68,6 +73,7 @@ class VAEModule(pl.LightningModule):
         # The resolved run config travels inside every checkpoint, so `vaelab eval ckpt=…`
         # can rebuild the model and dataset without the run directory.
         self.config = config or {}
+        self.model_inputs = model_inputs
         # A NaN/inf loss or gradient either stops the run (before the optimiser step, so the
         # weights and the last checkpoint stay finite) or skips the step and counts it.
         self.on_non_finite = on_non_finite
@@ -153,3 +159,64 @@ class VAEModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["vaelab_config"] = self.config
+        if self.model_inputs is not None:
+            checkpoint[MODEL_INPUTS] = self.model_inputs
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: str | Path, map_location=None, **unused: Any) -> "VAEModule":
+        """The module saved in a vaelab checkpoint (``last.ckpt``), in eval mode, on ``map_location``
+        (default: the CPU). Needs no Hydra context and no run directory: the model, the objective
+        and their settings come from the checkpoint alone, e.g. in a notebook::
+
+            module = VAEModule.load_from_checkpoint("outputs/…/checkpoints/last.ckpt")
+            mu = module.encode_means(images)   # images: (N, C, H, W) floats in [0, 1]
+
+        (Lightning's own version rebuilds from saved hyperparameters, which vaelab keeps in the
+        checkpoint's ``vaelab_config`` instead.)"""
+        import hydra.utils
+
+        from vaelab.checkpoint import load_checkpoint
+
+        if unused:
+            raise TypeError(f"VAEModule.load_from_checkpoint takes no {', '.join(unused)}: the checkpoint holds every setting")
+        checkpoint = load_checkpoint(checkpoint_path, key="checkpoint_path")
+        config = checkpoint["vaelab_config"]
+        objective_config = dict(config["objective"])
+        if objective_config.get("dataset_size", 0) is None:  # checkpoints written before the size was recorded
+            objective_config["dataset_size"] = len(hydra.utils.instantiate(config["dataset"]))
+        module = cls(
+            vae_from_checkpoint(checkpoint),
+            hydra.utils.instantiate(objective_config),
+            seed=config.get("seed", 0),
+            config=config,
+            on_non_finite=config.get("on_non_finite", "stop"),
+            model_inputs=checkpoint.get(MODEL_INPUTS),
+        )
+        module.load_state_dict(checkpoint["state_dict"])  # the objective's own parameters too (FactorVAE)
+        if map_location is not None:
+            module.to(map_location)
+        return module.eval()
+
+
+MODEL_INPUTS = "vaelab_model_inputs"  # the checkpoint key of VAEModule.model_inputs
+
+
+def vae_from_checkpoint(checkpoint: dict[str, Any], dataset=None) -> VAE:
+    """The VAE of a checkpoint (:func:`vaelab.checkpoint.load_checkpoint`) with its weights, in
+    eval mode. Its image shape and likelihood come from the checkpoint; from ``dataset``, or the
+    dataset its config names, for checkpoints written before they were recorded."""
+    import hydra.utils
+
+    inputs = checkpoint.get(MODEL_INPUTS)
+    if inputs is None:
+        dataset = dataset if dataset is not None else hydra.utils.instantiate(checkpoint["vaelab_config"]["dataset"])
+        inputs = {"image_shape": dataset.image_shape, "binary_data": dataset.binary}
+    model = hydra.utils.instantiate(
+        checkpoint["vaelab_config"]["model"], image_shape=tuple(inputs["image_shape"]), binary_data=inputs["binary_data"]
+    )
+    state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise UserError(f"checkpoint weights do not fit its model config: {str(error).splitlines()[0]}") from error
+    return model.eval()

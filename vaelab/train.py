@@ -26,7 +26,7 @@ from vaelab.checkpoint import (
 from vaelab.data.stream import GroundTruthDataModule
 from vaelab.distributed import is_worker, launching_workers
 from vaelab.errors import DiskFull, UserError, check_int, check_real, is_disk_full
-from vaelab.logging import build_loggers, finish_wandb
+from vaelab.loggers import build_loggers, finish_run
 from vaelab.module import VAEModule
 from vaelab.rundir import run_dir_lock
 from vaelab.system import check_fits_in_memory, resolve_training_precision, set_num_threads, tune_glibc_malloc
@@ -43,6 +43,12 @@ def run_config(cfg: DictConfig, objective) -> dict[str, Any]:
     for knob in objective.knobs:  # the value trained, not the null a knob left unset resolves to
         if knob.attribute in config["objective"]:
             config["objective"][knob.attribute] = getattr(objective, knob.attribute)
+    if "dataset_size" in config["objective"]:  # null in the yaml: filled in from the dataset, or unused
+        size = getattr(objective, "dataset_size", None)
+        if size is None:
+            del config["objective"]["dataset_size"]
+        else:
+            config["objective"]["dataset_size"] = size
     config["objective_name"] = description["label"]
     config["beta_effective"] = description["beta_effective"]
     config["kl_weight"] = description["kl_weight"]
@@ -163,7 +169,8 @@ def _train_in(
     dataset = hydra.utils.instantiate(cfg.dataset)
     check_batches_fit(cfg, dataset.image_shape)
     objective = objectives.build(cfg, dataset_size=len(dataset))
-    model = hydra.utils.instantiate(cfg.model, image_shape=dataset.image_shape, binary_data=dataset.binary)
+    model_inputs = {"image_shape": list(dataset.image_shape), "binary_data": bool(dataset.binary)}
+    model = hydra.utils.instantiate(cfg.model, image_shape=tuple(dataset.image_shape), binary_data=dataset.binary)
     datamodule = GroundTruthDataModule(dataset, seed=cfg.seed, **cfg.data)
     config = run_config(cfg, objective)
     resume_step, wandb_id = None, None
@@ -172,16 +179,14 @@ def _train_in(
         resume_step = checkpoint["global_step"]
         wandb_id = (checkpoint["vaelab_config"].get("wandb") or {}).get("id")
         log.info("resuming %s from step %d (%s)", run_dir, resume_step, resume_from)
-    module = VAEModule(model, objective, optimizer, cfg.seed, config, cfg.on_non_finite)
+    module = VAEModule(model, objective, optimizer, cfg.seed, config, cfg.on_non_finite, model_inputs)
 
     # A resumed run continues its W&B run (same id) unless one is given. DDP workers
-    # (ranks > 0) log nothing: rank 0 writes metrics.json and the one W&B run.
+    # (ranks > 0) log nothing and touch no file: rank 0 writes the metrics files and the one W&B run.
     worker = is_worker()
-    metrics_file, loggers = build_loggers(
-        None if worker else cfg.get("logger"), run_dir, resume_step, objective.describe(), run_id=wandb_id
-    )
-    if worker:
-        loggers = []
+    metrics_file, loggers = None, []
+    if not worker:
+        metrics_file, loggers = build_loggers(cfg.get("logger"), run_dir, resume_step, objective.describe(), run_id=wandb_id)
     for logger in loggers:
         if isinstance(logger, WandbLogger):
             # Kept in the checkpoint: `vaelab eval` joins the group, a resume the run.
@@ -227,18 +232,14 @@ def _train_in(
         # are intact, so the run can go on from the checkpoint once there is space.
         where = full.path if isinstance(full, DiskFull) else (full.filename or run_dir)
         disk_full = DiskFull(where, resume_advice(run_dir / LAST))
-        exit_code = disk_full.exit_code
-        if not worker:  # resumable, like a SIGTERM stop (if the disk lets metrics.json say so)
-            metrics_file.finalize("finished")
+        exit_code = disk_full.exit_code  # resumable, like a SIGTERM stop (if the disk lets metrics.json say so)
         raise disk_full from error
     except (KeyboardInterrupt, SystemExit):
         signalled = next((i.exit_code for i in interrupts if i.exit_code is not None), None)
         if signalled is None:
             raise
-        exit_code = signalled
-        if not worker:  # Lightning finalised the loggers as "failed" on Ctrl-C: resumable, not failed
-            metrics_file.finalize("finished")
+        exit_code = signalled  # Lightning finalised the loggers as "failed" on Ctrl-C: resumable, not failed
         raise SystemExit(exit_code) from None
     finally:
-        finish_wandb(loggers, exit_code=exit_code)
-    return metrics_file.final
+        finish_run(loggers, exit_code=exit_code)
+    return metrics_file.final if metrics_file is not None else {}

@@ -66,7 +66,7 @@ class InfoMax(Objective):
                 raise UserError("objective.estimator=native needs the dataset size (set objective.dataset_size)")
         self.estimator = estimator
         self.sampling = sampling
-        self.dataset_size = dataset_size
+        self.dataset_size = dataset_size if estimator == "native" else None  # derived: not used
         self.beta_effective = 1.0 / (1.0 + self.lam)
         # Native: KL_hat[q(z)||p(z)] + lambda * reconstruction weighs its (marginal) KL by 1/lambda.
         self.kl_weight = 1.0 / self.lam if estimator == "native" else self.beta_effective

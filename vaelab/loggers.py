@@ -1,12 +1,17 @@
-"""Where figures go: W&B (online, offline, or not at all) and the run's ``metrics.json``.
+"""Where figures go: the run's metrics files, and the loggers ``logger=`` selects (conf/logger/).
 
-Every scalar that reaches Lightning's loggers also lands in ``<run dir>/metrics.json``:
+Every scalar that reaches Lightning's loggers also lands in the run directory, in two files:
 
-    {"status": "running" | "success" | "failed" | "interrupted",
-     "final": {key: last value}, "history": [{"step": n, key: value, ...}, ...]}
+- ``metrics_history.jsonl``: one JSON line ``{"step": n, key: value, ...}`` per logging call,
+  appended and flushed, so a call costs the same at step 10 and at step 10^6. One step
+  can span several lines (train, val, metrics): :func:`read_history` merges them.
+- ``metrics.json``: ``{"status": "running" | "success" | "failed" | "interrupted",
+  "objective": {...}, "final": {key: last value}}``, small, rewritten atomically (write,
+  then rename) after every logging call: a crash never leaves it half-written, and a
+  killed run stays "running".
 
-so a run can be read without W&B (a killed run stays "running"). The file is rewritten atomically (write, then
-rename) after every logging call: a crash never leaves it half-written.
+A run can thus be read without W&B. Runs written before the history moved to its own
+file keep it in metrics.json under "history"; :func:`read_history` reads those too.
 """
 
 from __future__ import annotations
@@ -15,14 +20,18 @@ import json
 import logging
 import netrc
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from pytorch_lightning.loggers import Logger, WandbLogger
 
-from vaelab.errors import DiskFull, UserError, write_atomically
+from vaelab.errors import DiskFull, RunStatus, UserError, is_disk_full, one_line, write_atomically
 
 log = logging.getLogger("vaelab")
+
+METRICS_FILE = "metrics.json"
+HISTORY_FILE = "metrics_history.jsonl"
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
@@ -31,43 +40,95 @@ def write_json_atomic(path: Path, payload: Any) -> None:
     write_atomically(path, lambda file: file.write(text))
 
 
+def history_lines(path: Path) -> list[tuple[bytes, dict[str, Any]]]:
+    """The (line, entry) pairs of a ``metrics_history.jsonl``. A last line without its newline
+    (a write the machine never finished) is left out; any other line that is not a
+    ``{"step": int, ...}`` object raises ValueError naming it."""
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    complete = lines[:-1]  # what follows the last newline was never finished
+    pairs = []
+    for number, line in enumerate(complete, start=1):
+        try:
+            entry = json.loads(line)
+            if not isinstance(entry, dict) or not isinstance(entry.get("step"), int):
+                raise ValueError("not a {step: …} entry")
+        except ValueError as error:
+            raise ValueError(f"line {number}: {(str(error).splitlines() or [''])[0]}") from None
+        pairs.append((line + b"\n", entry))
+    return pairs
+
+
+def merge_history(entries) -> list[dict[str, Any]]:
+    """Entries merged by step, in step order: ``[{"step": n, key: value, ...}, ...]``."""
+    by_step: dict[int, dict[str, Any]] = {}
+    for entry in entries:
+        values = dict(entry)
+        by_step.setdefault(values.pop("step"), {}).update(values)
+    return [{"step": step, **by_step[step]} for step in sorted(by_step)]
+
+
+def read_history(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """Every figure a run logged, one merged entry per step in step order (what W&B's history
+    holds): from ``metrics_history.jsonl``, or from the "history" of an older run's metrics.json."""
+    run_dir = Path(run_dir)
+    if (run_dir / HISTORY_FILE).is_file():
+        return merge_history(entry for _, entry in history_lines(run_dir / HISTORY_FILE))
+    return json.loads((run_dir / METRICS_FILE).read_text()).get("history", [])
+
+
 class MetricsFileLogger(Logger):
-    """A Lightning logger that keeps every scalar in ``metrics.json``."""
+    """A Lightning logger that keeps every scalar in ``metrics_history.jsonl`` and the run's
+    status and last values in ``metrics.json``. Each call writes a bounded number of bytes:
+    its own line, and the summary, whose size depends on the keys, not on the steps."""
 
     def __init__(
         self, run_dir: str | os.PathLike, resume_step: int | None = None, objective: dict[str, Any] | None = None
     ) -> None:
-        """``resume_step``: continue the file of a run resumed from that step, dropping what
+        """``resume_step``: continue the files of a run resumed from that step, dropping what
         was logged after it (the resumed run logs those steps again, with the same values).
         ``objective``: the trained objective's description (``Objective.describe``), which
         ``vaelab compare`` reads; kept under "objective"."""
         super().__init__()
-        self.path = Path(run_dir) / "metrics.json"
+        self.path = Path(run_dir) / METRICS_FILE
+        self.history_path = Path(run_dir) / HISTORY_FILE
         self.objective = objective
-        self.by_step: dict[int, dict[str, float]] = {}
         self.final: dict[str, float] = {}
-        self.status = "running"
-        if resume_step is not None and self.path.is_file():
-            for entry in self._saved_history():
-                step = entry.pop("step")
-                if step <= resume_step:
-                    self.by_step[step] = entry
-                    self.final.update(entry)
+        self.last_step = 0  # where a figure logged without a step goes
+        self.status = RunStatus.RUNNING
+        self._history_file = None  # opened at the first figure
+        # A new run in a directory that has a history (an earlier run's) starts it afresh, at its
+        # first figure; a resumed run goes on with the history up to its checkpoint.
+        self._history_mode = "ab" if resume_step is not None else "wb"
+        self._saved = False  # metrics.json says what this logger holds
+        if resume_step is not None and (self.history_path.is_file() or self.path.is_file()):
+            kept = [(line, entry) for line, entry in self._saved_history() if entry["step"] <= resume_step]
+            for _, entry in kept:
+                self.last_step = max(self.last_step, entry["step"])
+                self.final.update({key: value for key, value in entry.items() if key != "step"})
+            # The history up to the checkpoint, whole lines as they were; the run appends to it.
+            lines = b"".join(line for line, _ in kept)
+            write_atomically(self.history_path, lambda file: file.write(lines))
 
-    def _saved_history(self) -> list[dict[str, Any]]:
-        """The history in the existing file, or a one-line UserError if the file is damaged
-        (it is written atomically, so only a bad copy or a disk error damages it)."""
+    def _saved_history(self) -> list[tuple[bytes, dict[str, Any]]]:
+        """The (line, entry) pairs logged so far: from the history file, or from the "history" of
+        an older run's metrics.json (a resumed old run goes on in today's layout). A damaged file
+        is a one-line UserError (the history is only ever appended to, whole lines at a time, and
+        metrics.json written atomically, so only a bad copy or a disk error damages them)."""
+        path = self.history_path if self.history_path.is_file() else self.path
         try:
-            history = json.loads(self.path.read_text())["history"]
+            if path == self.history_path:
+                return history_lines(path)
+            history = json.loads(path.read_text()).get("history", [])  # none: nothing was logged yet
             if not isinstance(history, list) or not all(isinstance(e, dict) and isinstance(e["step"], int) for e in history):
                 raise ValueError("its history is not a list of {step: …} entries")
-            return history
-        except (OSError, ValueError, KeyError, TypeError) as error:
+            return [(json.dumps(entry, allow_nan=True).encode() + b"\n", entry) for entry in history]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
             reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
             if isinstance(error, KeyError):
                 reason = f"no {reason} key"
             raise UserError(
-                f"{self.path} is damaged ({reason}); restore it, or move it aside to resume without the figures logged so far"
+                f"{path} is damaged ({reason}); restore it, or move it aside to resume without the figures logged so far"
             ) from None
 
     @property
@@ -78,10 +139,6 @@ class MetricsFileLogger(Logger):
     def version(self) -> str:
         return "0"
 
-    @property
-    def history(self) -> list[dict[str, float]]:
-        return [{"step": step, **self.by_step[step]} for step in sorted(self.by_step)]
-
     def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
         pass  # the config lives in .hydra/config.yaml
 
@@ -89,24 +146,55 @@ class MetricsFileLogger(Logger):
         values = {key: _as_float(value) for key, value in metrics.items() if key != "epoch"}
         if not values:
             return
-        step = int(step) if step is not None else max(self.by_step, default=0)
-        # One step arrives in several calls (train, val, metrics): merge them.
-        self.by_step.setdefault(step, {}).update(values)
+        # One step arrives in several calls (train, val, metrics): read_history merges them.
+        step = int(step) if step is not None else self.last_step
+        self.last_step = max(self.last_step, step)
+        self._append(json.dumps({"step": step, **values}, allow_nan=True).encode() + b"\n")
         self.final.update(values)
+        self._saved = False
         self.save()
+
+    def _append(self, line: bytes) -> None:
+        """``line`` at the end of the history, whole or not at all (a full disk: DiskFull, the
+        partial line removed, so the file still holds whole lines only)."""
+        if self._history_file is None:
+            self.history_path.parent.mkdir(parents=True, exist_ok=True)
+            self._history_file = open(self.history_path, self._history_mode, buffering=0)
+            self._history_mode = "ab"
+        file = self._history_file
+        start = file.seek(0, os.SEEK_END)
+        try:
+            written = 0
+            while written < len(line):
+                written += file.write(line[written:])
+        except OSError as error:
+            file.truncate(start)
+            if is_disk_full(error):
+                raise DiskFull(self.history_path) from error
+            raise
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         header = {"objective": self.objective} if self.objective is not None else {}
-        write_json_atomic(self.path, {"status": self.status, **header, "final": self.final, "history": self.history})
+        write_json_atomic(self.path, {"status": self.status.value, **header, "final": self.final})
+        self._saved = True
 
     def finalize(self, status: str) -> None:
-        # Lightning says "success", "failed" (an exception) or "finished" (a SIGTERM stop).
-        self.status = {"success": "success", "finished": "interrupted"}.get(status, "failed")
+        """Lightning's end of training (:meth:`RunStatus.of_lightning`)."""
+        self.end(RunStatus.of_lightning(status))
+
+    def end(self, status: RunStatus) -> None:
+        """Record how the run ended in metrics.json and close the history."""
+        if self._history_file is not None:
+            self._history_file.close()
+            self._history_file = None
+        if status == self.status and self._saved:
+            return
+        self.status = status
         try:
             self.save()
         except DiskFull:
-            if self.status == "success":
+            if status == RunStatus.SUCCESS:
                 raise
             # The run is already stopping with its own error (most likely this full disk);
             # the file keeps its last complete state, which says "running": resumable.
@@ -119,10 +207,12 @@ def build_loggers(
     objective: dict[str, Any] | None = None,
     **fill: Any,
 ) -> tuple[MetricsFileLogger, list[Logger]]:
-    """The run's loggers: metrics.json always (with ``objective``, a training run's objective
-    description), plus the one ``logger=`` selects (none: none).
+    """The run's loggers: the metrics files always (with ``objective``, a training run's
+    objective description), plus every one ``logger=`` selects, in its order: each
+    conf/logger/<name>.yaml puts its settings under ``logger.<name>`` (``logger=[wandb,csv]``:
+    both; ``logger=none``: none).
 
-    ``fill`` supplies values for keys that the selected logger's config declares and leaves
+    ``fill`` supplies values for keys that a selected logger's config declares and leaves
     null (a resumed run's W&B ``run_id``, an eval run's ``group``); other loggers never
     see them.
     """
@@ -130,9 +220,13 @@ def build_loggers(
 
     metrics_file = MetricsFileLogger(run_dir, resume_step=resume_step, objective=objective)
     loggers: list[Logger] = [metrics_file]
-    if logger_cfg and logger_cfg.get("_target_"):
-        extra = {key: value for key, value in fill.items() if value is not None and logger_cfg.get(key, 0) is None}
-        external = hydra.utils.instantiate(logger_cfg, **extra)
+    for name, spec in (logger_cfg or {}).items():
+        if not isinstance(spec, Mapping) or "_target_" not in spec:
+            owners = [other for other, settings in logger_cfg.items() if isinstance(settings, Mapping) and name in settings]
+            hint = f"logger.{owners[0]}.{name}" if owners else f"logger.<name>.{name}"
+            raise UserError(f"logger.{name}: not a logger; each logger's settings are under its name ({hint}=…)")
+        extra = {key: value for key, value in fill.items() if value is not None and spec.get(key, 0) is None}
+        external = hydra.utils.instantiate(spec, **extra)
         if external is not None:
             loggers.append(external)
     return metrics_file, loggers
@@ -156,7 +250,7 @@ class GuardedWandbLogger(WandbLogger):
             return method(*args, **kwargs)
         except Exception as error:  # noqa: BLE001 - no W&B problem may stop training
             self._failed = True
-            log.warning("W&B failed (%s); training continues, figures go to metrics.json", _one_line(error))
+            log.warning("W&B failed (%s); training continues, figures go to metrics.json", one_line(error))
             return None
 
     def log_metrics(self, metrics, step=None) -> None:
@@ -183,7 +277,7 @@ class GuardedWandbLogger(WandbLogger):
         try:
             self.experiment.use_artifact(name, type="model")
         except Exception as error:  # noqa: BLE001 - e.g. a run that logged no artifact (log_model=false)
-            log.info("W&B: %s not linked (%s); its name is in the config", name, _one_line(error))
+            log.info("W&B: %s not linked (%s); its name is in the config", name, one_line(error))
 
     def _log_checkpoint(self, path: Path, step: int) -> None:
         import wandb
@@ -210,7 +304,7 @@ def wandb_api_key_configured() -> bool:
 def resolve_wandb_mode(mode: str) -> str:
     """``auto`` -> WANDB_MODE if set, else online with an API key, else offline (said once)."""
     if mode not in ("auto", "online", "offline", "disabled"):
-        raise UserError(f"logger.mode={mode!r}: expected auto, online, offline or disabled")
+        raise UserError(f"logger.wandb.mode={mode!r}: expected auto, online, offline or disabled")
     if mode != "auto":
         return mode
     if os.environ.get("WANDB_MODE"):
@@ -265,7 +359,7 @@ def wandb_logger(
             log_model=log_model,
             id=run_id,
             resume="allow" if run_id else None,
-            settings=_wandb_settings(),
+            settings=wandb_settings(),
         )
         logger._wandb_init.pop("anonymous", None)  # Lightning passes a deprecated setting wandb warns about
         run = logger.experiment  # starts the run now, inside this try
@@ -274,7 +368,7 @@ def wandb_logger(
         # explicit summary="last" on a glob nests some keys as {"last": v}, unpredictably).
         run.define_metric("val/loss", step_metric="trainer/global_step", step_sync=True, summary="min,last")
     except Exception as error:  # noqa: BLE001 - any W&B failure must not stop training
-        log.warning("W&B could not start (%s); training continues, figures go to metrics.json", _one_line(error))
+        log.warning("W&B could not start (%s); training continues, figures go to metrics.json", one_line(error))
         return None
     return logger
 
@@ -312,35 +406,30 @@ def _hydra_job_name() -> str | None:
     return HydraConfig.get().job.name if HydraConfig.initialized() else None
 
 
-def _wandb_settings():
+def wandb_settings():
     import wandb
 
     # No console capture (Hydra already writes the log file) and no code/git scraping.
     return wandb.Settings(console="off", save_code=False, disable_git=True, quiet=True)
 
 
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}"
+def finish_run(loggers: list[Logger], exit_code: int = 0) -> None:
+    """End every logger as a run ending with ``exit_code`` ends (:meth:`RunStatus.of_exit_code`).
 
-
-INTERRUPTED_EXIT_CODES = (130, 143, DiskFull.exit_code)  # SIGINT, SIGTERM, a full disk: the run can be resumed
-
-
-def finish_wandb(loggers: list[Logger], exit_code: int = 0) -> None:
-    """``wandb.finish()`` after every job: without it a multirun logs all jobs into one run.
-
-    The run's summary gets ``status`` (success, failed or interrupted, as in metrics.json);
-    an interrupted run is also marked preempting, W&B's state for a run that will resume.
+    metrics.json gets the status; the W&B run gets it in its summary, is marked preempting
+    (W&B's state for a run that will resume) when interrupted, and is finished with the same
+    exit code: without ``finish()`` a multirun logs all its jobs into one run.
     """
-    status = "success" if exit_code == 0 else "interrupted" if exit_code in INTERRUPTED_EXIT_CODES else "failed"
+    status = RunStatus.of_exit_code(exit_code)
     for logger in loggers:
-        if isinstance(logger, WandbLogger) and logger._experiment is not None:
+        if isinstance(logger, MetricsFileLogger):
+            logger.end(status)
+        elif isinstance(logger, WandbLogger) and logger._experiment is not None:
             try:
                 run = logger.experiment
-                run.summary["status"] = status
-                if status == "interrupted":
+                run.summary["status"] = status.value
+                if status == RunStatus.INTERRUPTED:
                     run.mark_preempting()
                 run.finish(exit_code=exit_code)
             except Exception as error:  # noqa: BLE001
-                log.warning("W&B finish failed (%s); the offline run files are kept", _one_line(error))
+                log.warning("W&B finish failed (%s); the offline run files are kept", one_line(error))

@@ -251,6 +251,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     # Hydra reads sys.argv: drop the subcommand (hydra.job.name says which one ran).
     sys.argv = [sys.argv[0], *argv[1:]]
+    # The Optuna sweeper imports alembic, which announces each of its plugins at INFO level.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     _run_reporting_errors(MAINS[command])
 
 

@@ -177,7 +177,7 @@ def agent_command(sweep: dict[str, Any], values: dict[str, Any]) -> list[str]:
 
 def test_agent_command_expands_macros_as_the_wandb_agent_does():
     """The expansion above, against wandb's own (the installed version's create_sweep_command_args)."""
-    from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
+    create_sweep_command_args = pytest.importorskip("wandb.sdk.launch.sweeps.utils").create_sweep_command_args
 
     values = {"kl_weight": 7.5, "optimizer.lr": 0.0007, "data.batch_size": 32}
     theirs = create_sweep_command_args({"args": {key: {"value": value} for key, value in values.items()}})

@@ -25,12 +25,10 @@ def isolated_wandb(tmp_path, monkeypatch):
     yield
 
 
-def run_vaelab(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run the real CLI (`python -m vaelab` is the console script's entry point) in ``cwd``.
-
-    W&B is offline and keeps all its files under ``cwd``; an ``env`` value of None unsets
-    that variable.
-    """
+def cli_env(cwd: Path, env: dict | None = None) -> dict[str, str]:
+    """The environment of a CLI process started by a test: this repository's vaelab first on
+    the path, W&B offline with all its files under ``cwd``; an ``env`` value of None unsets
+    that variable."""
     wandb_home = str(Path(cwd) / ".wandb-home")
     full_env = {
         **os.environ,
@@ -41,11 +39,16 @@ def run_vaelab(*args: str, cwd: Path, env: dict | None = None, timeout: float = 
     }
     full_env.pop("WANDB_API_KEY", None)
     full_env.pop("WANDB_SERVICE", None)  # the test process's own W&B service, if it started one: not the child's
-    full_env = {key: value for key, value in full_env.items() if value is not None}
+    return {key: value for key, value in full_env.items() if value is not None}
+
+
+def run_vaelab(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the real CLI (`python -m vaelab` is the console script's entry point) in ``cwd``,
+    in the environment of `cli_env`."""
     return subprocess.run(
         [sys.executable, "-m", "vaelab", *args],
         cwd=cwd,
-        env=full_env,
+        env=cli_env(cwd, env),
         capture_output=True,
         text=True,
         timeout=timeout,

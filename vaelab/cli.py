@@ -226,9 +226,14 @@ def _quiet_third_party_logging() -> None:
 
 @_report_user_errors
 def _train(cfg: DictConfig):
+    """The Hydra task of `vaelab train`: the final value of ``optimized_metric`` (None when
+    unset) is what a sweeper that optimises (conf/hparams_search/) receives for the job."""
+    from vaelab.distributed import is_worker
+    from vaelab.search import optimized_value
     from vaelab.train import train
 
-    return train(cfg)
+    final = train(cfg)
+    return None if is_worker() else optimized_value(cfg, final)  # DDP workers log nothing: rank 0 reports
 
 
 @_report_user_errors
@@ -266,6 +271,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     # Hydra reads sys.argv: drop the subcommand (hydra.job.name says which one ran).
     sys.argv = [sys.argv[0], *argv[1:]]
+    # The Optuna sweeper imports alembic, which announces each of its plugins at INFO level.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     _run_reporting_errors(MAINS[command])
 
 

@@ -29,6 +29,7 @@ from vaelab.errors import DiskFull, UserError, check_int, check_real, is_disk_fu
 from vaelab.loggers import build_loggers, finish_run
 from vaelab.module import VAEModule
 from vaelab.rundir import run_dir_lock
+from vaelab.search import check_optimized_metric
 from vaelab.system import check_fits_in_memory, resolve_training_precision, set_num_threads, tune_glibc_malloc
 
 log = logging.getLogger("vaelab")
@@ -78,7 +79,8 @@ def logged_config(cfg: DictConfig, config: dict[str, Any], objective) -> dict[st
         return kept
 
     logged = settings(cfg, {k: v for k, v in config.items() if k not in NOT_SETTINGS})
-    return {k: v for k, v in logged.items() if not (k in unused_knobs and v is None)}
+    unset = unused_knobs | {"optimized_metric"}  # recorded when a search sets it, the metric its trials are scored by
+    return {k: v for k, v in logged.items() if not (k in unset and v is None)}
 
 
 def check_schedule(cfg: DictConfig) -> None:
@@ -133,6 +135,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     ``extra_callbacks`` lets programs (benchmarks, notebooks) watch a run without a config.
     """
     check_schedule(cfg)
+    check_optimized_metric(cfg)  # a score the final suite never computes would cost a whole run first
     optimizer = check_optimizer(cfg)
     if cfg.get("tune_malloc", True):
         tune_glibc_malloc()

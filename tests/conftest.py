@@ -23,6 +23,12 @@ def isolated_wandb(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     yield
+    # Every path out of a run, errors included, finishes its W&B run: one left open would be
+    # reused by the next run in this process (and is an unfinished run for the user).
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
+        raise AssertionError("a W&B run was left open")
 
 
 def cli_env(cwd: Path, env: dict | None = None) -> dict[str, str]:

@@ -218,13 +218,16 @@ def build_loggers(
     """
     import hydra.utils
 
-    metrics_file = MetricsFileLogger(run_dir, resume_step=resume_step, objective=objective)
-    loggers: list[Logger] = [metrics_file]
+    # Every entry checked before any is built: a W&B run started and then abandoned by a
+    # bad entry after it would stay open.
     for name, spec in (logger_cfg or {}).items():
         if not isinstance(spec, Mapping) or "_target_" not in spec:
             owners = [other for other, settings in logger_cfg.items() if isinstance(settings, Mapping) and name in settings]
             hint = f"logger.{owners[0]}.{name}" if owners else f"logger.<name>.{name}"
             raise UserError(f"logger.{name}: not a logger; each logger's settings are under its name ({hint}=…)")
+    metrics_file = MetricsFileLogger(run_dir, resume_step=resume_step, objective=objective)
+    loggers: list[Logger] = [metrics_file]
+    for name, spec in (logger_cfg or {}).items():
         extra = {key: value for key, value in fill.items() if value is not None and spec.get(key, 0) is None}
         external = hydra.utils.instantiate(spec, **extra)
         if external is not None:

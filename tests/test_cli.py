@@ -126,6 +126,22 @@ def test_train_logs_an_offline_wandb_run(infomax_run):
     assert len(list((wandb_dir / "files" / "media" / "images").rglob("*.png"))) == 4
 
 
+
+def test_compare_of_a_single_run_joins_that_runs_wandb_group(infomax_run, tmp_path, monkeypatch, capfd):
+    """A run outside a sweep is grouped by its run directory, so `compare --wandb` over it lands
+    beside it on the dashboard, as it does for a sweep."""
+    from vaelab.loggers import sweep_group
+
+    _, run_dir = infomax_run
+    (wandb_dir,) = (run_dir / "wandb").glob("offline-run-*")
+    trained = read_offline_run(wandb_dir)
+    assert trained.group == sweep_group(run_dir)
+    result = call_vaelab("compare", str(run_dir), "--wandb", "--out", str(tmp_path / "out"), cwd=tmp_path, monkeypatch=monkeypatch, capfd=capfd)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (compare_dir,) = (tmp_path / "out" / "wandb").glob("offline-run-*")
+    compared = read_offline_run(compare_dir)
+    assert compared.job_type == "compare" and compared.group == trained.group
+
 def test_wandb_run_shows_each_evaluation_at_one_step(infomax_run):
     _, run_dir = infomax_run
     (wandb_dir,) = (run_dir / "wandb").glob("offline-run-*")

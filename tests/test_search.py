@@ -66,12 +66,12 @@ def test_hparams_search_preset_composes_an_optuna_search_of_the_recipes_knobs(tm
 
 
 def test_optuna_search_scores_each_trial_by_its_final_metric(tmp_path, monkeypatch, capfd):
-    """Two trials through the CLI: each its own run directory (locked while it ran, inside the
+    """Three trials through the CLI: each its own run directory (locked while it ran, inside the
     locked sweep directory) and W&B run in the sweep's group; the value Optuna records for the
     best trial is that trial's final MIG in its metrics.json."""
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     result = call_vaelab(
-        "train", "-m", PRESET, "hydra.sweeper.n_trials=2", *FEW_STEP_ARGS, "hydra.sweep.dir=search",
+        "train", "-m", PRESET, "hydra.sweeper.n_trials=3", *FEW_STEP_ARGS, "hydra.sweep.dir=search",
         **_cli(tmp_path, monkeypatch, capfd),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -81,7 +81,7 @@ def test_optuna_search_scores_each_trial_by_its_final_metric(tmp_path, monkeypat
     assert set(results.best_params) == SEARCHED
 
     trials = sorted(path for path in sweep.iterdir() if path.is_dir() and path.name[0].isdigit())
-    assert [path.name[:2] for path in trials] == ["0_", "1_"]
+    assert [path.name[:2] for path in trials] == ["0_", "1_", "2_"]
     scores, params = [], []
     for trial in trials:
         assert (trial / LOCK_NAME).is_file()
@@ -97,7 +97,7 @@ def test_optuna_search_scores_each_trial_by_its_final_metric(tmp_path, monkeypat
         for key in SEARCHED:  # the trial's values, recorded where the user would type them
             assert OmegaConf.select(config, key) == pytest.approx(params[-1][key]), key
         assert run.config["optimized_metric"] == "metrics/mig"
-    assert params[0] != params[1]  # two points of the search, not one twice
+    assert len({tuple(sorted(p.items())) for p in params}) == 3  # three points of the search, none twice
 
     best = params.index({key: float(value) for key, value in results.best_params.items()})
     assert results.best_value == scores[best] == max(scores)

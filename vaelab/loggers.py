@@ -377,8 +377,10 @@ def wandb_logger(
 
 
 def _hydra_run_identity() -> tuple[str | None, str | None, list[str] | None]:
-    """(group, name, tags) defaults: the sweep directory in a multirun; the overrides as the
-    name; the chosen objective and dataset as tags (an eval run: "eval").
+    """(group, name, tags) defaults: the sweep directory in a multirun, the run directory
+    otherwise (so that `vaelab compare --wandb` over a sweep or over one run joins the group of
+    the runs it compares); the overrides as the name; the chosen objective and dataset as tags
+    (an eval run: "eval").
 
     e.g. group "multirun/2026-01-31/12-00-00", name "beta=4,objective=infomax".
     """
@@ -391,14 +393,15 @@ def _hydra_run_identity() -> tuple[str | None, str | None, list[str] | None]:
     name = hydra_cfg.job.override_dirname or None
     choices = hydra_cfg.runtime.choices
     tags = [choices[g] for g in ("objective", "dataset") if choices.get(g)] or [hydra_cfg.job.name]
-    group = None
     if hydra_cfg.mode == RunMode.MULTIRUN:
         group = sweep_group(hydra_cfg.sweep.dir)
+    else:
+        group = sweep_group(hydra_cfg.runtime.output_dir)
     return group, name, tags
 
 
 def sweep_group(sweep_dir: str | os.PathLike) -> str:
-    """The W&B group of a sweep: the last three parts of its directory, e.g.
+    """The W&B group of a sweep (or a single run): the last three parts of its directory, e.g.
     multirun/<date>/<time> (unique per sweep); `vaelab compare --wandb` joins it."""
     return "/".join(Path(sweep_dir).resolve().parts[-3:])
 

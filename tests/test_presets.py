@@ -10,7 +10,7 @@ import os
 import pytest
 from omegaconf import OmegaConf
 
-from tests.conftest import call_vaelab, compose_train
+from tests.conftest import REPO, call_vaelab, compose_train
 from vaelab import objectives
 
 # A few steps of a preset: its settings, with the evaluations cut down to seconds.
@@ -87,6 +87,21 @@ def test_benchmarks_name_the_machine_and_whether_its_bfloat16_is_native():
     assert set(machine["vector_extensions"]) == {ext for ext in system.VECTOR_EXTENSIONS if ext in flags}
     if machine["native_bf16"] and flags:
         assert {"avx512_bf16", "amx_bf16"} & set(machine["vector_extensions"])
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_benchmarks_never_time_an_emulated_bfloat16_path_unless_asked(monkeypatch, native):
+    """On a CPU without native bfloat16 (AVX2 only) a bf16 encoding of the suite's images would
+    take hours: `make bench` times bf16 only where vaelab itself would use it."""
+    import importlib.util
+
+    from vaelab import system
+
+    spec = importlib.util.spec_from_file_location("metrics_speed", REPO / "benchmarks" / "metrics_speed.py")
+    metrics_speed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(metrics_speed)
+    monkeypatch.setattr(system, "native_bf16_cpu", lambda: native)
+    assert metrics_speed.default_precisions() == (["fp32", "bf16"] if native else ["fp32"])
 
 def test_baselines_sweep_every_shipped_objective_over_three_strengths_of_its_own_knob(tmp_path, monkeypatch, capfd):
     """experiment=baselines: every job composes and builds (no knob its objective refuses), each

@@ -68,13 +68,33 @@ def merge_history(entries) -> list[dict[str, Any]]:
     return [{"step": step, **by_step[step]} for step in sorted(by_step)]
 
 
+def saved_history(run_dir: str | os.PathLike) -> list[tuple[bytes, dict[str, Any]]]:
+    """The (line, entry) pairs a run logged: from ``metrics_history.jsonl``, or from the
+    "history" of an older run's metrics.json. A damaged file is a one-line UserError (the
+    history is only ever appended to, whole lines at a time, and metrics.json written
+    atomically, so only a bad copy or a disk error damages them)."""
+    history_path, metrics_path = Path(run_dir) / HISTORY_FILE, Path(run_dir) / METRICS_FILE
+    path = history_path if history_path.is_file() else metrics_path
+    try:
+        if path == history_path:
+            return history_lines(path)
+        history = json.loads(path.read_text()).get("history", [])  # none: nothing was logged yet
+        if not isinstance(history, list) or not all(isinstance(e, dict) and isinstance(e["step"], int) for e in history):
+            raise ValueError("its history is not a list of {step: …} entries")
+        return [(json.dumps(entry, allow_nan=True).encode() + b"\n", entry) for entry in history]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        if isinstance(error, KeyError):
+            reason = f"no {reason} key"
+        raise UserError(
+            f"{path} is damaged ({reason}); restore it, or move it aside to resume without the figures logged so far"
+        ) from None
+
+
 def read_history(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
     """Every figure a run logged, one merged entry per step in step order (what W&B's history
-    holds): from ``metrics_history.jsonl``, or from the "history" of an older run's metrics.json."""
-    run_dir = Path(run_dir)
-    if (run_dir / HISTORY_FILE).is_file():
-        return merge_history(entry for _, entry in history_lines(run_dir / HISTORY_FILE))
-    return json.loads((run_dir / METRICS_FILE).read_text()).get("history", [])
+    holds), from either layout (:func:`saved_history`)."""
+    return merge_history(entry for _, entry in saved_history(run_dir))
 
 
 class MetricsFileLogger(Logger):
@@ -102,34 +122,13 @@ class MetricsFileLogger(Logger):
         self._history_mode = "ab" if resume_step is not None else "wb"
         self._saved = False  # metrics.json says what this logger holds
         if resume_step is not None and (self.history_path.is_file() or self.path.is_file()):
-            kept = [(line, entry) for line, entry in self._saved_history() if entry["step"] <= resume_step]
+            kept = [(line, entry) for line, entry in saved_history(run_dir) if entry["step"] <= resume_step]
             for _, entry in kept:
                 self.last_step = max(self.last_step, entry["step"])
                 self.final.update({key: value for key, value in entry.items() if key != "step"})
             # The history up to the checkpoint, whole lines as they were; the run appends to it.
             lines = b"".join(line for line, _ in kept)
             write_atomically(self.history_path, lambda file: file.write(lines))
-
-    def _saved_history(self) -> list[tuple[bytes, dict[str, Any]]]:
-        """The (line, entry) pairs logged so far: from the history file, or from the "history" of
-        an older run's metrics.json (a resumed old run goes on in today's layout). A damaged file
-        is a one-line UserError (the history is only ever appended to, whole lines at a time, and
-        metrics.json written atomically, so only a bad copy or a disk error damages them)."""
-        path = self.history_path if self.history_path.is_file() else self.path
-        try:
-            if path == self.history_path:
-                return history_lines(path)
-            history = json.loads(path.read_text()).get("history", [])  # none: nothing was logged yet
-            if not isinstance(history, list) or not all(isinstance(e, dict) and isinstance(e["step"], int) for e in history):
-                raise ValueError("its history is not a list of {step: …} entries")
-            return [(json.dumps(entry, allow_nan=True).encode() + b"\n", entry) for entry in history]
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            if isinstance(error, KeyError):
-                reason = f"no {reason} key"
-            raise UserError(
-                f"{path} is damaged ({reason}); restore it, or move it aside to resume without the figures logged so far"
-            ) from None
 
     @property
     def name(self) -> str:

@@ -7,10 +7,10 @@ this machine, so compare runs on the same machine, preferably idle:
   of the factors plus fixed noise, precomputed for all 737,280 grid points), so the
   timings are the metrics' own cost. Figures ``metrics_speed/<suite>/<metric>`` (s).
 - ``encode``: encoder throughput (images/s) of the conv VAE on procedural dSprites,
-  per variant: ``nchw_no_grad`` (the encoding of vaelab <= this change: ``no_grad``,
-  NCHW, float64 copy), ``fp32`` (``MeanEncoder``, the default: bit-identical codes),
-  ``fp32_channels_last`` (not used: round-off moves some scores) and ``bf16``
-  (``encode_precision=bf16``). The variants take turns on the same blocks of images
+  per variant: ``nchw_no_grad`` (vaelab's first encoding path: ``no_grad``, the NCHW
+  layout, a float64 copy), ``fp32_nchw`` (``MeanEncoder`` over the NCHW layout,
+  ``model.channels_last=false``), ``fp32`` (``MeanEncoder``, the default: channels-last)
+  and ``bf16`` (``encode_precision=bf16``). The variants take turns on the same blocks of images
   (rendering excluded), and each figure is the median over the blocks.
   Figures ``metrics_speed/encode/<variant>`` (images/s).
 - ``e2e``: what ``vaelab eval ckpt=...`` spends: render + encode every needed image
@@ -45,7 +45,7 @@ from vaelab.metrics import evaluate
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DSPRITES_SIZES = (3, 6, 40, 32, 32)
 NUM_CODES = 10
-ENCODE_VARIANTS = ("nchw_no_grad", "fp32", "fp32_channels_last", "bf16")
+ENCODE_VARIANTS = ("nchw_no_grad", "fp32_nchw", "fp32", "bf16")
 
 
 def synthetic_representation(sizes=DSPRITES_SIZES, num_codes=NUM_CODES, seed=0):
@@ -77,9 +77,22 @@ def before_this_change():
         metrics._one_blas_thread, dci.default_workers = saved
 
 
+def nchw_copy(model):
+    """A copy of the conv model that computes in the NCHW layout (``model.channels_last=false``)."""
+    import copy
+
+    import torch
+
+    model = copy.deepcopy(model)
+    model.channels_last = False
+    return model.to(memory_format=torch.contiguous_format)
+
+
 def nchw_no_grad_encoder(model):
     """vaelab's encoding before MeanEncoder: ``no_grad``, NCHW, a float64 copy per batch."""
     import torch
+
+    model = nchw_copy(model)
 
     @torch.no_grad()
     def encode(images):
@@ -154,8 +167,8 @@ def time_encode(dataset, model, blocks: int, block: int, batch_size: int, precis
 
     variants = {
         "nchw_no_grad": nchw_no_grad_encoder(model),
+        "fp32_nchw": MeanEncoder(nchw_copy(model), "cpu", "fp32"),
         "fp32": MeanEncoder(model, "cpu", "fp32"),
-        "fp32_channels_last": MeanEncoder(model, "cpu", "fp32", channels_last=True),
     }
     if "bf16" in precisions:
         variants["bf16"] = MeanEncoder(model, "cpu", "bf16")
@@ -179,7 +192,7 @@ def time_encode(dataset, model, blocks: int, block: int, batch_size: int, precis
 def time_e2e(dataset, model, suites, precisions, batch_size, seed, baseline: bool) -> list[tuple[str, float, str]]:
     """Per suite and precision; with ``baseline`` first the pipeline before the speed-ups
     (``<suite>_before``: the NCHW no_grad encoder and :func:`before_this_change`), whose
-    scores must equal fp32's."""
+    scores must be within 0.005 of fp32's."""
     from vaelab.metrics.representation import CachedEncoder, encoder_representation
 
     figures = []
@@ -203,8 +216,11 @@ def time_e2e(dataset, model, suites, precisions, batch_size, seed, baseline: boo
                 (f"{tag}/metrics", total - represent.encode_seconds, "s"),
                 (f"{tag}/images_encoded", float(represent.num_encoded), "images"),
             ]
-        if "before" in scores and "fp32" in scores and scores["before"] != scores["fp32"]:
-            raise SystemExit(f"{suite_name}: fp32 scores differ from before the speed-ups")
+        if "before" in scores and "fp32" in scores:
+            # the layouts differ (NCHW before, channels-last now): equal up to round-off's effect
+            moved = {k: abs(scores["before"][k] - v) for k, v in scores["fp32"].items() if abs(scores["before"][k] - v) > 0.005}
+            if moved:
+                raise SystemExit(f"{suite_name}: fp32 scores moved from before the speed-ups: {moved}")
     return figures
 
 

@@ -2,12 +2,18 @@
 
     PYTHONPATH=. python benchmarks/train_speed.py [--steps 300] [--batch-sizes 64 256] [--repeats 3]
         [--precisions 32-true bf16-mixed] [--objectives betavae infomax_native] [--only-throughput] [--peak-memory]
+        [--disent-python VENV/bin/python]
 
 - the machine's fp32 matrix-multiply rate, measured here (the ceiling for the model);
 - FLOPs per image of the standard conv architecture, forward + backward (torch's counter);
 - for each batch size: `vaelab.train.train` (standard conv architecture, dSprites,
   Bernoulli β-VAE, logger=none, metrics and information off), steps timed after a
-  warm-up of 20; median images/s over repeats and the fraction of the matmul rate;
+  warm-up of 20; median images/s over repeats and the median fraction of the matmul
+  rate, each repeat against the mean of the rates measured just before and just after
+  it (a shared or virtual machine's speed drifts by a third within a minute);
+- with ``--disent-python``: disent's β-VAE on the same architecture through its own
+  Lightning loop (benchmarks/framework_speed.py, run by that Python), taking turns with
+  vaelab's repeats; the median of vaelab's rate over disent's, pair by pair;
 - the step split into data / forward / backward / optimiser, timed in a plain loop of the
   same model, and "loop overhead" = real-loop step time minus their sum (Lightning and
   logging);
@@ -73,6 +79,18 @@ def train_images_per_second(batch_size: int, steps: int, precision: str = "32-tr
     return timer.steps * batch_size / timer.elapsed
 
 
+def disent_images_per_second(python: str, batch_size: int, steps: int) -> float:
+    """disent's rate in a process of its own (its Python environment has disent and `lightning`)."""
+    result = subprocess.run(
+        [python, str(ROOT / "benchmarks" / "framework_speed.py"), "--steps", str(steps), "--batch-sizes", str(batch_size)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    for line in result.stdout.splitlines():
+        if line.startswith("{") and (figure := json.loads(line))["value"] is not None:
+            return figure["value"]
+    raise SystemExit(f"disent did not run under {python}: {result.stdout.strip().splitlines()[0]}")
+
+
 def matmul_gflops(size: int = 2048, repeats: int = 20) -> float:
     import torch
 
@@ -111,7 +129,7 @@ def step_breakdown(batch_size: int, steps: int = 30) -> dict[str, float]:
 
     tune_glibc_malloc()
     model, objective = ConvVAE((1, 64, 64), True), BetaVAE()
-    optimizer = torch.optim.Adam(model.parameters(), lr=5e-4, foreach=True)
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-4, fused=True)  # as conf/train.yaml
     stream = iter(TrainingStream(ProceduralDSprites(), batch_size, seed=0))
     phases = {"data": 0.0, "forward": 0.0, "backward": 0.0, "optimizer": 0.0}
     for step in range(steps + 5):
@@ -172,6 +190,7 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--objectives", nargs="+", default=["betavae"], help="e.g. betavae infomax_native")
     parser.add_argument("--only-throughput", action="store_true", help="skip the step split and startup")
     parser.add_argument("--peak-memory", action="store_true", help="also the peak RSS of a default run cut to 1,000 steps (minutes)")
+    parser.add_argument("--disent-python", help="a Python with disent installed (benchmarks/framework_speed.py): time it beside vaelab")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     figures = []
@@ -187,11 +206,24 @@ def main(argv=None) -> list[dict]:
     for batch_size in args.batch_sizes:
         for precision in args.precisions:
             for objective in args.objectives:
-                rates = [train_images_per_second(batch_size, args.steps, precision, objective) for _ in range(args.repeats)]
-                rate = statistics.median(rates)
                 variant = "".join(f"_{v}" for v, default in ((objective, "betavae"), (precision, "32-true")) if v != default)
-                add(f"train_images_per_s_batch{batch_size}{variant}", rate, "images/s")
-                add(f"fraction_of_matmul_peak_batch{batch_size}{variant}", rate * flops / (peak * 1e9), "ratio")
+                against_disent = args.disent_python and not variant
+                rates, fractions, speedups, peaks, disent_rates = [], [], [], [], []
+                for _ in range(args.repeats):
+                    before = matmul_gflops(repeats=10)
+                    rates.append(train_images_per_second(batch_size, args.steps, precision, objective))
+                    peaks.append((before + matmul_gflops(repeats=10)) / 2)
+                    fractions.append(rates[-1] * flops / (peaks[-1] * 1e9))
+                    if against_disent:
+                        disent_rates.append(disent_images_per_second(args.disent_python, batch_size, args.steps))
+                        speedups.append(rates[-1] / disent_rates[-1])
+                add(f"train_images_per_s_batch{batch_size}{variant}", statistics.median(rates), "images/s")
+                add(f"matmul_fp32_gflops_beside_batch{batch_size}{variant}", statistics.median(peaks), "GFLOP/s")
+                add(f"fraction_of_matmul_peak_batch{batch_size}{variant}", statistics.median(fractions), "ratio")
+                if against_disent:
+                    add(f"disent_train_images_per_s_batch{batch_size}", statistics.median(disent_rates), "images/s")
+                    add(f"speedup_over_disent_batch{batch_size}", statistics.median(speedups), "ratio")
+                rate = statistics.median(rates)
         if args.only_throughput:
             continue
         # The step split is of the fp32 β-VAE loop: compare it with that rate when it was measured.

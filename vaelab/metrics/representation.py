@@ -97,22 +97,19 @@ class MeanEncoder:
     ``precision``:
 
     - ``"fp32"`` (default): the codes are bit for bit those of ``model.encode`` in
-      float32, so the scores are exactly those of earlier versions.
-    - ``"bf16"``: convolutions and their activations in bfloat16 under autocast, in the
-      channels-last layout on a CPU (oneDNN's native one); every ``nn.Linear`` (so the
-      codes) stays float32. About 2x the fp32 throughput on CPUs with AVX-512 BF16
+      float32.
+    - ``"bf16"``: convolutions and their activations in bfloat16 under autocast; every
+      ``nn.Linear`` (so the codes) stays float32. About 2x the fp32 throughput on CPUs with AVX-512 BF16
       (slower without them); scores move by up to a few thousandths
       (docs/metrics.md, "Encoding").
     - ``"auto"`` (the configs' default, ``metrics.encode_precision``): bf16 on a CPU
       with native bfloat16, fp32 elsewhere (:func:`resolve_precision`).
 
-    ``channels_last``: None (default) uses it for bf16 on a CPU only. In fp32 it is
-    faster on the conv encoder (docs/metrics.md, "Encoding") but changes the codes by round-off (1e-6),
-    which moves round-off-sensitive scores (BetaVAE's train accuracy, DCI's train
-    informativeness) by up to 0.002, so fp32 keeps the NCHW layout.
+    The memory layout is the model's own (``model.channels_last`` of the conv model), so fp32
+    codes are those of training's forward pass.
     """
 
-    def __init__(self, model, device=None, precision: str = "fp32", channels_last: bool | None = None) -> None:
+    def __init__(self, model, device=None, precision: str = "fp32") -> None:
         import torch
         from torch import nn
 
@@ -123,12 +120,6 @@ class MeanEncoder:
         self.model = copy.deepcopy(model).to(self.device).eval()
         for param in self.model.parameters():
             param.requires_grad_(False)
-        has_conv = any(isinstance(m, nn.modules.conv._ConvNd) for m in self.model.modules())
-        if channels_last is None:
-            channels_last = self.device.type == "cpu" and has_conv and precision == "bf16"
-        self.channels_last = channels_last
-        if self.channels_last:
-            self.model.to(memory_format=torch.channels_last)
         if precision == "bf16":
             for module in self.model.modules():
                 if isinstance(module, nn.Linear):
@@ -139,8 +130,6 @@ class MeanEncoder:
 
         with torch.inference_mode():
             x = images.to(device=self.device, dtype=self.dtype, non_blocking=True)
-            if self.channels_last and x.dim() == 4:
-                x = x.contiguous(memory_format=torch.channels_last)
             if self.precision == "bf16":
                 with torch.autocast(self.device.type, dtype=torch.bfloat16):
                     mu = self.model.encode(x)[0]

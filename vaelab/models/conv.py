@@ -7,6 +7,7 @@ decoder fc 256, fc 64*4*4, transposed conv 4x4/2 with 64, 32, 32, C channels.
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from vaelab.errors import UserError
@@ -47,6 +48,7 @@ class ConvVAE(VAE):
         latent_dim: int = 10,
         likelihood: str = "auto",
         gaussian_std: float = 0.7071067811865476,
+        channels_last: bool = True,
     ) -> None:
         _check_latent_dim(latent_dim)
         channels, height, width = image_shape
@@ -60,3 +62,14 @@ class ConvVAE(VAE):
             binary_data,
             gaussian_std,
         )
+        # The channels-last (NHWC) layout is the one oneDNN's CPU kernels and cuDNN's tensor-core
+        # kernels compute in; in NCHW every conv converts to it and back. The results differ
+        # from NCHW's by float round-off only.
+        self.channels_last = channels_last
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return super().encode(x)

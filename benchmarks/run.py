@@ -1,13 +1,15 @@
 """`make bench`: every benchmark in turn; a table per benchmark, then all figures as JSON lines.
 
-    python benchmarks/run.py [--quick] [--peak-memory]
+    python benchmarks/run.py [--quick] [--peak-memory] [--disent-python VENV/bin/python]
 
 The figures (name, value, unit) can be compared across commits on the same machine; the
 first JSON line names the machine (CPU model, cores, vector extensions, native bfloat16),
 since every figure depends on it. Speeds are also given as ratios to limits measured in
 the same run. Timings on a shared 2-core machine are noisy: run on an otherwise idle
 machine and compare medians. ``--peak-memory`` adds the slow peak-memory run of
-train_speed.py (a default run cut to 1,000 steps, final metric suite included).
+train_speed.py (a default run cut to 1,000 steps, final metric suite included);
+``--disent-python`` times disent's β-VAE beside vaelab's (benchmarks/framework_speed.py
+says how to install it). The whole takes under 10 minutes on a 2-core AVX2 CPU.
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 
 BENCHMARKS = {
-    "train_speed.py": ([], ["--steps", "100", "--repeats", "1", "--batch-sizes", "64"]),
-    # all parts: full and fast suites given codes, encoder throughput, end to end (several minutes)
-    "metrics_speed.py": ([], ["--quick"]),
+    "train_speed.py": (["--steps", "60"], ["--steps", "60", "--repeats", "1", "--batch-sizes", "64"]),
+    # encoder throughput per precision and layout; both suites end to end at the presets' precision
+    "metrics_speed.py": (["--parts", "encode", "e2e", "--encode-blocks", "4"], ["--quick"]),
     "information_speed.py": ([], ["--repeats", "1"]),
     "metrics_file_speed.py": ([], ["--calls", "5000"]),
 }
@@ -34,6 +36,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats")
     parser.add_argument("--peak-memory", action="store_true", help="also the peak memory of a default run (minutes)")
+    parser.add_argument("--disent-python", help="a Python with disent installed: time it beside vaelab's training")
     args = parser.parse_args()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT.parent), os.environ.get("PYTHONPATH", "")])}
     sys.path.insert(0, str(ROOT.parent))
@@ -45,7 +48,10 @@ def main() -> None:
     figures = [{"name": "machine", "value": machine.pop("cpu_model"), "unit": "cpu", **machine}]
     for script, (full_args, quick_args) in BENCHMARKS.items():
         print(f"== {script}", flush=True)
-        extra = ["--peak-memory"] if args.peak_memory and script == "train_speed.py" else []
+        extra = []
+        if script == "train_speed.py":
+            extra += ["--peak-memory"] if args.peak_memory else []
+            extra += ["--disent-python", args.disent_python] if args.disent_python else []
         result = subprocess.run(
             [sys.executable, str(ROOT / script), *(quick_args if args.quick else full_args), *extra],
             env=env, capture_output=True, text=True,

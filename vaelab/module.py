@@ -110,9 +110,8 @@ class VAEModule(pl.LightningModule):
     def _logger_writes_this_step(self) -> bool:
         """Whether Lightning writes this step's ``train/…`` values (every ``trainer.log_every_n_steps``).
 
-        Lightning drops a step's values on the other steps, yet each ``self.log`` costs about
-        a millisecond of Python, several per step: a tenth of a small model's step on a CPU
-        (docs/performance.md).
+        Lightning drops a step's values on the other steps, yet each ``self.log`` costs its
+        Python time all the same, several calls a step (docs/performance.md, "Loop").
         """
         if not self._trainer:
             return True

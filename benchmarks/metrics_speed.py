@@ -46,7 +46,6 @@ from vaelab.metrics.representation import resolve_precision
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DSPRITES_SIZES = (3, 6, 40, 32, 32)
 NUM_CODES = 10
-ENCODE_VARIANTS = ("nchw_no_grad", "fp32_nchw", "fp32", "bf16")
 
 
 def synthetic_representation(sizes=DSPRITES_SIZES, num_codes=NUM_CODES, seed=0):
@@ -204,12 +203,8 @@ def time_e2e(dataset, model, suites, precisions, batch_size, seed, baseline: boo
     """Per suite and precision; with ``baseline`` first the pipeline before the speed-ups
     (``<suite>_before``: the NCHW no_grad encoder and :func:`before_this_change`), whose
     scores must be within 0.005 of fp32's."""
-    import sys
-
     from vaelab.metrics.representation import CachedEncoder, encoder_representation
-
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from train_speed import matmul_gflops
+    from vaelab.system import matmul_gflops
 
     flops = encoder_flops_per_image(model, dataset.image_shape)
     figures = [("metrics_speed/encoder_flops_per_image", flops / 1e6, "MFLOP")]
@@ -241,7 +236,8 @@ def time_e2e(dataset, model, suites, precisions, batch_size, seed, baseline: boo
             ]
         if "before" in scores and "fp32" in scores:
             # the layouts differ (NCHW before, channels-last now): equal up to round-off's effect
-            moved = {k: abs(scores["before"][k] - v) for k, v in scores["fp32"].items() if abs(scores["before"][k] - v) > 0.005}
+            differences = {key: abs(scores["before"][key] - value) for key, value in scores["fp32"].items()}
+            moved = {key: difference for key, difference in differences.items() if difference > 0.005}
             if moved:
                 raise SystemExit(f"{suite_name}: fp32 scores moved from before the speed-ups: {moved}")
     return figures

@@ -91,17 +91,6 @@ def disent_images_per_second(python: str, batch_size: int, steps: int) -> float:
     raise SystemExit(f"disent did not run under {python}: {result.stdout.strip().splitlines()[0]}")
 
 
-def matmul_gflops(size: int = 2048, repeats: int = 20) -> float:
-    import torch
-
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    a @ b
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
-
-
 def flops_per_image(batch_size: int = 64) -> float:
     """Forward + backward FLOPs of the standard architecture with its loss, per image."""
     import torch
@@ -193,6 +182,8 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--disent-python", help="a Python with disent installed (benchmarks/framework_speed.py): time it beside vaelab")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
+    from vaelab.system import matmul_gflops
+
     figures = []
 
     def add(name: str, value: float, unit: str) -> None:

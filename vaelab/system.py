@@ -187,6 +187,21 @@ def native_bf16_cpu() -> bool:
     return any(check is not None and check() for check in checks)
 
 
+def matmul_gflops(size: int = 2048, repeats: int = 20) -> float:
+    """This machine's fp32 matrix-multiply rate now (GFLOP/s, a size x size matmul on the
+    threads torch uses): the limit benchmarks state their speeds against."""
+    import time
+
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
 VECTOR_EXTENSIONS = ("avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "neon", "asimd", "sve")
 
 

@@ -202,6 +202,7 @@ def test_final_checkpoint_is_the_runs_wandb_model_artifact(infomax_run):
         (["objective=betavae", "lambda=3"], "lambda=3 is not used by objective=betavae"),
         (["beta=abc"], "beta='abc': expected a number > 0"),
         (["model.latent_dim=0"], "model.latent_dim=0: expected an integer >= 1"),
+        (["model.channels_last=maybe"], "model.channels_last='maybe': expected true or false"),
         (["data.batch_size=0"], "data.batch_size=0: expected an integer >= 1"),
         (["trainer.max_steps=-5"], "trainer.max_steps=-5: expected an integer >= 1"),
         (["trainer.max_steps=abc"], "trainer.max_steps='abc': expected an integer >= 1"),

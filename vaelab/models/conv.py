@@ -51,6 +51,8 @@ class ConvVAE(VAE):
         channels_last: bool = True,
     ) -> None:
         _check_latent_dim(latent_dim)
+        if not isinstance(channels_last, bool):
+            raise UserError(f"model.channels_last={channels_last!r}: expected true or false")
         channels, height, width = image_shape
         if (height, width) != (64, 64):
             raise UserError(f"model=conv expects 64x64 images, the dataset has {height}x{width}; use model=mlp")

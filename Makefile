@@ -14,8 +14,10 @@ install:
 	$(PIP) install $(TORCH_PIN) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PIP) install -c constraints.txt -e '.[test,sweeps]'
 
+# One pytest-xdist worker per core, each on its own cores; a module is one unit of work
+# (its fixtures run once), in collection order (tests/conftest.py puts the slow ones first).
 test:
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q -n auto --dist loadscope --no-loadscope-reorder
 
 bench:
 	$(PYTHON) benchmarks/run.py $(BENCH_ARGS)

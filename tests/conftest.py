@@ -14,6 +14,33 @@ REPO = Path(__file__).resolve().parents[1]
 WANDB_DIR_VARS = ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_CONFIG_DIR", "WANDB_ARTIFACT_DIR")
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (`make test` runs one worker per core), each worker keeps to its own
+    share of the cores, as do the runs it starts: two workers' OpenMP threads on the same
+    cores would spin against each other. Results do not depend on it (every run that is
+    compared bit for bit with another pins its own thread count)."""
+    worker, workers = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if not worker or not workers or not hasattr(os, "sched_setaffinity"):
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    index, count = int(worker.removeprefix("gw")), int(workers)
+    if count > len(cores):
+        return
+    share = cores[index * len(cores) // count : (index + 1) * len(cores) // count]
+    os.sched_setaffinity(0, share)
+    import torch
+
+    torch.set_num_threads(len(share))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Modules with a slow test (marked ``slow``) first, each module's tests in their own
+    order: under pytest-xdist a module is one unit of work, and a long one handed out last
+    would leave the other workers idle at the end."""
+    modules_with_slow = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in modules_with_slow)
+
+
 @pytest.fixture(autouse=True)
 def isolated_wandb(tmp_path, monkeypatch):
     home = tmp_path / "wandb-home"

@@ -68,6 +68,7 @@ def test_hydra_flags_keep_working(tmp_path, monkeypatch, capfd):
     assert groups.returncode == 0 and f"objective: {shipped}" in groups.stdout
 
 
+@pytest.mark.slow
 def test_train_writes_a_complete_run_directory(infomax_run):
     _, run_dir = infomax_run
     assert (run_dir / ".hydra" / "config.yaml").is_file()
@@ -106,6 +107,7 @@ def test_train_writes_a_complete_run_directory(infomax_run):
     assert 0.0 <= final["info/mutual_info"] <= final["info/mutual_info_cap"] + 1e-6
 
 
+@pytest.mark.slow
 def test_train_logs_an_offline_wandb_run(infomax_run):
     result, run_dir = infomax_run
     assert result.stderr.count("logging offline") == 1
@@ -127,6 +129,7 @@ def test_train_logs_an_offline_wandb_run(infomax_run):
 
 
 
+@pytest.mark.slow
 def test_compare_of_a_single_run_joins_that_runs_wandb_group(infomax_run, tmp_path, monkeypatch, capfd):
     """A run outside a sweep is grouped by its run directory, so `compare --wandb` over it lands
     beside it on the dashboard, as it does for a sweep."""
@@ -142,6 +145,7 @@ def test_compare_of_a_single_run_joins_that_runs_wandb_group(infomax_run, tmp_pa
     compared = read_offline_run(compare_dir)
     assert compared.job_type == "compare" and compared.group == trained.group
 
+@pytest.mark.slow
 def test_wandb_run_shows_each_evaluation_at_one_step(infomax_run):
     _, run_dir = infomax_run
     (wandb_dir,) = (run_dir / "wandb").glob("offline-run-*")
@@ -154,6 +158,7 @@ def test_wandb_run_shows_each_evaluation_at_one_step(infomax_run):
         assert steps(key) == [20, 40], key
 
 
+@pytest.mark.slow
 def test_wandb_summary_has_the_best_validation_loss_and_the_final_scores_as_numbers(infomax_run):
     _, run_dir = infomax_run
     (wandb_dir,) = (run_dir / "wandb").glob("offline-run-*")

@@ -201,6 +201,7 @@ def test_kl_warmup_ramps_only_the_kl_term_from_zero_to_its_weight(tmp_path, over
 OBJECTIVE_OPTIONS = sorted(path.stem for path in objectives.OBJECTIVE_CONFIGS.glob("*.yaml"))
 
 
+@pytest.mark.slow
 def test_every_objective_trains_through_the_cli_and_records_what_it_trained(tmp_path, monkeypatch, capfd):
     """One sweep over every conf/objective option (a new objective joins it by adding its yaml):
     each run trains, logs every loss term under train/ and val/ (finite), is scored, and

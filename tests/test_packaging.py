@@ -12,6 +12,7 @@ import pytest
 from tests.conftest import REPO
 
 
+@pytest.mark.slow
 def test_non_editable_install_finds_its_configs(tmp_path):
     site = tmp_path / "site"
     install = subprocess.run(

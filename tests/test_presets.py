@@ -36,6 +36,7 @@ def test_dsprites_fast_trains_the_recipe_with_its_warmup_and_precision(tmp_path,
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
 
 
+@pytest.mark.slow
 def test_infomax_study_sweeps_every_objective_at_matched_kl_weights(tmp_path, monkeypatch, capfd):
     """Every job of the study builds (no weight that one objective rejects), and one job per
     objective runs through the CLI to a row of compare."""

@@ -65,6 +65,7 @@ def test_hparams_search_preset_composes_an_optuna_search_of_the_recipes_knobs(tm
             assert objectives.build(cfg, dataset_size=737280).kl_weight == pytest.approx(weight)
 
 
+@pytest.mark.slow
 def test_optuna_search_scores_each_trial_by_its_final_metric(tmp_path, monkeypatch, capfd):
     """Three trials through the CLI: each its own run directory (locked while it ran, inside the
     locked sweep directory) and W&B run in the sweep's group; the value Optuna records for the
@@ -103,6 +104,7 @@ def test_optuna_search_scores_each_trial_by_its_final_metric(tmp_path, monkeypat
     assert results.best_value == scores[best] == max(scores)
 
 
+@pytest.mark.slow
 def test_an_optimized_metric_the_run_cannot_produce_is_a_one_line_error(tmp_path, monkeypatch, capfd):
     cli = _cli(tmp_path, monkeypatch, capfd)
     # A score of a metric the final suite does not compute: refused before anything is trained.
@@ -186,6 +188,7 @@ def test_agent_command_expands_macros_as_the_wandb_agent_does():
     assert agent_command({"program": "p.py"}, values) == ["/usr/bin/env", "python", "p.py", *theirs["args"]]
 
 
+@pytest.mark.slow
 def test_wandb_sweep_runs_vaelab_train_with_the_agents_command_line(tmp_path):
     """One run of examples/wandb_sweep.yaml, started by the command line the W&B agent would
     build (W&B offline), with the ids the agent sets in the environment: it trains with the

@@ -28,6 +28,7 @@ evaluation see the same pixels, and scores are repeatable.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -78,6 +79,14 @@ def render_sprites(scales: np.ndarray, orientations: np.ndarray, supersample: in
     return out
 
 
+@functools.lru_cache(maxsize=1)
+def _centred_sprites(scales: tuple[float, ...], orientations: tuple[float, ...]) -> torch.Tensor:
+    """The 720 sprites as float32 (shape x scale x orientation, 32, 32), rasterised once per
+    process: every run of a sweep in one process (Hydra's basic launcher) shares them."""
+    sprites = render_sprites(np.asarray(scales), np.asarray(orientations))
+    return torch.from_numpy(sprites.reshape(-1, SPRITE_SIZE, SPRITE_SIZE).astype(np.float32))
+
+
 class ProceduralDSprites(GroundTruthDataset):
     """dSprites generated on the fly, with the original file's flat-index order."""
 
@@ -96,8 +105,7 @@ class ProceduralDSprites(GroundTruthDataset):
                 np.linspace(0.0, 1.0, 32),
             ),
         )
-        sprites = render_sprites(self.grid.factor_values[1], self.grid.factor_values[2])
-        self._sprites = torch.from_numpy(sprites.reshape(-1, SPRITE_SIZE, SPRITE_SIZE).astype(np.float32))
+        self._sprites = _centred_sprites(tuple(self.grid.factor_values[1]), tuple(self.grid.factor_values[2]))
         self._offsets = torch.arange(SPRITE_SIZE)
         self.configure_correlation(correlation)
 

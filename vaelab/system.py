@@ -2,10 +2,9 @@
 
 glibc's malloc returns large freed blocks to the kernel (munmap / trim) and faults
 them back in on the next step. A training step allocates and frees the same large
-activation buffers every time, so by default the kernel spends more time zeroing
-and mapping pages than the model spends computing: at batch 256 the standard
-architecture trains at about 900 images/s on 2 cores, and at about 1,750 with the
-thresholds below (benchmarks/train_speed.py). The environment variables
+activation buffers every time, so by default the kernel spends much of a step zeroing
+and mapping pages (docs/performance.md, "Allocator", has the figures; the benchmark is
+benchmarks/train_speed.py). The environment variables
 MALLOC_MMAP_THRESHOLD_ etc. only act at process start; ``mallopt`` does the same
 from inside the process, so users need not export anything.
 """

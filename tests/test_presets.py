@@ -125,3 +125,55 @@ def test_baselines_sweep_every_shipped_objective_over_three_strengths_of_its_own
         assert len(set(values)) == len(levels) and values in (sorted(values), sorted(values, reverse=True)), baseline
     assert set(trained.values()) == set(objectives.objective_classes())
     assert {"dipvae-i", "dipvae-ii", "infomax-native"} <= set(trained)
+
+
+def _benchmark_module(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_simulated_bf16_rounds_as_autocast_does_and_leaves_float32_regions_alone():
+    """benchmarks/bf16_simulation.py, the bf16 study's stand-in on CPUs without native bfloat16:
+    a linear layer's output and gradients are autocast's to the bit; a convolution's output
+    carries bf16's round-off (up to the order of float32 sums); autocast-disabled code is float32."""
+    import torch
+
+    simulation = _benchmark_module("bf16_simulation")
+    torch.manual_seed(0)
+    plugin = simulation.SimulatedBF16Precision()
+
+    def run(layer, x, context):
+        x = x.clone().requires_grad_(True)
+        layer.zero_grad()
+        with context:
+            y = layer(x)
+        y.float().backward(torch.linspace(-1, 1, y.numel()).view_as(y))
+        return y.detach().float(), x.grad, layer.weight.grad
+
+    linear, x = torch.nn.Linear(64, 16), torch.randn(8, 64)
+    for got, want in zip(run(linear, x, plugin.forward_context()), run(linear, x, torch.autocast("cpu", dtype=torch.bfloat16))):
+        assert torch.equal(got, want)
+
+    conv, image = torch.nn.Conv2d(8, 8, 4, 2, 1), torch.randn(2, 8, 16, 16)
+    simulated = run(conv, image, plugin.forward_context())[0]
+    autocast = run(conv, image, torch.autocast("cpu", dtype=torch.bfloat16))[0]
+    float32 = run(conv, image, torch.autocast("cpu", enabled=False))[0]
+    assert torch.equal(simulated, simulated.bfloat16().float())  # the output is a bf16 value
+    assert (simulated - autocast).norm() < 0.05 * (autocast - float32).norm()
+
+    with plugin.forward_context(), torch.autocast("cpu", enabled=False):
+        assert torch.equal(conv(image), torch.nn.functional.conv2d(image, conv.weight, conv.bias, 2, 1))
+
+
+def test_bf16_parity_study_refuses_an_emulated_bfloat16_unless_asked(monkeypatch):
+    from vaelab import system
+
+    monkeypatch.setattr(system, "native_bf16_cpu", lambda: False)
+    with pytest.raises(SystemExit) as stop:
+        _benchmark_module("bf16_parity").main(["--seeds", "0"])
+    assert stop.value.code == 2
+

@@ -209,11 +209,13 @@ def _train_in(
         trainer_kwargs["enable_progress_bar"] = sys.stderr.isatty()
     if trainer_kwargs.get("enable_progress_bar", cfg.trainer.get("enable_progress_bar")):
         callbacks.append(StepProgressBar())
+    # The user's trainer.plugins (precision, cluster environment...) and vaelab's checkpoint writer.
+    plugins = [hydra.utils.instantiate(spec, _convert_="all") for spec in cfg.trainer.get("plugins") or []]
     trainer: pl.Trainer = hydra.utils.instantiate(
         cfg.trainer,
         logger=loggers,
         callbacks=callbacks,
-        plugins=[atomic_checkpoint_io()],
+        plugins=[*plugins, atomic_checkpoint_io()],
         default_root_dir=str(run_dir),
         **trainer_kwargs,
     )

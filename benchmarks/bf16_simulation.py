@@ -10,12 +10,11 @@ those roundings are rounded too. Products are accumulated in float32 between rou
 as native bfloat16 kernels (AVX-512 BF16, AMX, tensor cores) do. Regions where a model
 turns autocast off stay float32, as they do in a real bf16 run.
 
-What it does not reproduce: a kernel's own internal rounding. On the AVX2 CPU of
-docs/performance.md, oneDNN's emulated bf16 convolution gives the same forward outputs as
-this simulation (relative difference 3e-5), but its input and weight gradients differ
-from the simulation's by about as much as bf16's differ from float32's (one layer, one
-batch): that kernel rounds partial sums. Native kernels may or may not; only a run on
-native hardware settles it.
+What it does not reproduce: a kernel's own internal rounding. Against oneDNN's emulated
+bf16 on an AVX2 CPU, linear layers agree to the bit and convolution outputs to float32
+round-off, but convolution gradients do not: that kernel rounds partial sums
+(docs/performance.md, "The parity study", has the comparison). Native kernels may or
+may not; only a run on native hardware settles it.
 
     PYTHONPATH=. python benchmarks/bf16_parity.py --simulate
 

@@ -43,6 +43,10 @@ def test_non_editable_install_finds_its_configs(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "vaelab.objectives.infomax.InfoMax" in result.stdout and "lambda: 3" in result.stdout
+    # The console script the install writes (what `vaelab …` and the W&B agent's `/usr/bin/env vaelab` run).
+    script = subprocess.run([str(site / "bin" / "vaelab"), "--help"], cwd=outside, env=env, capture_output=True, text=True, timeout=120)
+    assert script.returncode == 0, script.stderr[-2000:]
+    assert "train" in script.stdout and "eval" in script.stdout
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")

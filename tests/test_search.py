@@ -8,6 +8,8 @@ import importlib.util
 import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from tests.conftest import REPO, call_vaelab, compose_train
+from tests.conftest import REPO, call_vaelab, cli_env, compose_train
 from tests.wandb_offline import read_offline_run
 from vaelab import objectives
 from vaelab.loggers import sweep_group
@@ -187,7 +189,7 @@ def test_agent_command_expands_macros_as_the_wandb_agent_does():
 
 
 @pytest.mark.slow
-def test_wandb_sweep_runs_vaelab_train_with_the_agents_command_line(tmp_path, monkeypatch, capfd):
+def test_wandb_sweep_runs_vaelab_train_with_the_agents_command_line(tmp_path):
     """One run of examples/wandb_sweep.yaml, started by the command line the W&B agent would
     build (W&B offline), with the ids the agent sets in the environment: it trains with the
     parameter set's values and records them in its W&B config, in a directory named by them."""
@@ -209,10 +211,12 @@ def test_wandb_sweep_runs_vaelab_train_with_the_agents_command_line(tmp_path, mo
     params_file = tmp_path / "wandb" / f"sweep-{sweep_id}" / f"config-{run_id}.yaml"
     params_file.parent.mkdir(parents=True)
     params_file.write_text(yaml.safe_dump({key: {"value": value} for key, value in {**chosen, **FEW_STEPS}.items()}))
-    env = {"WANDB_SWEEP_ID": sweep_id, "WANDB_RUN_ID": run_id, "WANDB_SWEEP_PARAM_PATH": str(params_file)}
-    # The console script's main() in this process, with the agent's arguments (test_packaging
-    # runs the installed `vaelab` script itself).
-    result = call_vaelab(*command[2:], env=env, **_cli(tmp_path, monkeypatch, capfd))
+    env = cli_env(tmp_path, {
+        "WANDB_SWEEP_ID": sweep_id, "WANDB_RUN_ID": run_id, "WANDB_SWEEP_PARAM_PATH": str(params_file),
+        # The console script of this interpreter (as in its activated virtualenv), running this repository's code.
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+    })  # fmt: skip
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
 
     run_dir = tmp_path / "outputs" / "wandb_sweep" / sweep_id / run_id

@@ -17,8 +17,9 @@ WANDB_DIR_VARS = ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_CONFI
 def pytest_configure(config):
     """Under pytest-xdist (`make test` runs one worker per core), each worker keeps to its own
     share of the cores, as do the runs it starts: two workers' OpenMP threads on the same
-    cores would spin against each other. Results do not depend on it (every run that is
-    compared bit for bit with another pins its own thread count)."""
+    cores would spin against each other. A run in the worker and a run it starts then see
+    the same cores, so tests that compare the two bit for bit (pictures redrawn by
+    `vaelab eval`) compare runs of the same thread count, as in a plain `pytest`."""
     worker, workers = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     if not worker or not workers or not hasattr(os, "sched_setaffinity"):
         return

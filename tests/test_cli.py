@@ -50,15 +50,17 @@ def test_help_lists_subcommands_without_loading_torch():
     assert "train" in result.stdout and "eval" in result.stdout
 
 
-def test_trainer_plugins_from_the_config_reach_lightning(tmp_path, monkeypatch, capfd):
-    """trainer.* passes through to Lightning's Trainer, plugins included, beside vaelab's own
-    checkpoint writer: a precision plugin given on the command line trains in float64."""
+@pytest.mark.parametrize("plugins", ["[{_target_: pytorch_lightning.plugins.precision.DoublePrecision}]",
+                                     "{_target_: pytorch_lightning.plugins.precision.DoublePrecision}"])
+def test_trainer_plugins_from_the_config_reach_lightning(tmp_path, monkeypatch, capfd, plugins):
+    """trainer.* passes through to Lightning's Trainer, plugins included (a list or one), beside
+    vaelab's own checkpoint writer: a precision plugin given on the command line trains in float64."""
     run_dir = tmp_path / "run"
     result = call_vaelab(
         "train", "trainer.max_steps=2", "trainer.val_check_interval=2", "data.val_size=64", "metrics=none",
         "metrics@periodic_metrics=none", "information.num_samples=0", "images.num_images=0", "logger=none",
-        "trainer.precision=null", "+trainer.plugins=[{_target_: pytorch_lightning.plugins.precision.DoublePrecision}]",
-        f"hydra.run.dir={run_dir}", cwd=tmp_path, monkeypatch=monkeypatch, capfd=capfd,
+        "trainer.precision=null", f"+trainer.plugins={plugins}", f"hydra.run.dir={run_dir}",
+        cwd=tmp_path, monkeypatch=monkeypatch, capfd=capfd,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]

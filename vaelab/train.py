@@ -209,10 +209,13 @@ def _train_in(
         trainer_kwargs["enable_progress_bar"] = sys.stderr.isatty()
     if trainer_kwargs.get("enable_progress_bar", cfg.trainer.get("enable_progress_bar")):
         callbacks.append(StepProgressBar())
-    # The user's trainer.plugins (precision, cluster environment...) and vaelab's checkpoint writer.
-    plugins = [hydra.utils.instantiate(spec, _convert_="all") for spec in cfg.trainer.get("plugins") or []]
+    # The user's trainer.plugins (one or a list: precision, cluster environment...) beside
+    # vaelab's checkpoint writer. A spec with _target_ is built; a name Lightning knows goes as it is.
+    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    specs = trainer_cfg.pop("plugins", None) or []
+    plugins = [hydra.utils.instantiate(spec) if isinstance(spec, dict) else spec for spec in (specs if isinstance(specs, list) else [specs])]
     trainer: pl.Trainer = hydra.utils.instantiate(
-        cfg.trainer,
+        trainer_cfg,
         logger=loggers,
         callbacks=callbacks,
         plugins=[*plugins, atomic_checkpoint_io()],

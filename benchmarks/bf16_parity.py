@@ -57,8 +57,10 @@ def run(seed: int, precision: str, steps: int, overrides: list[str]) -> dict:
 
 def verdict(reference: list[float], other: list[float]) -> dict:
     """other's mean against reference's, in units of reference's spread over the seeds."""
-    spread = statistics.stdev(reference) if len(reference) > 1 else float("nan")
     difference = statistics.mean(other) - statistics.mean(reference)
+    if len(reference) < 2:  # one seed: no spread to compare with
+        return {"difference": difference, "fp32_seed_sd": None, "within_seed_noise": None}
+    spread = statistics.stdev(reference)
     return {"difference": difference, "fp32_seed_sd": spread, "within_seed_noise": abs(difference) <= 2 * spread}
 
 

@@ -76,11 +76,12 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("overrides", nargs="*", help="config overrides after --")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
-    from vaelab.system import machine_description, native_bf16_cpu
+    from vaelab.system import machine_description, resolve_training_precision
 
     bf16 = "bf16-simulated" if args.simulate else "bf16-mixed"
-    gpu = any(o.startswith("trainer.accelerator=gpu") or o.startswith("trainer.accelerator=cuda") for o in args.overrides)
-    if bf16 == "bf16-mixed" and not gpu and not native_bf16_cpu() and not args.allow_emulated:
+    accelerator = next((o.split("=", 1)[1] for o in args.overrides if o.startswith("trainer.accelerator=")), "auto")
+    native = resolve_training_precision("auto", accelerator) == "bf16-mixed"  # what trainer.precision=auto decides
+    if bf16 == "bf16-mixed" and not native and not args.allow_emulated:
         parser.error("this CPU emulates bfloat16 (several times slower than float32): use --simulate, or --allow-emulated")
     figures = [{"name": "machine", "value": machine_description(), "unit": ""}]
     runs = []
@@ -88,24 +89,24 @@ def main(argv=None) -> list[dict]:
         for precision in ("32-true", bf16):
             result = run(seed, precision, args.steps, args.overrides)
             runs.append(result)
-            left = next((step for step, loss in result["curve"] if loss < args.plateau_nats), None)
+            result["left_plateau_at_step"] = next((step for step, loss in result["curve"] if loss < args.plateau_nats), None)
             final = result["final"]
             print(f"seed {seed} {precision:14s} val/loss {' '.join(f'{loss:.0f}' for _, loss in result['curve'])}  "
                   f"final MIG {final.get('metrics/mig', float('nan')):.3f}", flush=True)  # fmt: skip
             common = {"seed": seed, "precision": precision}
             figures += [
                 {"name": "val_loss_curve", "value": [[step, round(loss, 2)] for step, loss in result["curve"]], "unit": "nats", **common},
-                {"name": "left_plateau_at_step", "value": left, "unit": "step", **common},
+                {"name": "left_plateau_at_step", "value": result["left_plateau_at_step"], "unit": "step", **common},
                 {"name": "final_val_loss", "value": round(final["val/loss"], 2), "unit": "nats", **common},
                 {"name": "final_mig", "value": round(final["metrics/mig"], 4), "unit": "MIG", **common},
             ]  # fmt: skip
-    for name in ("final_val_loss", "final_mig"):
-        per = {p: [f["value"] for f in figures if f["name"] == name and f.get("precision") == p] for p in ("32-true", bf16)}
-        figures.append({"name": f"{name}_{bf16}_vs_32-true", "unit": "MIG" if name == "final_mig" else "nats",
+    by_precision = {p: [r for r in runs if r["precision"] == p] for p in ("32-true", bf16)}  # seeds in the same order
+    for name, key, unit, digits in (("final_val_loss", "val/loss", "nats", 2), ("final_mig", "metrics/mig", "MIG", 4)):
+        per = {p: [round(r["final"][key], digits) for r in rs] for p, rs in by_precision.items()}
+        figures.append({"name": f"{name}_{bf16}_vs_32-true", "unit": unit,
                         **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in verdict(per["32-true"], per[bf16]).items()},
                         "value": per})  # fmt: skip
-    leaves = {p: [f["value"] is not None for f in figures if f["name"] == "left_plateau_at_step" and f.get("precision") == p]
-              for p in ("32-true", bf16)}  # fmt: skip
+    leaves = {p: [r["left_plateau_at_step"] is not None for r in rs] for p, rs in by_precision.items()}
     figures.append({"name": "every_seed_leaves_the_plateau_as_in_fp32", "unit": "",
                     "value": all(b or not f for f, b in zip(leaves["32-true"], leaves[bf16]))})  # fmt: skip
     for figure in figures:

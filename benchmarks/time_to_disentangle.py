@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -38,13 +37,9 @@ MIG_SUITE = {"mig": {"num_train": 10000, "num_bins": 20}}  # conf/metrics/mig.ya
 
 
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from vaelab.system import machine_description
+
+    return machine_description()["cpu_model"]
 
 
 class WallClockMIG(pl.Callback):

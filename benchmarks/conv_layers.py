@@ -31,6 +31,9 @@ def layers():
     decoder = [m for m in conv_decoder(1, 10) if isinstance(m, torch.nn.ConvTranspose2d)]
     yield from ((f"encoder conv {i + 1}", m, s) for i, (m, s) in enumerate(zip(encoder, INPUT_SHAPES)))
     yield from ((f"decoder convT {i + 1}", m, s) for i, (m, s) in enumerate(zip(decoder, DECODER_INPUT_SHAPES)))
+    # the output layer as oneDNN's transposed convolution computes it (ImageOutputLayer's fallback)
+    plain = torch.nn.ConvTranspose2d(32, 1, 4, stride=2, padding=1)
+    yield "decoder convT 4 oneDNN", plain, DECODER_INPUT_SHAPES[-1]
 
 
 def forward_flops(layer, batch: int, shape) -> float:
@@ -75,7 +78,7 @@ def main() -> None:
             both = seconds(forward_backward)
             flops = forward_flops(layer, args.batch_size, shape)
             passes = 2 if first else 3  # forward, weight gradient, input gradient
-            print(f"{layout:13} {name:15} forward {forward * 1e3:6.2f} ms {flops / forward / 1e9:5.0f} GFLOP/s"
+            print(f"{layout:13} {name:22} forward {forward * 1e3:6.2f} ms {flops / forward / 1e9:5.0f} GFLOP/s"
                   f"   forward+backward {both * 1e3:6.2f} ms {passes * flops / both / 1e9:5.0f} GFLOP/s")  # fmt: skip
             key = name.replace(" ", "_")
             figures += [

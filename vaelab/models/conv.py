@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from vaelab.errors import UserError
 from vaelab.models.vae import VAE, _check_latent_dim
@@ -34,8 +35,71 @@ def conv_decoder(channels: int, latent_dim: int) -> nn.Sequential:
         nn.ConvTranspose2d(64, 64, 4, stride=2, padding=1), nn.ReLU(),  # 8x8
         nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1), nn.ReLU(),  # 16x16
         nn.ConvTranspose2d(32, 32, 4, stride=2, padding=1), nn.ReLU(),  # 32x32
-        nn.ConvTranspose2d(32, channels, 4, stride=2, padding=1),  # 64x64 logits
+        ImageOutputLayer(32, channels),  # 64x64 logits
     )  # fmt: skip
+
+
+class ImageOutputLayer(nn.ConvTranspose2d):
+    """The decoder's last layer, ``ConvTranspose2d(in_channels, out_channels, 4, stride=2,
+    padding=1)``: same parameters, same state-dict keys, same result.
+
+    With one output channel on a CPU in float32, its forward pass is one matmul instead
+    of oneDNN's transposed convolution, whose kernel for a single output channel is the
+    slowest layer of a training step (docs/performance.md). The backward pass is oneDNN's
+    own, so the gradients are bit for bit the transposed convolution's.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__(in_channels, out_channels, 4, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (
+            self.out_channels == 1
+            and x.device.type == "cpu"
+            and x.dtype == self.weight.dtype == torch.float32
+            and not torch.is_autocast_enabled("cpu")
+        ):
+            return _OneChannelTransposedConv.apply(x, self.weight, self.bias)
+        return super().forward(x)
+
+
+class _OneChannelTransposedConv(torch.autograd.Function):
+    """conv_transpose2d(x, weight, bias, stride=2, padding=1) for a 4x4 kernel.
+
+    Output pixel (2m + p - 1, 2n + r - 1), p, r in {0, 1}, sums input pixels (m - a, n - b),
+    a, b in {0, 1}, times kernel tap (2a + p, 2b + r). So one matmul gives every input pixel's
+    16 tap products, grouped by (a, b); the four groups are added at their shifts onto a
+    (H + 1) x (W + 1) grid of 2x2 sub-pixel blocks (p, r), which a pixel shuffle lays out
+    as the image, and the border row and column the padding removes are cut off.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        batch, channels, height, width = x.shape
+        out_channels = weight.shape[1]
+        pixels = x.permute(0, 2, 3, 1).reshape(batch, height * width, channels)  # a view when NHWC
+        # weight (c, o, ky = 2a + p, kx = 2b + r) -> rows ordered (a, b, o, p, r)
+        taps = weight.view(channels, out_channels, 2, 2, 2, 2).permute(2, 4, 1, 3, 5, 0).reshape(-1, channels)
+        products = torch.matmul(taps, pixels.transpose(1, 2)).view(batch, 4, 4 * out_channels, height, width)
+        blocks = x.new_zeros(batch, 4 * out_channels, height + 1, width + 1)
+        for group, (a, b) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
+            blocks[:, :, a : a + height, b : b + width] += products[:, group]
+        out = F.pixel_shuffle(blocks, 2)[:, :, 1:-1, 1:-1]
+        if bias is not None:
+            out = out + bias.view(1, out_channels, 1, 1)
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        needs_x, needs_weight, needs_bias = ctx.needs_input_grad
+        return torch.ops.aten.convolution_backward(
+            grad, x, weight, [weight.shape[1]] if ctx.has_bias else None,
+            [2, 2], [1, 1], [1, 1], True, [0, 0], 1,
+            [needs_x, needs_weight, ctx.has_bias and needs_bias],
+        )  # fmt: skip
 
 
 class ConvVAE(VAE):

@@ -34,7 +34,7 @@ GRID = FactorGrid(
 )
 K = len(SIZES)
 
-# Reduced sizes: enough for the properties below with a wide margin, about 10 s in all.
+# Reduced sizes: enough for the properties below with a wide margin, small enough for every test run.
 SMALL = {
     "mig": dict(num_train=4000),
     "factor_vae": dict(num_train=600, num_eval=400, num_variance_estimate=3000),

@@ -87,7 +87,7 @@ def test_fast_exact_booster_label_types():
 
 
 # The noisy code is the one where binning misses (docs/metrics.md); at the study's
-# sizes one code takes about 10 s on one core, so the others run with the slow tests.
+# sizes each code costs a reference fit with sklearn, so the others run with the slow tests.
 CODES = [
     pytest.param(code, marks=pytest.mark.slow if code == "noisy" or SLOW else pytest.mark.skip("set VAELAB_SLOW_TESTS=1"))
     for code in reps.REPRESENTATIONS

@@ -30,8 +30,9 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def resolve_precision(precision: str, device) -> str:
-    """``auto``: bf16 on a CPU that computes it natively (about 2x the fp32 throughput, every
-    score within 0.005 of fp32), fp32 anywhere else (a GPU encodes a grid in seconds anyway)."""
+    """``auto``: bf16 on a CPU that computes it natively (faster than fp32 there, every score
+    within 0.005 of fp32), fp32 anywhere else: emulated bf16 is far slower, and a GPU's fp32
+    is fast already (docs/metrics.md, "Encoding")."""
     if precision not in PRECISIONS:
         raise UserError(f"metrics.encode_precision={precision!r}: expected one of {', '.join(PRECISIONS)}")
     if precision != "auto":
@@ -99,9 +100,9 @@ class MeanEncoder:
     - ``"fp32"`` (default): the codes are bit for bit those of ``model.encode`` in
       float32.
     - ``"bf16"``: convolutions and their activations in bfloat16 under autocast; every
-      ``nn.Linear`` (so the codes) stays float32. About 2x the fp32 throughput on CPUs with AVX-512 BF16
-      (slower without them); scores move by up to a few thousandths
-      (docs/metrics.md, "Encoding").
+      ``nn.Linear`` (so the codes) stays float32. Faster than fp32 on CPUs with AVX-512 BF16,
+      far slower without them; scores move by up to a few thousandths (docs/metrics.md,
+      "Encoding", has the figures).
     - ``"auto"`` (the configs' default, ``metrics.encode_precision``): bf16 on a CPU
       with native bfloat16, fp32 elsewhere (:func:`resolve_precision`).
 

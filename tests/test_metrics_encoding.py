@@ -23,7 +23,7 @@ from vaelab.data.dsprites import ProceduralDSprites
 from vaelab.errors import UserError
 from vaelab.metrics import evaluate
 from vaelab.metrics.representation import CachedEncoder, MeanEncoder, encoder_representation
-from vaelab.models.conv import ConvVAE
+from vaelab.models.conv import ConvReLU, ConvVAE
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SLOW = os.environ.get("VAELAB_SLOW_TESTS") == "1"
@@ -54,19 +54,27 @@ def _images(dsprites, n=300, seed=0):
     return dsprites.images_at(index)
 
 
-def test_fp32_codes_are_bitwise_those_of_model_encode(dsprites, model):
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_fp32_codes_are_bitwise_those_of_model_encode(dsprites, model, channels_last):
+    if not channels_last:
+        torch.manual_seed(0)
+        model = ConvVAE(dsprites.image_shape, dsprites.binary, channels_last=False)
     images = _images(dsprites)
     model.eval()
     with torch.no_grad():
         expected = model.encode(images)[0].numpy()
     model.train()  # as during training: the encoder works on its own eval-mode copy
-    codes = MeanEncoder(model, "cpu", "fp32")(images)
+    encoder = MeanEncoder(model, "cpu", "fp32")
+    codes = encoder(images)
+    # every conv + ReLU of the copy runs fused (one oneDNN call), and that changes no bit
+    assert sum(isinstance(m, ConvReLU) for m in encoder.model.modules()) == 4
     assert codes.dtype == np.float32
     np.testing.assert_array_equal(codes, expected)
     assert model.training
     # the caller's model untouched: still training, and in its own memory layout
     assert all(p.requires_grad for p in model.parameters())
-    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in model.parameters() if p.dim() == 4)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    assert all(p.is_contiguous(memory_format=layout) for p in model.parameters() if p.dim() == 4)
 
 
 def test_bf16_codes_are_close_and_not_rounded_to_bf16(dsprites, model):

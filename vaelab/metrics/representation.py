@@ -114,6 +114,8 @@ class MeanEncoder:
         import torch
         from torch import nn
 
+        from vaelab.models.conv import fuse_conv_relu_for_inference
+
         first = next(iter(model.parameters()), None)
         self.device = torch.device(device) if device is not None else (first.device if first is not None else torch.device("cpu"))
         self.dtype = first.dtype if first is not None else torch.float32
@@ -125,6 +127,8 @@ class MeanEncoder:
             for module in self.model.modules():
                 if isinstance(module, nn.Linear):
                     _float32_forward(module, self.device.type)
+        elif self.device.type == "cpu" and self.dtype == torch.float32:
+            fuse_conv_relu_for_inference(self.model)  # same codes, bit for bit
 
     def __call__(self, images) -> np.ndarray:
         import torch

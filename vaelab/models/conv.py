@@ -139,3 +139,46 @@ class ConvVAE(VAE):
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return super().encode(x)
+
+
+def fuse_conv_relu_for_inference(model: nn.Module) -> None:
+    """Run each ``Conv2d`` that a ``ReLU`` follows in an ``nn.Sequential`` of ``model`` (a
+    private copy used without gradients) as one oneDNN convolution with the ReLU as its
+    post-op, the call torch's own compiler emits for this pattern.
+
+    The ReLU then no longer reads and writes the convolution's whole output a second time,
+    which at the metrics' encoding batch is much of what the first, widest layer costs on a
+    CPU (docs/performance.md). The results are bit for bit the same. Where this torch build
+    has no such op, the model is left as it is.
+    """
+    try:
+        available = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._convolution_pointwise is not None
+    except (AttributeError, RuntimeError):  # a build without the op
+        available = False
+    if not available:
+        return
+    for sequential in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
+        layers = list(sequential)
+        for i, (layer, following) in enumerate(zip(layers, layers[1:])):
+            if (
+                type(layer) is nn.Conv2d
+                and isinstance(following, nn.ReLU)
+                and layer.padding_mode == "zeros"
+                and not isinstance(layer.padding, str)  # "same" / "valid"
+            ):
+                sequential[i], sequential[i + 1] = ConvReLU(layer), nn.Identity()
+
+
+class ConvReLU(nn.Module):
+    """``relu(conv(x))`` in one oneDNN call (inference only: the op has no gradient)."""
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv = self.conv
+        return torch.ops.mkldnn._convolution_pointwise(
+            x, conv.weight, conv.bias, list(conv.padding), list(conv.stride), list(conv.dilation),
+            conv.groups, "relu", [None], "",
+        )  # fmt: skip

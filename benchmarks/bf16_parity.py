@@ -122,7 +122,7 @@ def plot_curves(runs: list[dict], path: Path, plateau: float, title: str) -> Non
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from vaelab.system import machine_description
+    from benchmarks.study_plot import save_study_figure
 
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     colours = {}
@@ -134,13 +134,7 @@ def plot_curves(runs: list[dict], path: Path, plateau: float, title: str) -> Non
     ax.axhline(plateau, color="grey", linewidth=0.8, linestyle=":")
     ax.set_xlabel("step")
     ax.set_ylabel("validation loss (nats)")
-    ax.set_title(f"{title or 'defaults'}\n{machine_description()['cpu_model']}", fontsize=8)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_study_figure(fig, ax, title or "defaults", path, legend_fontsize=7)
 
 
 if __name__ == "__main__":

@@ -150,6 +150,8 @@ def plot_mig_against_time(runs: list[dict], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from benchmarks.study_plot import save_study_figure
+
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for run in runs:
         minutes = [0.0] + [mark["minutes"] for mark in run["marks"]]
@@ -159,13 +161,7 @@ def plot_mig_against_time(runs: list[dict], path: Path, title: str) -> None:
             ax.plot([own], [run["final"]["metrics/mig"]], marker="*", markersize=12, color=ax.lines[-1].get_color())
     ax.set_xlabel("wall-clock minutes (2-core CPU; ★ = final full suite at the run's end)", fontsize=8)
     ax.set_ylabel("MIG")
-    ax.set_title(f"{title}\n{cpu_model()}", fontsize=8)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_study_figure(fig, ax, title, path, legend_fontsize=8)
 
 
 if __name__ == "__main__":

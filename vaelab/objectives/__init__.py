@@ -112,7 +112,9 @@ class Objective(torch.nn.Module):
         return []
 
     def forward(self, out: VAEOutput, step: int | None = None) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
+        """The named scalar terms of one batch, ``loss`` among them (see the class docstring).
+        The abstract hook: every objective defines its own."""
+        raise NotImplementedError(f"objective {type(self).__name__} does not define forward(out, step)")
 
 
 def kl_warmup_factor(step: int | None, warmup_steps: int) -> float:

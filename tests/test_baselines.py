@@ -164,13 +164,15 @@ def test_bad_baseline_settings_are_one_line_errors(make, message):
         pytest.param(("objective=factorvae", "gamma=10", "objective.discriminator_hidden=32"), id="factorvae"),
         # Its capacity grows with the step: a resumed run must pick the schedule up where it was.
         pytest.param(("objective=annealedvae", "objective.c_steps=15"), id="annealedvae"),
+        # Its pairs are drawn by (seed, step) like single images: a resumed run trains on the same ones.
+        pytest.param(("objective=adagvae", "beta=2"), id="adagvae"),
     ],
 )
 def test_stateful_objectives_resume_bit_for_bit(tmp_path, objective):
     """10 steps, then 10 more resumed from the checkpoint, end exactly where 20 uninterrupted
     steps end: the model, FactorVAE's discriminator, and Adam's state for both; AnnealedVAE's
-    capacity schedule. (The other objectives are functions of the batch alone, like β-VAE,
-    whose resume test_resume checks through a SIGKILL.)"""
+    capacity schedule; Ada-GVAE's pairs. (The other objectives are functions of the batch
+    alone, like β-VAE, whose resume test_resume checks through a SIGKILL.)"""
     from tests.conftest import compose_train
     from vaelab.train import train
 

@@ -150,7 +150,8 @@ def save_pictures(checkpoint, dataset, model, images_cfg, directory: Path, step:
     from vaelab.data.stream import GroundTruthDataModule
     from vaelab.images import model_pictures, save_and_log
 
-    data = GroundTruthDataModule(dataset, **checkpoint["vaelab_config"].get("data", {}))
+    # Pictures are of single images: the pairs a weakly-supervised run trained on play no part.
+    data = GroundTruthDataModule(dataset, **{k: v for k, v in checkpoint["vaelab_config"].get("data", {}).items() if k != "pairs"})
     parameter = next(model.parameters())
     images = data.val_images[: images_cfg.num_images].to(device=parameter.device, dtype=parameter.dtype)
     pictures = model_pictures(model, images, images_cfg.steps, images_cfg.extent)

@@ -89,10 +89,10 @@ class VAEModule(pl.LightningModule):
         # like one process with n*B.
         size, rank, world = images.shape[0], self.global_rank, self.trainer.world_size if self._trainer else 1
         noise = step_noise(self.seed, self.global_step, images.new_empty(size * world, self.model.latent_dim))
-        out = self.model(images, noise[rank * size : (rank + 1) * size])
+        out, decided = self._forward(images, noise[rank * size : (rank + 1) * size], batch.get("factors"))
         if world > 1:
             out = gather_global_batch(out)
-        terms = self.objective(out, step=self.global_step)
+        terms = self.objective(out, step=self.global_step) | decided
         if not torch.isfinite(terms["loss"]):
             return self._non_finite({f"train/{name}": value for name, value in terms.items()})
         if self._logger_writes_this_step():
@@ -106,6 +106,17 @@ class VAEModule(pl.LightningModule):
                 if getattr(self.objective, weight) is not None:
                     self.log(f"train/{weight}", getattr(self.objective, weight))
         return terms["loss"]
+
+    def _forward(
+        self, images: torch.Tensor, noise: torch.Tensor, factors: torch.Tensor | None
+    ) -> tuple[VAEOutput, dict[str, torch.Tensor]]:
+        """The model's forward pass; for a weakly-supervised objective (``images``: B pairs as
+        2B images) with the pairs' shared latents averaged before sampling, and what the
+        objective decided about them (logged beside its terms)."""
+        if not self.objective.trains_on_pairs:
+            return self.model(images, noise), {}
+        mu, logvar, decided = self.objective.pair_posteriors(*self.model.encode(images), factors)
+        return self.model.from_posterior(images, mu, logvar, noise), decided
 
     def _logger_writes_this_step(self) -> bool:
         """Whether Lightning writes this step's ``train/…`` values (every ``trainer.log_every_n_steps``).
@@ -136,11 +147,13 @@ class VAEModule(pl.LightningModule):
             "checkpoints/last.ckpt holds the last state saved (on_non_finite=skip skips such steps instead)"
         )
 
-    def validation_step(self, batch: tuple[torch.Tensor], batch_idx: int) -> None:
-        (images,) = batch
+    def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+        images, factors = batch[0], None
+        if self.objective.trains_on_pairs:  # (P, 2, …) pairs: first observations, then second
+            images, factors = (torch.cat([tensor[:, 0], tensor[:, 1]]) for tensor in batch)
         mu_shape = images.new_empty(images.shape[0], self.model.latent_dim)
-        out = self.model(images, step_noise(VAL_NOISE_SEED, batch_idx, mu_shape))
-        for name, value in self.objective(out, step=self.global_step).items():
+        out, decided = self._forward(images, step_noise(VAL_NOISE_SEED, batch_idx, mu_shape), factors)
+        for name, value in (self.objective(out, step=self.global_step) | decided).items():
             # sync_dist: under DDP each rank sees part of the validation set.
             self.log(f"val/{name}", value, batch_size=images.shape[0], prog_bar=name == "loss", sync_dist=True)
         if self.objective.beta_effective is not None:

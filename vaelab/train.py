@@ -23,6 +23,7 @@ from vaelab.checkpoint import (
     resume_checkpoint_path,
     run_dir_of,
 )
+from vaelab.data.pairs import RANDOM_K, PairSampling
 from vaelab.data.stream import GroundTruthDataModule
 from vaelab.distributed import is_worker, launching_workers
 from vaelab.errors import DiskFull, UserError, check_int, check_real, is_disk_full
@@ -112,6 +113,20 @@ def check_batches_fit(cfg: DictConfig, image_shape: tuple[int, int, int]) -> Non
     check_fits_in_memory("data.val_size", val_size, image_shape, "the validation set", accelerator)
 
 
+def pair_sampling(cfg: DictConfig, dataset, objective) -> PairSampling | None:
+    """The pairs a weakly-supervised objective trains on (``data.pairs``); None for the others,
+    which refuse a ``data.pairs.k`` other than the default rather than ignore it."""
+    spec = cfg.data.get("pairs") or {}
+    if objective.trains_on_pairs:
+        return PairSampling.from_config(spec, dataset.factor_sizes)
+    if spec.get("k", RANDOM_K) != RANDOM_K:
+        raise UserError(
+            f"data.pairs.k={spec.get('k')}: objective={objective.name} trains on single images; pairs are "
+            "for the weakly-supervised objectives (adagvae, adamlvae, gvae, mlvae, adainfomax)"
+        )
+    return None
+
+
 def check_optimizer(cfg: DictConfig):
     """The optimiser factory of ``cfg.optimizer``, tried once on a dummy parameter so that a
     value it rejects (a negative eps, an unknown argument) is one line naming the optimiser
@@ -174,7 +189,8 @@ def _train_in(
     objective = objectives.build(cfg, dataset_size=len(dataset))
     model_inputs = {"image_shape": list(dataset.image_shape), "binary_data": bool(dataset.binary)}
     model = hydra.utils.instantiate(cfg.model, image_shape=tuple(dataset.image_shape), binary_data=dataset.binary)
-    datamodule = GroundTruthDataModule(dataset, seed=cfg.seed, **cfg.data)
+    data = {key: value for key, value in cfg.data.items() if key != "pairs"}
+    datamodule = GroundTruthDataModule(dataset, seed=cfg.seed, pairs=pair_sampling(cfg, dataset, objective), **data)
     config = run_config(cfg, objective)
     resume_step, wandb_id = None, None
     if checkpoint is not None:

@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
 from vaelab.data.grid import GroundTruthDataset
+from vaelab.data.pairs import PairSampling
 from vaelab.errors import check_int
 
 
@@ -29,12 +30,26 @@ def batch_factors(dataset: GroundTruthDataset, batch_size: int, seed: int, step:
     return dataset.sample_training_factors(batch_size, np.random.default_rng([seed, step]))
 
 
+def batch_pair_factors(dataset: GroundTruthDataset, pairs: PairSampling, batch_size: int, seed: int, step: int) -> np.ndarray:
+    """(batch_size, 2, K): the factor vectors of the pairs of training batch ``step``, seeded by
+    (seed, step). The first observations are drawn as :func:`batch_factors` draws a batch."""
+    rng = np.random.default_rng([seed, step])
+    first = dataset.sample_training_factors(batch_size, rng)
+    return np.stack([first, pairs.sample(first, dataset.factor_sizes, rng)], axis=1)
+
+
+def pair_images(dataset: GroundTruthDataset, pair_factors: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """(2B, C, H, W) images and (2B, K) factors of B pairs (B, 2, K): first observations, then second."""
+    factors = np.concatenate([pair_factors[:, 0], pair_factors[:, 1]])
+    return dataset.images(factors), torch.from_numpy(factors)
+
+
 class TrainingStream(IterableDataset):
     """Endless batches ``{"images", "factors", "step"}`` starting at ``start_step``.
 
-    Under DDP, step t has one global batch of ``batch_size * world_size`` factor vectors,
-    drawn as above, and rank r trains on slice r of it: n ranks see exactly the
-    batches of one process with an n times larger batch.
+    Under DDP, step t has one global batch of ``batch_size * world_size`` factor vectors
+    (or pairs), drawn as above, and rank r trains on slice r of it: n ranks see exactly
+    the batches of one process with an n times larger batch, and a pair is never split.
     """
 
     def __init__(
@@ -45,8 +60,10 @@ class TrainingStream(IterableDataset):
         start_step: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        pairs: PairSampling | None = None,
     ) -> None:
         self.dataset = dataset
+        self.pairs = pairs
         self.batch_size = batch_size
         self.seed = seed
         self.start_step = start_step
@@ -55,13 +72,23 @@ class TrainingStream(IterableDataset):
 
     def __iter__(self):
         shard = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
+        global_size = self.batch_size * self.world_size
         for step in itertools.count(self.start_step):
-            factors = batch_factors(self.dataset, self.batch_size * self.world_size, self.seed, step)[shard]
+            if self.pairs is not None:
+                images, factors = pair_images(self.dataset, batch_pair_factors(self.dataset, self.pairs, global_size, self.seed, step)[shard])
+                yield {"images": images, "factors": factors, "step": step}
+                continue
+            factors = batch_factors(self.dataset, global_size, self.seed, step)[shard]
             yield {"images": self.dataset.images(factors), "factors": torch.from_numpy(factors), "step": step}
 
 
 class GroundTruthDataModule(pl.LightningDataModule):
-    """Training stream + fixed validation set over one ground-truth dataset."""
+    """Training stream + fixed validation set over one ground-truth dataset.
+
+    With ``pairs`` (a weakly-supervised objective) ``batch_size`` counts pairs, and the
+    validation batches are pairs too: ``val_size // 2`` of them, a fixed draw from ``val_seed``,
+    so a validation pass sees as many images as without pairs. ``val_images`` (pictures) stays
+    single images."""
 
     def __init__(
         self,
@@ -70,6 +97,7 @@ class GroundTruthDataModule(pl.LightningDataModule):
         seed: int = 0,
         val_size: int = 1024,
         val_seed: int = 12345,
+        pairs: PairSampling | None = None,
     ) -> None:
         super().__init__()
         check_int("data.batch_size", batch_size, minimum=1)
@@ -79,6 +107,7 @@ class GroundTruthDataModule(pl.LightningDataModule):
         self.seed = seed
         self.val_size = val_size
         self.val_seed = val_seed
+        self.pairs = pairs
         self._val_images: torch.Tensor | None = None
 
     def train_dataloader(self) -> DataLoader:
@@ -86,7 +115,7 @@ class GroundTruthDataModule(pl.LightningDataModule):
         trainer = self.trainer
         start = trainer.global_step if trainer is not None else 0
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        stream = TrainingStream(self.dataset, self.batch_size, self.seed, start_step=start, rank=rank, world_size=world)
+        stream = TrainingStream(self.dataset, self.batch_size, self.seed, start_step=start, rank=rank, world_size=world, pairs=self.pairs)
         return DataLoader(stream, batch_size=None)
 
     @property
@@ -98,4 +127,15 @@ class GroundTruthDataModule(pl.LightningDataModule):
         return self._val_images
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(TensorDataset(self.val_images), batch_size=max(self.batch_size, 256))
+        if self.pairs is None:
+            return DataLoader(TensorDataset(self.val_images), batch_size=max(self.batch_size, 256))
+        # Pairs travel as (P, 2, C, H, W) so that a batch of the loader never splits one.
+        rng = np.random.default_rng(self.val_seed)
+        first = self.dataset.sample_factors(max(1, self.val_size // 2), rng)
+        pair_factors = np.stack([first, self.pairs.sample(first, self.dataset.factor_sizes, rng)], axis=1)
+        images, factors = pair_images(self.dataset, pair_factors)
+        count = len(first)
+        return DataLoader(
+            TensorDataset(torch.stack([images[:count], images[count:]], 1), torch.stack([factors[:count], factors[count:]], 1)),
+            batch_size=max(self.batch_size, 128),
+        )

@@ -83,7 +83,11 @@ class VAE(nn.Module):
 
     def forward(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> VAEOutput:
         """Encode, sample with the given standard-normal ``noise`` (drawn here if None), decode."""
-        mu, logvar = self.encode(x)
+        return self.from_posterior(x, *self.encode(x), noise)
+
+    def from_posterior(self, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, noise: torch.Tensor | None = None) -> VAEOutput:
+        """Sample from q(z|x) = N(mu, exp(logvar)) and decode: the forward pass after the encoder
+        (weakly-supervised objectives change the posteriors of a pair in between)."""
         if noise is None:
             noise = torch.randn_like(mu)
         z = mu + torch.exp(0.5 * logvar) * noise

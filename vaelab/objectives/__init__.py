@@ -10,6 +10,7 @@ one; the maths of the seed's two is in docs/objectives.md.
     objective=betavae        loss = E[-log p(x|z)] + beta * E KL[q(z|x)||p(z)]             knob beta
     objective=infomax        KL[q(z)||p(z)] - lambda * I(X;Z), bounded by the decoder          knob lambda
     objective=betatcvae      + E KL[q(z|x)||p(z)] + (beta - 1) * TC[q(z)]                     knob beta
+    objective=adagvae        β-VAE on pairs, shared latents averaged (weak.py; also adamlvae, gvae, mlvae, adainfomax)
 """
 
 from __future__ import annotations
@@ -72,6 +73,9 @@ class Objective(torch.nn.Module):
 
     name: ClassVar[str]
     knobs: ClassVar[tuple[Knob, ...]]
+    # Weakly-supervised objectives train on pairs (vaelab/objectives/weak.py: PairedPosteriors,
+    # whose pair_posteriors the module calls between encoder and sampling).
+    trains_on_pairs: ClassVar[bool] = False
     beta_effective: float | None = None
     kl_weight: float | None = None
 

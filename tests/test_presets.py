@@ -36,6 +36,23 @@ def test_dsprites_fast_trains_the_recipe_with_its_warmup_and_precision(tmp_path,
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
 
 
+def test_dsprites_weak_trains_pairs_within_the_budget_and_weak_study_matches_kl_weights(tmp_path, monkeypatch, capfd):
+    """experiment=dsprites_weak: Ada-GVAE on pairs with a KL warm-up, at most 800,000 training
+    images (a pair counts as two); experiment=weak_study puts adainfomax beside it at the same
+    weight on its KL term, over five seeds."""
+    cfg = compose_train(["experiment=dsprites_weak"], tmp_path)
+    objective = objectives.build(cfg, dataset_size=737280)
+    assert objective.name == "adagvae" and objective.trains_on_pairs and objective.kl_warmup_steps > 0
+    assert cfg.trainer.max_steps * cfg.data.batch_size * 2 <= 800_000
+    result = call_vaelab("train", "experiment=weak_study", "--cfg", "hydra", cwd=tmp_path, monkeypatch=monkeypatch, capfd=capfd)
+    assert result.returncode == 0, result.stderr
+    params = OmegaConf.create(result.stdout).hydra.sweeper.params
+    assert set(params.objective.split(",")) == {"adagvae", "adainfomax"} and len(str(params.seed).split(",")) == 5
+    for name in params.objective.split(","):
+        built = objectives.build(compose_train(["experiment=weak_study", f"objective={name}"], tmp_path), dataset_size=737280)
+        assert built.trains_on_pairs and built.kl_weight == pytest.approx(objective.kl_weight)
+
+
 @pytest.mark.slow
 def test_infomax_study_sweeps_every_objective_at_matched_kl_weights(tmp_path, monkeypatch, capfd):
     """Every job of the study builds (no weight that one objective rejects), and one job per

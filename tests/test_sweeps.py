@@ -103,3 +103,25 @@ def test_a_failing_job_leaves_the_others_intact_submitit_local(tmp_path, monkeyp
     assert {job: row["status"] for job, row in rows.items()} == {"0": "success", "1": "failed"}
     assert rows["0"]["objective"] == "infomax" and float(rows["0"]["beta_effective"]) == 4.0
     assert f"failed: {bad}" in result.stderr or "failed: " in result.stderr
+
+
+def test_a_sweep_run_again_with_resume_auto_skips_finished_jobs_and_continues_the_rest(tmp_path, monkeypatch, capfd):
+    """A long study cut short (a session's end, a kill): the same command with resume=auto and the
+    same hydra.sweep.dir leaves finished jobs as they are and continues the unfinished one from
+    its checkpoint (here, one killed while writing its final figures: metrics.json "running")."""
+    cli = {"cwd": tmp_path, "monkeypatch": monkeypatch, "capfd": capfd}
+    tiny = ("model=mlp", "model.hidden=[32]", "logger=none", *(arg for arg in SHORT if not arg.startswith("metrics")), "metrics=none")
+    first = call_vaelab("train", "-m", "seed=0,1", *tiny, "hydra.sweep.dir=sweep", **cli)
+    assert first.returncode == 0, first.stderr[-3000:]
+    finished, cut_short = _job_dirs(tmp_path / "sweep")
+    finished_checkpoint = (finished / "checkpoints" / "last.ckpt").read_bytes()
+    metrics = json.loads((cut_short / "metrics.json").read_text())
+    (cut_short / "metrics.json").write_text(json.dumps({**metrics, "status": "running"}))
+
+    again = call_vaelab("train", "-m", "seed=0,1", *tiny, "resume=auto", "hydra.sweep.dir=sweep", **cli)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert _job_dirs(tmp_path / "sweep") == [finished, cut_short]  # the same directories, no new ones
+    assert f"{finished} finished at step 6 already: skipped (resume=auto)" in again.stderr
+    assert (finished / "checkpoints" / "last.ckpt").read_bytes() == finished_checkpoint
+    assert f"resuming {cut_short} from step 6" in again.stderr
+    assert json.loads((cut_short / "metrics.json").read_text())["status"] == "success"

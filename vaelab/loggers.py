@@ -97,6 +97,16 @@ def read_history(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
     return merge_history(entry for _, entry in saved_history(run_dir))
 
 
+def finished_figures(run_dir: str | os.PathLike) -> dict[str, float] | None:
+    """The final figures of a run that finished (``metrics.json`` says success), else None
+    (none yet, still running, stopped, failed or unreadable: not finished)."""
+    try:
+        summary = json.loads((Path(run_dir) / METRICS_FILE).read_text())
+        return dict(summary["final"]) if summary.get("status") == RunStatus.SUCCESS.value else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 class MetricsFileLogger(Logger):
     """A Lightning logger that keeps every scalar in ``metrics_history.jsonl`` and the run's
     status and last values in ``metrics.json``. Each call writes a bounded number of bytes:

@@ -27,7 +27,7 @@ from vaelab.data.pairs import RANDOM_K, PairSampling
 from vaelab.data.stream import GroundTruthDataModule
 from vaelab.distributed import is_worker, launching_workers
 from vaelab.errors import DiskFull, UserError, check_int, check_real, is_disk_full
-from vaelab.loggers import build_loggers, finish_run
+from vaelab.loggers import build_loggers, finish_run, finished_figures
 from vaelab.module import VAEModule
 from vaelab.rundir import run_dir_lock
 from vaelab.search import check_optimized_metric
@@ -196,6 +196,11 @@ def _train_in(
     if checkpoint is not None:
         check_compatible(checkpoint, config, resume_from)
         resume_step = checkpoint["global_step"]
+        finished = finished_figures(run_dir) if cfg.resume == "auto" and resume_step >= cfg.trainer.max_steps else None
+        if finished is not None:
+            # A sweep run again with resume=auto goes on with the jobs it had not finished.
+            log.info("%s finished at step %d already: skipped (resume=auto)", run_dir, resume_step)
+            return finished
         wandb_id = (checkpoint["vaelab_config"].get("wandb") or {}).get("id")
         log.info("resuming %s from step %d (%s)", run_dir, resume_step, resume_from)
     module = VAEModule(model, objective, optimizer, cfg.seed, config, cfg.on_non_finite, model_inputs)

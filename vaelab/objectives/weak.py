@@ -38,9 +38,6 @@ import torch
 from vaelab.objectives.betavae import BetaVAE
 from vaelab.objectives.infomax import InfoMax
 
-AVERAGINGS = ("gvae", "mlvae")
-SHARED_DIMS = ("adaptive", "known")
-
 
 def posterior_divergence(mu1, logvar1, mu2, logvar2) -> torch.Tensor:
     """(B, D) KL[q(z_j|x1) || q(z_j|x2)] per latent dim, closed form for Gaussians."""
@@ -104,7 +101,7 @@ class PairedPosteriors:
 
 
 class AdaGVAE(PairedPosteriors, BetaVAE):
-    """Ada-GVAE: arithmetic averages, shared dims found adaptively (the paper's best)."""
+    """Ada-GVAE: arithmetic averages, shared dims found adaptively (the paper's main method)."""
 
     name = "adagvae"
     averaging, shared_dims = "gvae", "adaptive"

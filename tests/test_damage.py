@@ -288,6 +288,58 @@ def test_a_batch_that_cannot_fit_in_memory_is_refused_before_allocating(tmp_path
     assert line.startswith("vaelab: error: data.batch_size=10000000000: one batch of 64x64x3 float32 images needs 447 TiB;")
 
 
+@pytest.mark.parametrize(
+    "overrides, line",
+    [
+        (("model.latent_dim=100000", "metrics=mig"),
+         "model.latent_dim=100000: the metrics' code table (a float64 code for each of the dataset's 737,280 images) "
+         "needs 549 GiB; this machine has 23 GiB"),
+        (("model.latent_dim=100000", "information.num_samples=10000"),
+         "model.latent_dim=100000: the information estimate on information.num_samples=10000 encodings needs 39 GiB; "
+         "this machine has 23 GiB"),
+        (("model.latent_dim=20000000",),
+         "model.latent_dim=20000000: the model (1,960,266,304 parameters, with their gradients and Adam's two moments) "
+         "needs 29 GiB; this machine has 23 GiB"),
+    ],
+)
+def test_a_model_or_evaluation_that_cannot_fit_in_memory_is_refused_before_training(tmp_path, monkeypatch, capfd, overrides, line):
+    """Sizes that follow from the config (the model's parameters, counted without allocating them;
+    the metrics' codes of every image of the grid; the information estimate's encodings) are
+    checked like the batch: one line, in seconds, nothing trained, instead of a kill by the kernel."""
+    from vaelab import system
+
+    monkeypatch.setattr(system, "memory_bytes", lambda: 23 * 2**30)
+    result = call_vaelab("train", *TINY, "trainer.accelerator=cpu", *overrides, **{"cwd": tmp_path, "monkeypatch": monkeypatch, "capfd": capfd})
+    assert result.returncode == 2, stderr_tail(result)
+    assert error_lines(result.stderr) == [f"vaelab: error: {line}"] and "Traceback" not in result.stderr
+    assert not list(tmp_path.glob("outputs/*/*/checkpoints"))
+
+
+def test_more_threads_than_cores_are_clamped_with_one_warning(tmp_path, monkeypatch, capfd):
+    """num_threads=999 on a machine of a few cores: 999 OpenMP threads would wait on each other at
+    every step (3 steps took over 300 s on 2 cores); the run uses the cores it has, and says so."""
+    from vaelab.system import available_cores
+
+    cores = available_cores()
+    run = tmp_path / "run"
+    result = call_vaelab("train", *TINY, "trainer.max_steps=2", "num_threads=999", f"hydra.run.dir={run}", cwd=tmp_path, monkeypatch=monkeypatch, capfd=capfd)
+    assert result.returncode == 0, stderr_tail(result)
+    warnings = [line for line in result.stderr.splitlines() if "num_threads=999" in line]
+    assert len(warnings) == 1 and warnings[0].endswith(f"num_threads=999: this process may use {cores} cores; using {cores} threads")
+    assert json.loads((run / "metrics.json").read_text())["status"] == "success"
+
+
+@pytest.mark.parametrize("command", ["train", "eval"])
+def test_a_run_directory_that_cannot_be_written_is_a_one_line_error(tmp_path, monkeypatch, capfd, command):
+    run = "/proc/vaelab-run"  # cannot be created, even by root
+    result = call_vaelab(command, f"hydra.run.dir={run}", "ckpt=x.ckpt" if command == "eval" else "logger=none", cwd=tmp_path, monkeypatch=monkeypatch, capfd=capfd)
+    assert result.returncode == 2, stderr_tail(result)
+    assert error_lines(result.stderr) == [
+        f"vaelab: error: {run}: cannot write the run directory (No such file or directory); give this run a writable hydra.run.dir"
+    ]
+    assert result.stderr.count("\n") == 1
+
+
 def test_on_a_gpu_the_batch_must_fit_in_the_smaller_of_its_memory_and_the_ram(monkeypatch):
     """Training on a GPU: the batch is rendered in RAM and then copied to the GPU, so the
     smaller of the two is what it must fit in, and the message says which one that was."""

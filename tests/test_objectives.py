@@ -123,9 +123,9 @@ def test_bad_objective_settings_are_one_line_errors(tmp_path, overrides, message
     cfg = compose_train(overrides, tmp_path)
     with pytest.raises(Exception) as caught:
         objectives.build(cfg, dataset_size=100)
-    from vaelab.cli import _user_error_in
+    from vaelab.errors import user_error_in
 
-    error = _user_error_in(caught.value)
+    error = user_error_in(caught.value)
     assert isinstance(error, UserError)
     assert message in str(error) and "\n" not in str(error)
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from vaelab.errors import UserError
+from vaelab import CONFIG_DIR
+from vaelab.errors import UserError, user_error_in
 
-CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
 DIRNAME_LIMIT = 120  # characters of the overrides in a sweep job's directory name (filesystems allow 255)
 
 
@@ -50,24 +50,6 @@ SUBCOMMANDS = {
 USAGE = "usage: vaelab {train,eval} [hydra overrides and flags] | vaelab compare DIR [DIR ...]\n\n" + "\n".join(
     f"  {name:<7}{text}" for name, text in SUBCOMMANDS.items()
 ) + "\n\nexamples:\n  vaelab train objective=infomax lambda=3\n  vaelab train -m beta=1,2,4,8\n  vaelab train --help   (the config groups and their options)\n"
-
-
-def _user_error_in(error: BaseException):
-    """The UserError (or Lightning configuration error) behind ``error``, if any.
-
-    Hydra's instantiate wraps exceptions raised by a ``_target_``; follow the chain.
-    """
-    from vaelab.errors import UserError
-
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if isinstance(error, UserError):
-            return error
-        if type(error).__name__ == "MisconfigurationException":  # Lightning's "bad trainer argument"
-            return UserError(f"trainer: {error}")
-        error = error.__cause__ or error.__context__
-    return None
 
 
 def _report_user_errors(task):
@@ -116,7 +98,7 @@ def _message_and_exit_code(error: BaseException) -> tuple[str, int]:
     from hydra.errors import HydraException, InstantiationException, MissingConfigException
     from omegaconf.errors import OmegaConfBaseException
 
-    user_error = _user_error_in(error)
+    user_error = user_error_in(error)
     if user_error is not None:
         return str(user_error), user_error.exit_code
     text = str(error)

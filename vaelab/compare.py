@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vaelab.errors import RunStatus, UserError
+from vaelab.errors import RunStatus, UserError, user_error_in
 
 FIGURES = (
     "metrics/mig",
@@ -403,7 +403,7 @@ def log_to_wandb(runs: list[Run], plots: dict[str, Path], out: Path, sweep_dir: 
         return None
 
 
-def _encode_for_udr(run: Run, factors_rng_seed: int, num_images: int, dataset_config: dict | None):
+def _encode_for_udr(run: Run, factors_rng_seed: int, num_images: int, dataset_config: dict | None, trust: bool = False):
     """(posterior means (N, D), mean KL per latent (D,), dataset config) of a run's last checkpoint
     on ``num_images`` images drawn from its dataset with ``factors_rng_seed``."""
     import numpy as np
@@ -413,7 +413,7 @@ def _encode_for_udr(run: Run, factors_rng_seed: int, num_images: int, dataset_co
     from vaelab.evaluate import model_from_checkpoint
     from vaelab.information import kl_conditional_per_dim
 
-    checkpoint = load_checkpoint(run.path / "checkpoints" / "last.ckpt")
+    checkpoint = load_checkpoint(run.path / "checkpoints" / "last.ckpt", trust=trust, trust_option="--trust-checkpoints")
     config = checkpoint["vaelab_config"]["dataset"]
     if dataset_config is not None and config != dataset_config:
         raise UserError(f"compare --udr: {run.path} was trained on another dataset than the first run; UDR compares models on the same images")
@@ -425,11 +425,12 @@ def _encode_for_udr(run: Run, factors_rng_seed: int, num_images: int, dataset_co
     return mu.double().numpy(), kl_conditional_per_dim(mu.double(), logvar.double()).mean(0).numpy(), config
 
 
-def add_udr(runs: list[Run], correlation: str, num_images: int = 1000, seed: int = 0) -> list[str]:
+def add_udr(runs: list[Run], correlation: str, num_images: int = 1000, seed: int = 0, trust: bool = False) -> list[str]:
     """Adds ``udr/<correlation>`` (peers: the same objective and knobs, other seeds) and
     ``udr_a2a/<correlation>`` (peers: every other run) to the figures of each successful run with a
     checkpoint (vaelab/metrics/udr.py), and returns lines on how UDR ranks the runs against each
-    supervised metric (Spearman rank correlation over the runs)."""
+    supervised metric (Spearman rank correlation over the runs). ``trust``: the checkpoints may
+    name parts vaelab does not ship (vaelab/checkpoint.py)."""
 
     from vaelab.metrics import udr
 
@@ -438,7 +439,7 @@ def add_udr(runs: list[Run], correlation: str, num_images: int = 1000, seed: int
         raise UserError(f"compare --udr: needs at least 2 finished runs with checkpoints, found {len(scored)}")
     codes, kls, dataset_config = [], [], None
     for run in scored:
-        mu, kl, dataset_config = _encode_for_udr(run, seed, num_images, dataset_config)
+        mu, kl, dataset_config = _encode_for_udr(run, seed, num_images, dataset_config, trust)
         codes.append(mu)
         kls.append(kl)
     pairwise = udr.pairwise_scores(codes, kls, correlation=correlation)
@@ -484,6 +485,11 @@ def main(argv: list[str] | None = None) -> int:
         help="rank the runs without labels by UDR (Duan et al. 2020) from their last checkpoints: udr/… against "
         "the other seeds of the same objective and knobs, udr_a2a/… against every run (default variant: lasso)",
     )  # fmt: skip
+    parser.add_argument(
+        "--trust-checkpoints", action="store_true",
+        help="--udr: let the checkpoints name models, datasets and objectives vaelab does not ship (your own "
+        "objective from examples/); their code runs, so only for checkpoints you trust",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     for directory in args.directories:
         if not directory.is_dir():
@@ -498,9 +504,12 @@ def main(argv: list[str] | None = None) -> int:
     udr_lines = []
     if args.udr:
         try:
-            udr_lines = add_udr(runs, args.udr)
-        except UserError as error:
-            print(f"vaelab: error: {error}", file=sys.stderr)
+            udr_lines = add_udr(runs, args.udr, trust=args.trust_checkpoints)
+        except Exception as error:
+            user_error = user_error_in(error)  # also one raised inside Hydra's instantiate (a dataset's file)
+            if user_error is None:
+                raise
+            print(f"vaelab: error: {user_error}", file=sys.stderr)
             return 2
     print_table(runs)
     for line in udr_lines:

@@ -75,6 +75,22 @@ class RunStatus(str, Enum):
         return {"success": cls.SUCCESS, "finished": cls.INTERRUPTED}.get(status, cls.FAILED)
 
 
+def user_error_in(error: BaseException | None) -> UserError | None:
+    """The UserError (or Lightning configuration error) behind ``error``, if any.
+
+    Hydra's instantiate wraps exceptions raised by a ``_target_``; follow the chain.
+    """
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, UserError):
+            return error
+        if type(error).__name__ == "MisconfigurationException":  # Lightning's "bad trainer argument"
+            return UserError(f"trainer: {error}")
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def one_line(error: BaseException) -> str:
     """``Type: first line of the message``: an error reported in passing (W&B failures and the like)."""
     text = str(error).strip().splitlines()

@@ -71,7 +71,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
     started = time.perf_counter()
     group = None
     if cfg.ckpt is not None:
-        checkpoint = load_checkpoint(cfg.ckpt)
+        checkpoint = load_checkpoint(cfg.ckpt, trust=bool(cfg.get("trust_checkpoint", False)))
         dataset, model = model_from_checkpoint(checkpoint, cfg.get("dataset_path"))
         device = _device(cfg.device)
         represent = encoder_representation(

@@ -49,6 +49,15 @@ def _default_query_chunk(num_dims: int, component_chunk: int) -> int:
     return max(1, BLOCK_ELEMENTS // (num_dims * component_chunk))
 
 
+def evaluation_set_bytes(num_samples: int, num_dims: int) -> int:
+    """At least the memory :func:`information_decomposition` holds for ``num_samples`` encodings
+    of ``num_dims`` dims: mu, logvar, the noise, z and log q(z_j) (N x D float64 each) and one
+    (queries, D, components) block of the estimator (a single query once D is large)."""
+    components = min(num_samples, DEFAULT_COMPONENT_CHUNK)
+    queries = min(num_samples, _default_query_chunk(num_dims, components))
+    return 8 * (5 * num_samples * num_dims + queries * num_dims * components)
+
+
 MINIBATCH_SAMPLING = ("mws", "mss")
 
 

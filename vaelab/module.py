@@ -10,6 +10,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
+from vaelab.checkpoint import load_checkpoint, plain
 from vaelab.errors import TrainingDiverged, UserError
 from vaelab.models.vae import VAE, VAEOutput
 from vaelab.objectives import Objective
@@ -182,12 +183,15 @@ class VAEModule(pl.LightningModule):
         return self.optimizer_factory([{"params": list(self.model.parameters())}, *self.objective.parameter_groups()])
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["vaelab_config"] = self.config
+        # Plain containers only: checkpoints are read back weights-only (vaelab/checkpoint.py).
+        checkpoint["vaelab_config"] = plain(self.config)
         if self.model_inputs is not None:
-            checkpoint[MODEL_INPUTS] = self.model_inputs
+            checkpoint[MODEL_INPUTS] = plain(self.model_inputs)
 
     @classmethod
-    def load_from_checkpoint(cls, checkpoint_path: str | Path, map_location=None, **unused: Any) -> "VAEModule":
+    def load_from_checkpoint(
+        cls, checkpoint_path: str | Path, map_location=None, trust_checkpoint: bool = False, **unused: Any
+    ) -> "VAEModule":
         """The module saved in a vaelab checkpoint (``last.ckpt``), in eval mode, on ``map_location``
         (default: the CPU). Needs no Hydra context and no run directory: the model, the objective
         and their settings come from the checkpoint alone, e.g. in a notebook::
@@ -195,15 +199,19 @@ class VAEModule(pl.LightningModule):
             module = VAEModule.load_from_checkpoint("outputs/…/checkpoints/last.ckpt")
             mu = module.encode_means(images)   # images: (N, C, H, W) floats in [0, 1]
 
+        The checkpoint is read weights-only and may name only vaelab's own model, dataset and
+        objective; ``trust_checkpoint=True`` lets it name other importable ones (your own
+        objective from examples/): their code then runs, so only for checkpoints you trust.
+
         (Lightning's own version rebuilds from saved hyperparameters, which vaelab keeps in the
         checkpoint's ``vaelab_config`` instead.)"""
         import hydra.utils
 
-        from vaelab.checkpoint import load_checkpoint
-
         if unused:
             raise TypeError(f"VAEModule.load_from_checkpoint takes no {', '.join(unused)}: the checkpoint holds every setting")
-        checkpoint = load_checkpoint(checkpoint_path, key="checkpoint_path")
+        checkpoint = load_checkpoint(
+            checkpoint_path, key="checkpoint_path", trust=trust_checkpoint, trust_option="trust_checkpoint=True"
+        )
         config = checkpoint["vaelab_config"]
         objective_config = dict(config["objective"])
         if objective_config.get("dataset_size", 0) is None:  # checkpoints written before the size was recorded

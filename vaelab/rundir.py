@@ -65,7 +65,8 @@ def holder_pid(directory: str | os.PathLike) -> int | None:
 def acquire(directory: str | os.PathLike, *, what: str = "run", hint: str = "give this run its own hydra.run.dir") -> bool:
     """Lock ``directory`` for this process (creating it if needed); False if it already held it.
 
-    Raises a one-line UserError naming the holder's pid when another process holds it.
+    Raises a one-line UserError naming the holder's pid when another process holds it, or
+    saying so when the directory cannot be created or written.
     Where the filesystem cannot lock (some network mounts) the run goes on unlocked, said once.
     """
     try:
@@ -75,8 +76,12 @@ def acquire(directory: str | os.PathLike, *, what: str = "run", hint: str = "giv
     directory = Path(directory).resolve()
     if directory in _held:
         return False
-    directory.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(lock_path(directory), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(lock_path(directory), os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:  # /proc/…, a read-only mount, another user's directory
+        reason = error.strerror or str(error)
+        raise UserError(f"{directory}: cannot write the {what} directory ({reason}); give this {what} a writable hydra.{what}.dir") from None
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -122,8 +127,9 @@ def launched_as_worker() -> bool:
 
 
 class RunDirLockCallback(Callback):
-    """Hydra callback (``hydra.callbacks`` in conf/train.yaml): locks the run directory when a
-    run starts, or the sweep directory when a sweep starts, before Hydra writes into it."""
+    """Hydra callback (``hydra.callbacks`` in conf/train.yaml and conf/eval.yaml): locks the run
+    directory when a run starts, or the sweep directory when a sweep starts, before Hydra writes
+    into it (a directory that cannot be written is refused then, in one line)."""
 
     def __init__(self) -> None:
         super().__init__()

@@ -96,8 +96,9 @@ def _has_gpu() -> bool:
 
 
 def set_num_threads(setting, trainer_cfg) -> int:
-    """Torch and BLAS threads for this process: ``setting`` if an integer; ``auto``: the
-    cores available divided among the processes that share them (see above)."""
+    """Torch and BLAS threads for this process: ``setting`` if an integer (at most the cores this
+    process may use: more is clamped, with a warning); ``auto``: the cores available divided
+    among the processes that share them (see above)."""
     import torch
     from threadpoolctl import threadpool_limits
 
@@ -110,6 +111,12 @@ def set_num_threads(setting, trainer_cfg) -> int:
         from vaelab.errors import check_int
 
         threads = check_int("num_threads", setting, minimum=1)
+        cores = available_cores()
+        if threads > cores:
+            # More OpenMP threads than cores wait on each other at every parallel region:
+            # num_threads=999 on 2 cores took over 300 s for 3 steps.
+            log.warning("num_threads=%d: this process may use %d cores; using %d threads", threads, cores, cores)
+            threads = cores
     torch.set_num_threads(threads)
     threadpool_limits(limits=threads)  # numpy/scipy/sklearn (the metrics) too
     return threads
@@ -163,18 +170,20 @@ def check_fits_in_memory(key: str, count: int, image_shape: tuple[int, ...], wha
     the memory they must fit in: Torch's allocator would fail later with a long message, or the
     kernel kill the process. Only a batch that clearly cannot fit is refused (the model's
     activations, several times larger, are not counted)."""
-    limit = training_memory(accelerator)
-    if limit is None:
-        return
     channels, height, width = image_shape
     needed = count * channels * height * width * 4  # float32
-    if needed > limit[0]:
+    check_bytes_fit(f"{key}={count}", f"{what} of {height}x{width}x{channels} float32 images", needed, accelerator)
+
+
+def check_bytes_fit(setting: str, what: str, needed: int, accelerator: str) -> None:
+    """``<setting>: <what> needs <needed>; this machine has <memory>`` as a one-line UserError when
+    ``needed`` bytes exceed the memory they must fit in (:func:`training_memory`; ``accelerator``
+    ``cpu`` for what is held in RAM whatever the model trains on)."""
+    limit = training_memory(accelerator)
+    if limit is not None and needed > limit[0]:
         from vaelab.errors import UserError
 
-        raise UserError(
-            f"{key}={count}: {what} of {height}x{width}x{channels} float32 images needs "
-            f"{format_bytes(needed)}; {limit[1]} {format_bytes(limit[0])}"
-        )
+        raise UserError(f"{setting}: {what} needs {format_bytes(needed)}; {limit[1]} {format_bytes(limit[0])}")
 
 
 def native_bf16_cpu() -> bool:

@@ -18,6 +18,7 @@ from vaelab.checkpoint import (
     LAST,
     atomic_checkpoint_io,
     check_compatible,
+    config_targets,
     load_checkpoint,
     resume_advice,
     resume_checkpoint_path,
@@ -31,7 +32,7 @@ from vaelab.loggers import build_loggers, finish_run, finished_figures
 from vaelab.module import VAEModule
 from vaelab.rundir import run_dir_lock
 from vaelab.search import check_optimized_metric
-from vaelab.system import check_fits_in_memory, resolve_training_precision, set_num_threads, tune_glibc_malloc
+from vaelab.system import check_bytes_fit, check_fits_in_memory, resolve_training_precision, set_num_threads, tune_glibc_malloc
 
 log = logging.getLogger("vaelab")
 
@@ -104,13 +105,38 @@ def _chain(error: BaseException | None):
         error = error.__cause__ or error.__context__
 
 
-def check_batches_fit(cfg: DictConfig, image_shape: tuple[int, int, int]) -> None:
-    """A training batch, and the validation set (rendered whole), must fit in memory at all."""
+def check_run_fits(cfg: DictConfig, dataset, objective) -> None:
+    """What the run will hold must fit in memory at all, checked from its config before anything
+    large is allocated: a training batch and the validation set (rendered whole), the model with
+    its gradients and Adam's two moments (counted on the meta device: no memory), the metrics'
+    code table over the dataset's grid and the information estimates' encodings. Only what
+    clearly cannot fit is refused (activations and temporaries are not counted)."""
+    import numpy as np
+    import torch
+
+    from vaelab.information import evaluation_set_bytes
+    from vaelab.metrics.representation import code_table_bytes
+
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
     batch_size = check_int("data.batch_size", cfg.data.batch_size, minimum=1)
     val_size = check_int("data.val_size", cfg.data.val_size, minimum=1)
-    check_fits_in_memory("data.batch_size", batch_size, image_shape, "one batch", accelerator)
-    check_fits_in_memory("data.val_size", val_size, image_shape, "the validation set", accelerator)
+    check_fits_in_memory("data.batch_size", batch_size, dataset.image_shape, "one batch", accelerator)
+    check_fits_in_memory("data.val_size", val_size, dataset.image_shape, "the validation set", accelerator)
+    with torch.device("meta"):
+        model = hydra.utils.instantiate(cfg.model, image_shape=tuple(dataset.image_shape), binary_data=dataset.binary)
+    parameters = sum(p.numel() for p in (*model.parameters(), *objective.parameters()))
+    dims = model.latent_dim
+    setting = f"model.latent_dim={dims}"
+    what = f"the model ({parameters:,} parameters, with their gradients and Adam's two moments)"
+    check_bytes_fit(setting, what, 16 * parameters, accelerator)
+    if cfg.metrics.suite or (cfg.periodic_metrics.suite and cfg.periodic_metrics.every_n_steps is not None):
+        grid = int(np.prod(dataset.factor_sizes, dtype=np.int64))
+        what = f"the metrics' code table (a float64 code for each of the dataset's {grid:,} images)"
+        check_bytes_fit(setting, what, code_table_bytes(grid, dims), "cpu")
+    samples = cfg.information.num_samples
+    if isinstance(samples, int) and samples > 0:
+        what = f"the information estimate on information.num_samples={samples} encodings"
+        check_bytes_fit(setting, what, evaluation_set_bytes(samples, dims), "cpu")
 
 
 def pair_sampling(cfg: DictConfig, dataset, objective) -> PairSampling | None:
@@ -166,8 +192,15 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     # workers write into rank 0's directory, under its lock.
     hint = f"wait for it to end before resume={resume_from}" if resume_from else "give this run its own hydra.run.dir"
     with run_dir_lock(run_dir, enabled=not is_worker(), hint=hint):
-        checkpoint = load_checkpoint(resume_from, key="resume") if resume_from else None
+        checkpoint = load_checkpoint(resume_from, key="resume", **checkpoint_trust(cfg)) if resume_from else None
         return _train_in(cfg, run_dir, resume_from, checkpoint, optimizer, extra_callbacks)
+
+
+def checkpoint_trust(cfg: DictConfig) -> dict[str, Any]:
+    """What a resumed checkpoint's stored config may name: vaelab's parts and those of this run's
+    own config (which a resume must match anyway), or anything with ``trust_checkpoint=true``."""
+    own = config_targets(OmegaConf.to_container(cfg, resolve=True))
+    return {"trust": bool(cfg.get("trust_checkpoint", False)), "allowed": own}
 
 
 def _train_in(
@@ -185,8 +218,8 @@ def _train_in(
         # Recorded absolute, so `vaelab eval ckpt=…` finds the file from any directory.
         cfg.dataset.path = str(Path(cfg.dataset.path).expanduser().resolve())
     dataset = hydra.utils.instantiate(cfg.dataset)
-    check_batches_fit(cfg, dataset.image_shape)
     objective = objectives.build(cfg, dataset_size=len(dataset))
+    check_run_fits(cfg, dataset, objective)
     model_inputs = {"image_shape": list(dataset.image_shape), "binary_data": bool(dataset.binary)}
     model = hydra.utils.instantiate(cfg.model, image_shape=tuple(dataset.image_shape), binary_data=dataset.binary)
     data = {key: value for key, value in cfg.data.items() if key != "pairs"}
@@ -239,7 +272,7 @@ def _train_in(
         trainer_cfg,
         logger=loggers,
         callbacks=callbacks,
-        plugins=[*plugins, atomic_checkpoint_io()],
+        plugins=[*plugins, atomic_checkpoint_io(**checkpoint_trust(cfg))],
         default_root_dir=str(run_dir),
         **trainer_kwargs,
     )

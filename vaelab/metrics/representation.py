@@ -40,6 +40,11 @@ def resolve_precision(precision: str, device) -> str:
     return "bf16" if getattr(device, "type", str(device)) == "cpu" and native_bf16_cpu() else "fp32"
 
 
+def code_table_bytes(grid_size: int, num_dims: int) -> int:
+    """The memory of :class:`CachedEncoder`'s code table: one float64 code per point of the grid."""
+    return grid_size * num_dims * 8
+
+
 class CachedEncoder:
     """``represent`` for a dataset with ``images_at``: encode each distinct flat index once.
 

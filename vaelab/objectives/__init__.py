@@ -23,6 +23,7 @@ import hydra.utils
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from vaelab import CONFIG_DIR
 from vaelab.errors import UserError, check_int, check_real  # noqa: F401 - check_real: the objectives import it from here
 from vaelab.models.vae import VAEOutput
 
@@ -32,7 +33,7 @@ from vaelab.models.vae import VAEOutput
 #   (β; 1/(1+λ) for InfoMax derived; 1/λ on KL[q(z)||p(z)] for InfoMax native).
 # An objective without such a weight (β-TCVAE, ...) refuses them: its knobs are its own.
 SHARED_AXES = ("beta_effective", "kl_weight")
-OBJECTIVE_CONFIGS = Path(__file__).resolve().parent.parent / "conf" / "objective"
+OBJECTIVE_CONFIGS = Path(CONFIG_DIR) / "objective"
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,10 @@ QUICK = (
 )
 
 
+# Reached at the first evaluation (step 20): the time to disentangle's record, whatever the model learnt.
+TIME_TO_ANY_MIG = "time_to_disentangle={metrics/mig:0}"
+
+
 def single_run_dir(root: Path) -> Path:
     (metrics_json,) = (root / "outputs").glob("*/*/metrics.json")
     return metrics_json.parent
@@ -37,8 +41,9 @@ def infomax_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
     cwd = tmp_path_factory.mktemp("infomax")
     # The default W&B mode: no WANDB_MODE, no API key, no ~/.netrc -> offline, said once.
     result = run_vaelab(
-        "train", "objective=infomax", "lambda=3", "logger.wandb.tags=[study]", *QUICK, cwd=cwd, env={"WANDB_MODE": None, "HOME": str(cwd)}
-    )
+        "train", "objective=infomax", "lambda=3", "logger.wandb.tags=[study]", *QUICK, TIME_TO_ANY_MIG,
+        cwd=cwd, env={"WANDB_MODE": None, "HOME": str(cwd)},
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     return result, single_run_dir(cwd)
 
@@ -95,6 +100,8 @@ def test_train_writes_a_complete_run_directory(infomax_run):
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "success"
+    # Time to disentangle: MIG >= 0 at the first evaluation, step 20, of 64 images each.
+    assert metrics["images_per_step"] == 64 and metrics["images_to"] == {"images_to/metrics/mig>=0": 20 * 64}
     final = metrics["final"]
     assert final["train/beta_effective"] == 0.25
     assert {"train/loss", "train/reconstruction", "train/kl_conditional", "metrics/mig"} <= final.keys()
@@ -133,7 +140,7 @@ def test_train_logs_an_offline_wandb_run(infomax_run):
     assert run.exit_code == 0  # finished
     assert run.job_type == "train"
     assert run.tags == ["infomax", "dsprites", "study"]  # the user's tag adds to the defaults
-    assert run.name == ",".join(sorted(["objective=infomax", "lambda=3", "logger.wandb.tags=[study]", *QUICK]))
+    assert run.name == ",".join(sorted(["objective=infomax", "lambda=3", "logger.wandb.tags=[study]", *QUICK, TIME_TO_ANY_MIG]))
     assert run.config["beta_effective"] == 0.25
     assert run.config["lambda"] == 3 and run.config["objective_name"] == "infomax"
     assert run.config["model"]["latent_dim"] == 10
@@ -184,6 +191,7 @@ def test_wandb_summary_has_the_best_validation_loss_and_the_final_scores_as_numb
     assert run.summary["val/loss"] == {"min": min(val_losses), "last": val_losses[-1]}
     final = json.loads((run_dir / "metrics.json").read_text())["final"]
     assert run.summary["metrics/mig"] == final["metrics/mig"]
+    assert run.summary["images_to/metrics/mig>=0"] == 20 * 64  # the time to disentangle, as in metrics.json
     assert all(isinstance(v, float) for k, v in run.summary.items() if k.startswith("metrics/"))  # sortable
 
 

@@ -15,6 +15,11 @@ std over seeds):
 - the validation reconstruction error: the fair axis when objectives weigh different
   KL terms (a rate-distortion view: which disentangles more at the same distortion).
 
+The dots on those plots are the seeds. Across seeds (vaelab/compare_seeds.py): a seed table
+per objective and knob value (`compare_seeds.csv`, `.md`: median, IQR, a bootstrap interval,
+seeds at or above each `--threshold`, the time to disentangle), a quotable line per
+`--contrast` of two of them, and each metric against training images seen, over seeds.
+
 Failed and unfinished runs are listed, never silently dropped. With `--wandb` the table,
 the plots and W&B line charts of the same means go to a W&B run in the sweep's group.
 """
@@ -32,7 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vaelab import compare_seeds
 from vaelab.errors import RunStatus, UserError, user_error_in
+from vaelab.time_to_disentangle import images_per_step_of_config
 
 FIGURES = (
     "metrics/mig",
@@ -80,6 +87,8 @@ class Run:
     kl_weight: float | None = None  # the loss's weight on its KL term, relative to reconstruction
     knobs: dict[str, float] = field(default_factory=dict)  # the objective's own knobs, the first is its axis
     reason: str = ""  # why a damaged run could not be read
+    images_to: dict[str, float | None] = field(default_factory=dict)  # time to disentangle; None: not reached
+    images_per_step: int | None = None  # training images per step (None: unknown)
 
     @property
     def reconstruction(self) -> float | None:
@@ -126,9 +135,13 @@ def read_run(path: Path) -> Run | None:
         status = RunStatus(metrics.get("status", RunStatus.SUCCESS))  # an unknown status: ValueError, damaged
         figures = {key: value for key, value in metrics["final"].items() if isinstance(value, (int, float))}
         shown = "unfinished" if status == RunStatus.RUNNING else status.value  # killed, or still going
+        per_step = metrics.get("images_per_step")
+        if not isinstance(per_step, int):  # a run from before it was recorded
+            per_step = images_per_step_of_config(config)
         return Run(
             path, described["label"], described["beta_effective"], seed, shown, figures,
-            described["kl_weight"], described["knobs"],
+            described["kl_weight"], described["knobs"], images_to=dict(metrics.get("images_to") or {}),
+            images_per_step=per_step,
         )  # fmt: skip
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         return Run(path, objective, None, seed, "damaged", reason=f"metrics.json: {_first_line(error)}")
@@ -191,13 +204,14 @@ def find_runs(directories: list[Path]) -> list[Run]:
 
 def write_csv(runs: list[Run], path: Path) -> None:
     keys = sorted({key for run in runs for key in run.figures})
+    images_keys = compare_seeds.images_to_keys(runs)
     with open(path, "w", newline="") as file:
         writer = csv.writer(file)
-        writer.writerow(["run", "objective", "knobs", "beta_effective", "kl_weight", "seed", "status", *keys])
+        writer.writerow(["run", "objective", "knobs", "beta_effective", "kl_weight", "seed", "status", *keys, *images_keys])
         for run in runs:
             writer.writerow(
                 [run.path, run.objective, run.knob_text, run.beta_effective, run.kl_weight, run.seed, run.status,
-                 *(run.figures.get(k, "") for k in keys)]
+                 *(run.figures.get(k, "") for k in keys), *(compare_seeds.images_to_text(run, k) for k in images_keys)]
             )  # fmt: skip
 
 
@@ -259,6 +273,7 @@ def plot(runs: list[Run], figure: str, path: Path) -> int:
         ticks: set[float] = set()
         for objective, members in sorted(by_objective.items()):
             points = []  # (x, xerr, y, yerr)
+            seeds = []  # (x, y) of each seed: with a handful of seeds, the spread itself is the information
             for group in members:
                 y = group.mean_std(figure)
                 if attribute == "reconstruction":
@@ -268,13 +283,18 @@ def plot(runs: list[Run], figure: str, path: Path) -> int:
                     x = (value, 0.0) if value else None
                 if x is not None and y is not None:
                     points.append((*x, *y))
+                    seeds += [(run.reconstruction if attribute == "reconstruction" else x[0], run.figures[figure])
+                              for run in group.runs if math.isfinite(run.figures.get(figure, math.nan))]  # fmt: skip
             if not points:
                 continue
             points.sort()
             xs, xerr, ys, yerr = zip(*points)
             name = f"{objective} ({next(iter(members[0].knobs))})" if attribute == "knob" else objective
-            panel.errorbar(xs, ys, xerr=xerr if attribute == "reconstruction" else None, yerr=yerr,
-                           marker="o", capsize=3, label=name)  # fmt: skip
+            bars = panel.errorbar(xs, ys, xerr=xerr if attribute == "reconstruction" else None, yerr=yerr,
+                                  marker="o", capsize=3, label=name)  # fmt: skip
+            seeds = [(sx, sy) for sx, sy in seeds if sx is not None]
+            if seeds:
+                panel.scatter(*zip(*seeds), s=10, alpha=0.45, color=bars.lines[0].get_color(), zorder=3)
             if log_scale:
                 ticks.update(xs)
         if log_scale:
@@ -290,7 +310,7 @@ def plot(runs: list[Run], figure: str, path: Path) -> int:
             panel.legend(fontsize=8)
     skipped = sum(run.status != "success" for run in runs)
     note = f"  ({skipped} failed/unfinished runs not shown)" if skipped else ""
-    fig.suptitle(f"{figure}: mean ± std over seeds{note}", fontsize=10)
+    fig.suptitle(f"{figure}: mean ± std over seeds, dots: each seed{note}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -330,13 +350,16 @@ def print_table(runs: list[Run]) -> None:
     from rich.table import Table
 
     shown = _shown(runs)
+    images_keys = compare_seeds.images_to_keys(runs)
     table = Table(title=f"vaelab compare: {len(runs)} runs")
-    columns = ("run", "objective", "knobs", "β_eff", "kl_w", "seed", "status", *(f.removeprefix("metrics/") for f in shown))
+    columns = ("run", "objective", "knobs", "β_eff", "kl_w", "seed", "status", *(f.removeprefix("metrics/") for f in shown),
+               *images_keys)  # fmt: skip
     for column in columns:
         table.add_column(column, justify="left" if column in ("run", "objective", "knobs", "status") else "right")
     for run in sorted(runs, key=lambda r: (r.objective, tuple(r.knobs.values()), r.seed or 0)):
         status = run.status if run.status == "success" else f"[red]{run.status}[/red]"
         values = [f"{run.figures[f]:.3f}" if f in run.figures else "" for f in shown]
+        values += [compare_seeds.images_to_text(run, key) for key in images_keys]
         table.add_row(run.path.name, run.objective, run.knob_text, _number(run.beta_effective),
                       _number(run.kl_weight), str(run.seed), status, *values)  # fmt: skip
     # Piped to a file or another program, print every column whole instead of rich's 80 columns.
@@ -473,7 +496,7 @@ def rank_correlation_line(key: str, metric: str, pairs: list[tuple[float, float]
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vaelab compare", description=__doc__.splitlines()[0])
-    parser.add_argument("directories", nargs="+", type=Path, help="sweep or run directories")
+    parser.add_argument("directories", nargs="*", type=Path, help="sweep or run directories (before --contrast)")
     parser.add_argument("--out", type=Path, help="where compare.csv and the PNGs go (default: the first directory)")
     parser.add_argument(
         "--wandb", action="store_true",
@@ -490,7 +513,12 @@ def main(argv: list[str] | None = None) -> int:
         help="--udr: let the checkpoints name models, datasets and objectives vaelab does not ship (your own "
         "objective from examples/); their code runs, so only for checkpoints you trust",
     )  # fmt: skip
+    compare_seeds.add_arguments(parser)
     args = parser.parse_args(argv)
+    if not args.directories:
+        print("vaelab: error: compare: no directories given (they go before --contrast, which would read them as cells)",
+              file=sys.stderr)  # fmt: skip
+        return 2
     for directory in args.directories:
         if not directory.is_dir():
             print(f"vaelab: error: compare: {directory}: no such directory", file=sys.stderr)
@@ -500,28 +528,34 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vaelab: error: compare: no training runs under {', '.join(map(str, args.directories))}", file=sys.stderr)
         return 2
     out = args.out or args.directories[0]
-    out.mkdir(parents=True, exist_ok=True)
     udr_lines = []
-    if args.udr:
-        try:
+    try:
+        compare_seeds.check_syntax(args)  # before UDR's minutes of encoding
+        if args.udr:
             udr_lines = add_udr(runs, args.udr, trust=args.trust_checkpoints)
-        except Exception as error:
-            user_error = user_error_in(error)  # also one raised inside Hydra's instantiate (a dataset's file)
-            if user_error is None:
-                raise
-            print(f"vaelab: error: {user_error}", file=sys.stderr)
-            return 2
+        present = {key for run in runs if run.status == "success" for key in run.figures}
+        across = compare_seeds.AcrossSeeds.of_arguments(args, groups(runs), present, _shown(runs))
+    except Exception as error:
+        user_error = user_error_in(error)  # also one raised inside Hydra's instantiate (a dataset's file)
+        if user_error is None:
+            raise
+        print(f"vaelab: error: {user_error}", file=sys.stderr)
+        return 2
+    out.mkdir(parents=True, exist_ok=True)
     print_table(runs)
     for line in udr_lines:
         print(line)
+    across.print()
     write_csv(runs, out / "compare.csv")
     write_summary(runs, out)
+    across.write_tables(out)
     plots = {f: out / f"compare_{f.replace('/', '_')}.png" for f in FIGURES}
     plots = {f: path for f, path in plots.items() if plot(runs, f, path)}
+    plots |= across.plot_curves(out)
     bad = [run for run in runs if run.status != "success"]
     for run in bad:
         print(f"{run.status}: {run.path}" + (f" ({run.reason})" if run.reason else ""), file=sys.stderr)
-    print(f"wrote compare.csv, compare_summary.csv, compare_summary.md and {len(plots)} plots to {out}", file=sys.stderr)
+    print(f"wrote compare.csv, compare_summary.csv/.md, compare_seeds.csv/.md and {len(plots)} plots to {out}", file=sys.stderr)
     if args.wandb:
         run_dir = log_to_wandb(runs, plots, out, args.directories[0], args.project)
         if run_dir:

@@ -6,9 +6,10 @@ Every scalar that reaches Lightning's loggers also lands in the run directory, i
   appended and flushed, so a call costs the same at step 10 and at step 10^6. One step
   can span several lines (train, val, metrics): :func:`read_history` merges them.
 - ``metrics.json``: ``{"status": "running" | "success" | "failed" | "interrupted",
-  "objective": {...}, "final": {key: last value}}``, small, rewritten atomically (write,
-  then rename) after every logging call: a crash never leaves it half-written, and a
-  killed run stays "running".
+  "objective": {...}, "images_per_step": n, "images_to": {key: images or null},
+  "final": {key: last value}}`` (images_to: the time to disentangle, vaelab/time_to_disentangle.py),
+  small, rewritten atomically (write, then rename) after every logging call: a crash never
+  leaves it half-written, and a killed run stays "running".
 
 A run can thus be read without W&B. Runs written before the history moved to its own
 file keep it in metrics.json under "history"; :func:`read_history` reads those too.
@@ -27,11 +28,11 @@ from typing import Any
 from pytorch_lightning.loggers import Logger, WandbLogger
 
 from vaelab.errors import DiskFull, RunStatus, UserError, is_disk_full, one_line, write_atomically
+# The files' readers live apart, free of Lightning (vaelab compare reads runs with them).
+from vaelab.history import HISTORY_FILE, METRICS_FILE, read_history, saved_history  # noqa: F401 - read_history: for callers
+from vaelab.time_to_disentangle import first_steps_reaching, images_to
 
 log = logging.getLogger("vaelab")
-
-METRICS_FILE = "metrics.json"
-HISTORY_FILE = "metrics_history.jsonl"
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
@@ -40,89 +41,31 @@ def write_json_atomic(path: Path, payload: Any) -> None:
     write_atomically(path, lambda file: file.write(text))
 
 
-def history_lines(path: Path) -> list[tuple[bytes, dict[str, Any]]]:
-    """The (line, entry) pairs of a ``metrics_history.jsonl``. A last line without its newline
-    (a write the machine never finished) is left out; any other line that is not a
-    ``{"step": int, ...}`` object raises ValueError naming it."""
-    data = path.read_bytes()
-    lines = data.split(b"\n")
-    complete = lines[:-1]  # what follows the last newline was never finished
-    pairs = []
-    for number, line in enumerate(complete, start=1):
-        try:
-            entry = json.loads(line)
-            if not isinstance(entry, dict) or not isinstance(entry.get("step"), int):
-                raise ValueError("not a {step: …} entry")
-        except ValueError as error:
-            raise ValueError(f"line {number}: {(str(error).splitlines() or [''])[0]}") from None
-        pairs.append((line + b"\n", entry))
-    return pairs
-
-
-def merge_history(entries) -> list[dict[str, Any]]:
-    """Entries merged by step, in step order: ``[{"step": n, key: value, ...}, ...]``."""
-    by_step: dict[int, dict[str, Any]] = {}
-    for entry in entries:
-        values = dict(entry)
-        by_step.setdefault(values.pop("step"), {}).update(values)
-    return [{"step": step, **by_step[step]} for step in sorted(by_step)]
-
-
-def saved_history(run_dir: str | os.PathLike) -> list[tuple[bytes, dict[str, Any]]]:
-    """The (line, entry) pairs a run logged: from ``metrics_history.jsonl``, or from the
-    "history" of an older run's metrics.json. A damaged file is a one-line UserError (the
-    history is only ever appended to, whole lines at a time, and metrics.json written
-    atomically, so only a bad copy or a disk error damages them)."""
-    history_path, metrics_path = Path(run_dir) / HISTORY_FILE, Path(run_dir) / METRICS_FILE
-    path = history_path if history_path.is_file() else metrics_path
-    try:
-        if path == history_path:
-            return history_lines(path)
-        history = json.loads(path.read_text()).get("history", [])  # none: nothing was logged yet
-        if not isinstance(history, list) or not all(isinstance(e, dict) and isinstance(e["step"], int) for e in history):
-            raise ValueError("its history is not a list of {step: …} entries")
-        return [(json.dumps(entry, allow_nan=True).encode() + b"\n", entry) for entry in history]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        if isinstance(error, KeyError):
-            reason = f"no {reason} key"
-        raise UserError(
-            f"{path} is damaged ({reason}); restore it, or move it aside to resume without the figures logged so far"
-        ) from None
-
-
-def read_history(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """Every figure a run logged, one merged entry per step in step order (what W&B's history
-    holds), from either layout (:func:`saved_history`)."""
-    return merge_history(entry for _, entry in saved_history(run_dir))
-
-
-def finished_figures(run_dir: str | os.PathLike) -> dict[str, float] | None:
-    """The final figures of a run that finished (``metrics.json`` says success), else None
-    (none yet, still running, stopped, failed or unreadable: not finished)."""
-    try:
-        summary = json.loads((Path(run_dir) / METRICS_FILE).read_text())
-        return dict(summary["final"]) if summary.get("status") == RunStatus.SUCCESS.value else None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
-
-
 class MetricsFileLogger(Logger):
     """A Lightning logger that keeps every scalar in ``metrics_history.jsonl`` and the run's
     status and last values in ``metrics.json``. Each call writes a bounded number of bytes:
     its own line, and the summary, whose size depends on the keys, not on the steps."""
 
     def __init__(
-        self, run_dir: str | os.PathLike, resume_step: int | None = None, objective: dict[str, Any] | None = None
+        self,
+        run_dir: str | os.PathLike,
+        resume_step: int | None = None,
+        objective: dict[str, Any] | None = None,
+        thresholds: Mapping[str, float] | None = None,
     ) -> None:
         """``resume_step``: continue the files of a run resumed from that step, dropping what
         was logged after it (the resumed run logs those steps again, with the same values).
         ``objective``: the trained objective's description (``Objective.describe``), which
-        ``vaelab compare`` reads; kept under "objective"."""
+        ``vaelab compare`` reads; kept under "objective". ``thresholds``: the time to
+        disentangle's {figure: threshold} (vaelab/time_to_disentangle.py), kept under
+        "images_to" once :attr:`images_per_step` is set (the trainer knows its world size)."""
         super().__init__()
         self.path = Path(run_dir) / METRICS_FILE
         self.history_path = Path(run_dir) / HISTORY_FILE
         self.objective = objective
+        self.thresholds = dict(thresholds or {})
+        self.images_per_step: int | None = None
+        self.reached: dict[str, int] = {}  # threshold key -> the first step at or above it
         self.final: dict[str, float] = {}
         self.last_step = 0  # where a figure logged without a step goes
         self.status = RunStatus.RUNNING
@@ -136,6 +79,7 @@ class MetricsFileLogger(Logger):
             for _, entry in kept:
                 self.last_step = max(self.last_step, entry["step"])
                 self.final.update({key: value for key, value in entry.items() if key != "step"})
+            self.reached = first_steps_reaching((entry for _, entry in kept), self.thresholds)
             # The history up to the checkpoint, whole lines as they were; the run appends to it.
             lines = b"".join(line for line, _ in kept)
             write_atomically(self.history_path, lambda file: file.write(lines))
@@ -160,6 +104,7 @@ class MetricsFileLogger(Logger):
         self.last_step = max(self.last_step, step)
         self._append(json.dumps({"step": step, **values}, allow_nan=True).encode() + b"\n")
         self.final.update(values)
+        self.reached = {**first_steps_reaching([{"step": step, **values}], self.thresholds), **self.reached}  # first stays
         self._saved = False
         self.save()
 
@@ -185,8 +130,14 @@ class MetricsFileLogger(Logger):
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         header = {"objective": self.objective} if self.objective is not None else {}
+        if self.thresholds and self.images_per_step is not None:
+            header |= {"images_per_step": self.images_per_step, "images_to": self.images_to()}
         write_json_atomic(self.path, {"status": self.status.value, **header, "final": self.final})
         self._saved = True
+
+    def images_to(self) -> dict[str, int | None]:
+        """Each threshold's training images at its first logged value at or above it; None: not (yet) reached."""
+        return images_to(self.thresholds, self.reached, self.images_per_step or 0)
 
     def finalize(self, status: str) -> None:
         """Lightning's end of training (:meth:`RunStatus.of_lightning`)."""
@@ -214,10 +165,11 @@ def build_loggers(
     run_dir: str | os.PathLike,
     resume_step: int | None = None,
     objective: dict[str, Any] | None = None,
+    thresholds: Mapping[str, float] | None = None,
     **fill: Any,
 ) -> tuple[MetricsFileLogger, list[Logger]]:
     """The run's loggers: the metrics files always (with ``objective``, a training run's
-    objective description), plus every one ``logger=`` selects, in its order: each
+    objective description, and ``thresholds``, its time to disentangle's), plus every one ``logger=`` selects, in its order: each
     conf/logger/<name>.yaml puts its settings under ``logger.<name>`` (``logger=[wandb,csv]``:
     both; ``logger=none``: none).
 
@@ -234,7 +186,7 @@ def build_loggers(
             owners = [other for other, settings in logger_cfg.items() if isinstance(settings, Mapping) and name in settings]
             hint = f"logger.{owners[0]}.{name}" if owners else f"logger.<name>.{name}"
             raise UserError(f"logger.{name}: not a logger; each logger's settings are under its name ({hint}=…)")
-    metrics_file = MetricsFileLogger(run_dir, resume_step=resume_step, objective=objective)
+    metrics_file = MetricsFileLogger(run_dir, resume_step=resume_step, objective=objective, thresholds=thresholds)
     loggers: list[Logger] = [metrics_file]
     for name, spec in (logger_cfg or {}).items():
         extra = {key: value for key, value in fill.items() if value is not None and spec.get(key, 0) is None}
@@ -431,18 +383,21 @@ def wandb_settings():
 def finish_run(loggers: list[Logger], exit_code: int = 0) -> None:
     """End every logger as a run ending with ``exit_code`` ends (:meth:`RunStatus.of_exit_code`).
 
-    metrics.json gets the status; the W&B run gets it in its summary, is marked preempting
+    metrics.json gets the status; the W&B run gets it and the time to disentangle in its summary, is marked preempting
     (W&B's state for a run that will resume) when interrupted, and is finished with the same
     exit code: without ``finish()`` a multirun logs all its jobs into one run.
     """
     status = RunStatus.of_exit_code(exit_code)
+    # The time to disentangle (null where not reached) joins the summary: metrics.json holds it too.
+    reached = {key: value for logger in loggers if isinstance(logger, MetricsFileLogger) and logger.images_per_step
+               for key, value in logger.images_to().items()}  # fmt: skip
     for logger in loggers:
         if isinstance(logger, MetricsFileLogger):
             logger.end(status)
         elif isinstance(logger, WandbLogger) and logger._experiment is not None:
             try:
                 run = logger.experiment
-                run.summary["status"] = status.value
+                run.summary.update({"status": status.value, **reached})
                 if status == RunStatus.INTERRUPTED:
                     run.mark_preempting()
                 run.finish(exit_code=exit_code)

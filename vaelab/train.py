@@ -28,11 +28,13 @@ from vaelab.data.pairs import RANDOM_K, PairSampling
 from vaelab.data.stream import GroundTruthDataModule
 from vaelab.distributed import is_worker, launching_workers
 from vaelab.errors import DiskFull, UserError, check_int, check_real, is_disk_full
-from vaelab.loggers import build_loggers, finish_run, finished_figures
+from vaelab.history import finished_figures
+from vaelab.loggers import build_loggers, finish_run
 from vaelab.module import VAEModule
 from vaelab.rundir import run_dir_lock
 from vaelab.search import check_optimized_metric
 from vaelab.system import check_bytes_fit, check_fits_in_memory, resolve_training_precision, set_num_threads, tune_glibc_malloc
+from vaelab.time_to_disentangle import CONFIG_KEY as TIME_TO_DISENTANGLE, check_thresholds, images_per_step
 
 log = logging.getLogger("vaelab")
 
@@ -120,7 +122,8 @@ def check_run_fits(cfg: DictConfig, dataset, objective) -> None:
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
     batch_size = check_int("data.batch_size", cfg.data.batch_size, minimum=1)
     val_size = check_int("data.val_size", cfg.data.val_size, minimum=1)
-    check_fits_in_memory("data.batch_size", batch_size, dataset.image_shape, "one batch", accelerator)
+    pairs = 2 if objective.trains_on_pairs else 1  # batch_size counts pairs then
+    check_fits_in_memory("data.batch_size", batch_size * pairs, dataset.image_shape, "one batch", accelerator)
     check_fits_in_memory("data.val_size", val_size, dataset.image_shape, "the validation set", accelerator)
     with torch.device("meta"):
         model = hydra.utils.instantiate(cfg.model, image_shape=tuple(dataset.image_shape), binary_data=dataset.binary)
@@ -176,6 +179,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     ``extra_callbacks`` lets programs (benchmarks, notebooks) watch a run without a config.
     """
     check_schedule(cfg)
+    thresholds = _time_to_disentangle_thresholds(cfg)
     check_optimized_metric(cfg)  # a score the final suite never computes would cost a whole run first
     optimizer = check_optimizer(cfg)
     if cfg.get("tune_malloc", True):
@@ -193,7 +197,12 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     hint = f"wait for it to end before resume={resume_from}" if resume_from else "give this run its own hydra.run.dir"
     with run_dir_lock(run_dir, enabled=not is_worker(), hint=hint):
         checkpoint = load_checkpoint(resume_from, key="resume", **checkpoint_trust(cfg)) if resume_from else None
-        return _train_in(cfg, run_dir, resume_from, checkpoint, optimizer, extra_callbacks)
+        return _train_in(cfg, run_dir, resume_from, checkpoint, optimizer, thresholds, extra_callbacks)
+
+
+def _time_to_disentangle_thresholds(cfg: DictConfig) -> dict[str, float]:
+    value = cfg.get(TIME_TO_DISENTANGLE)
+    return check_thresholds(OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value)
 
 
 def checkpoint_trust(cfg: DictConfig) -> dict[str, Any]:
@@ -209,6 +218,7 @@ def _train_in(
     resume_from: Path | None,
     checkpoint: dict[str, Any] | None,
     optimizer,
+    thresholds: dict[str, float],
     extra_callbacks: list[pl.Callback] | None,
 ) -> dict[str, float]:
     """``train`` once the run directory is known and held."""
@@ -243,7 +253,9 @@ def _train_in(
     worker = is_worker()
     metrics_file, loggers = None, []
     if not worker:
-        metrics_file, loggers = build_loggers(cfg.get("logger"), run_dir, resume_step, objective.describe(), run_id=wandb_id)
+        metrics_file, loggers = build_loggers(
+            cfg.get("logger"), run_dir, resume_step, objective.describe(), thresholds=thresholds, run_id=wandb_id
+        )
     for logger in loggers:
         if isinstance(logger, WandbLogger):
             # Kept in the checkpoint: `vaelab eval` joins the group, a resume the run.
@@ -276,6 +288,8 @@ def _train_in(
         default_root_dir=str(run_dir),
         **trainer_kwargs,
     )
+    if metrics_file is not None:  # the time to disentangle counts images, across every process
+        metrics_file.images_per_step = images_per_step(cfg, trainer.world_size, pairs=objective.trains_on_pairs)
 
     log.info(
         "training %s (%s) on %s for %d steps -> %s",

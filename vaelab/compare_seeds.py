@@ -1,0 +1,360 @@
+"""`vaelab compare`'s view across seeds: per-cell statistics, contrasts between two cells, and
+figures against training images.
+
+A cell is one objective at one setting of its knobs (vaelab/compare.py's ``Group``): its runs
+differ only by seed. For each cell and figure the seed table gives the number of seeds, mean ±
+std, median and interquartile range, a bootstrap 95% interval of the mean and, per
+``--threshold``, how many seeds are at or above it; and, for each time to disentangle a run
+recorded (``images_to/…``), how many seeds reached it and the median images (a seed that never
+reached it counts as never: the median is "not reached" when half of them did not). A contrast
+is one line a reader can quote: the difference of two cells' means, its bootstrap interval and
+a permutation-test p-value (vaelab/seed_statistics.py has the maths). The curves are each
+figure's periodic values against the training images seen, median and interquartile band over
+a cell's seeds, from each run's history.
+
+Cells here are anything with ``objective``, ``knobs``, ``knob_text``, ``beta_effective``,
+``kl_weight``, ``runs`` and ``values(figure)``; runs, anything with ``path``, ``figures``,
+``images_to`` and ``images_per_step``: compare.py imports this module, not the reverse.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import math
+import sys
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vaelab import seed_statistics
+from vaelab.errors import UserError, write_atomically
+from vaelab.history import figure_histories
+from vaelab.time_to_disentangle import parse_threshold_key
+
+SEEDS_HEADER = ["objective", "knobs", "figure", "seeds", "mean ± std", "median", "IQR",
+                "bootstrap 95% CI of the mean", "at or above threshold"]  # fmt: skip
+NOT_REACHED = "not reached"
+CONTRAST_DEFAULT = "metrics/mig"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """compare's flags for statistics across seeds."""
+    parser.add_argument(
+        "--threshold", action="append", default=[], metavar="FIGURE=NUMBER",
+        help="count each cell's seeds at or above it, e.g. metrics/mig=0.2 (repeatable)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--metric", action="append", default=[], metavar="FIGURE",
+        help=f"the figure(s) of the seed table and of --contrast (repeatable; default: the metrics present, "
+        f"and {CONTRAST_DEFAULT} for a contrast)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--contrast", action="append", nargs="+", default=[], metavar="KEY=VALUE",
+        help="two cells A B (each KEY=VALUE[,KEY=VALUE…] of objective, a knob, beta_effective, kl_weight), then "
+        "KEY=VALUE for both: B − A, its bootstrap 95%% interval and permutation p-value, in one line (repeatable)",
+    )  # fmt: skip
+
+
+def check_syntax(args: argparse.Namespace) -> None:
+    """A UserError for a malformed --threshold or --contrast, before compare reads or computes more."""
+    for text in args.threshold:
+        parse_threshold(text)
+    for items in args.contrast:
+        parse_contrast(items)
+
+
+def images_to_keys(runs: list) -> list[str]:
+    """The time-to-disentangle figures any run recorded."""
+    return sorted({key for run in runs for key in run.images_to})
+
+
+def images_to_text(run, key: str) -> str:
+    """A run's images to a threshold, "not reached" (recorded null), or "" (not recorded)."""
+    if key not in run.images_to:
+        return ""
+    value = run.images_to[key]
+    return NOT_REACHED if value is None else f"{value:.0f}"
+
+
+def parse_threshold(text: str) -> tuple[str, float]:
+    """``--threshold metrics/mig=0.2`` as (figure, threshold)."""
+    figure, sep, value = text.rpartition("=")
+    try:
+        threshold = float(value)
+    except ValueError:
+        threshold = math.nan
+    if not sep or not figure or not math.isfinite(threshold):
+        raise UserError(f"compare --threshold {text!r}: expected FIGURE=NUMBER, e.g. metrics/mig=0.2")
+    return figure, threshold
+
+
+def parse_filters(text: str) -> dict[str, str]:
+    """``objective=betavae,beta=4`` as {key: value}."""
+    filters = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise UserError(f"compare --contrast {text!r}: expected KEY=VALUE[,KEY=VALUE…], e.g. objective=betavae,kl_weight=6")
+        filters[key.strip()] = value.strip()
+    return filters
+
+
+def parse_contrast(items: list[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """``--contrast A B [KEY=VALUE …]``: the filters of cells A and B, each side its own and the
+    trailing ones applying to both (a side's own value wins)."""
+    if len(items) < 2:
+        raise UserError(f"compare --contrast {' '.join(items)}: expected two cells, e.g. --contrast objective=betavae objective=infomax_native kl_weight=6")
+    shared: dict[str, str] = {}
+    for item in items[2:]:
+        shared |= parse_filters(item)
+    sides = [parse_filters(items[0]), parse_filters(items[1])]
+    return tuple(side | {key: value for key, value in shared.items() if key not in side} for side in sides)
+
+
+def _normalized_objective(name: str) -> str:
+    return name.lower().replace("_", "-")  # objective=infomax_native (its config) is infomax-native (its label)
+
+
+def cell_matches(cell, filters: dict[str, str], flag_text: str) -> bool:
+    """Whether ``cell`` has every filtered value: ``objective`` (its config name or label),
+    ``beta_effective``, ``kl_weight`` or one of its knobs (numbers equal within a relative 1e-6:
+    kl_weight=6 is the 1/λ of λ = 1/6)."""
+    for key, wanted in filters.items():
+        if key == "objective":
+            if _normalized_objective(cell.objective) != _normalized_objective(wanted):
+                return False
+            continue
+        try:
+            number = float(wanted)
+        except ValueError:
+            raise UserError(f"compare --contrast {flag_text}: {key}={wanted!r} is not a number") from None
+        if key in cell.knobs:
+            value = cell.knobs[key]
+        else:  # beta_effective, kl_weight: None for an objective without one
+            value = getattr(cell, key, None) if key in ("beta_effective", "kl_weight") else None
+        if value is None or not math.isclose(value, number, rel_tol=1e-6, abs_tol=1e-12):
+            return False
+    return True
+
+
+def cell_name(cell) -> str:
+    return f"{cell.objective} ({cell.knob_text})" if cell.knobs else cell.objective
+
+
+def select_cell(cells: list, filters: dict[str, str]) -> Any:
+    """The one cell matching ``filters``; a UserError when none or several do, or a key is unknown."""
+    text = ",".join(f"{key}={value}" for key, value in filters.items())
+    known = {"objective", "beta_effective", "kl_weight"} | {knob for cell in cells for knob in cell.knobs}
+    unknown = sorted(set(filters) - known)
+    if unknown:
+        raise UserError(f"compare --contrast {text}: no cell has {', '.join(unknown)}; keys: {', '.join(sorted(known))}")
+    found = [cell for cell in cells if cell_matches(cell, filters, text)]
+    if len(found) != 1:
+        listed = "; ".join(cell_name(cell) for cell in (found or cells))
+        if not found:
+            raise UserError(f"compare --contrast {text}: matches no cell of finished runs; cells: {listed}")
+        raise UserError(f"compare --contrast {text}: matches {len(found)} cells ({listed}); add KEY=VALUE to choose one")
+    return found[0]
+
+
+def _signed(value: float) -> str:
+    """+0.041 / −0.012 (a true minus sign); an exact 0 as 0."""
+    return "0" if value == 0 else f"{value:+.3g}".replace("-", "−")
+
+
+def contrast_line(figure: str, a, b) -> str:
+    """``figure: B − A = d [bootstrap 95% CI lo, hi; R resamples], p = … (test; n_B vs n_A seeds)``."""
+    values_a, values_b = a.values(figure), b.values(figure)
+    for cell, values in ((a, values_a), (b, values_b)):
+        if not values:
+            raise UserError(f"compare --contrast: {cell_name(cell)} has no {figure} (its runs did not record it)")
+    result = seed_statistics.contrast(values_a, values_b)
+    low, high = result.interval
+    test = result.test
+    how = (f"all {test.splits:,} splits" if test.exact
+           else f"{test.splits:,} random splits, seed {seed_statistics.PERMUTATION_SEED}")  # fmt: skip
+    p = "1" if test.p == 1 else f"{test.p:.2g}"
+    return (
+        f"{figure}: {cell_name(b)} − {cell_name(a)} = {_signed(result.difference)} "
+        f"[bootstrap 95% CI {_signed(low)}, {_signed(high)}; {seed_statistics.BOOTSTRAP_RESAMPLES:,} resamples], "
+        f"p = {p} (two-sided permutation test, {how}; {result.n_b} vs {result.n_a} seeds)"
+    )
+
+
+def _images(value: float) -> str:
+    return NOT_REACHED if math.isinf(value) else f"{value:,.0f}"
+
+
+def seed_rows(cells: list, figures: list[str], thresholds: list[tuple[str, float]]) -> list[list[str]]:
+    """SEEDS_HEADER's rows: each cell's statistics of each figure it has, then of each time to
+    disentangle its runs recorded."""
+    images_keys = images_to_keys([run for cell in cells for run in cell.runs])
+    rows = []
+    for cell in cells:
+        head = [cell.objective, cell.knob_text]
+        for figure in figures:
+            values = cell.values(figure)
+            if not values:
+                continue
+            summary = seed_statistics.summarize(values)
+            interval = "" if summary.interval is None else f"[{summary.interval[0]:.3f}, {summary.interval[1]:.3f}]"
+            reached = []
+            for name, threshold in thresholds:
+                if name == figure:
+                    count, n = seed_statistics.fraction_at_or_above(values, threshold)
+                    reached.append(f"≥{threshold:g}: {count}/{n}")
+            rows.append([*head, figure, str(summary.n), f"{summary.mean:.3f} ± {summary.std:.3f}", f"{summary.median:.3f}",
+                         f"{summary.q1:.3f}–{summary.q3:.3f}", interval, "; ".join(reached)])  # fmt: skip
+        for key in images_keys:
+            recorded = [run.images_to[key] for run in cell.runs if key in run.images_to]
+            if not recorded:
+                continue
+            images = [math.inf if value is None else float(value) for value in recorded]
+            median = float(np.median(images))
+            reached_count = sum(value is not None for value in recorded)
+            rows.append([*head, key, str(len(images)), "", _images(median), "", "", f"reached {reached_count}/{len(images)}"])
+    return rows
+
+
+def write_seed_tables(rows: list[list[str]], out: Path) -> None:
+    """compare_seeds.csv and compare_seeds.md (a Markdown table for results pages)."""
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(SEEDS_HEADER)
+    writer.writerows(rows)
+    csv_bytes = text.getvalue().encode()
+    write_atomically(out / "compare_seeds.csv", lambda file: file.write(csv_bytes))
+    lines = ["| " + " | ".join(SEEDS_HEADER) + " |", "|" + " --- |" * len(SEEDS_HEADER)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    markdown = ("\n".join(lines) + "\n").encode()
+    write_atomically(out / "compare_seeds.md", lambda file: file.write(markdown))
+
+
+def print_seed_table(rows: list[list[str]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    title = (f"across seeds (bootstrap: {seed_statistics.BOOTSTRAP_RESAMPLES:,} resamples, seed "
+             f"{seed_statistics.BOOTSTRAP_SEED}; IQR: first to third quartile)")  # fmt: skip
+    table = Table(title=title)
+    for column in SEEDS_HEADER:
+        table.add_column(column, justify="left" if column in ("objective", "knobs", "figure") else "right")
+    for row in rows:
+        table.add_row(*row)
+    # Piped to a file or another program, every column whole (as compare's run table).
+    Console(width=None if sys.stdout.isatty() else 10_000).print(table)
+
+
+def curves(cells: list, figures: list[str]) -> dict[str, list[tuple[Any, np.ndarray, np.ndarray]]]:
+    """For each figure: per cell, (cell, images, values over seeds: (seeds, points) with NaN where
+    a seed has no value at that point). Runs without a known images_per_step are left out; a
+    run whose history cannot be read too (compare lists damaged runs already)."""
+    found: dict[str, list] = defaultdict(list)
+    for cell in cells:
+        per_figure: dict[str, list[dict[int, float]]] = defaultdict(list)
+        for run in cell.runs:
+            if not run.images_per_step:
+                continue
+            try:
+                histories = figure_histories(run.path, figures)
+            except UserError:
+                continue
+            for figure, history in histories.items():
+                if history:
+                    per_figure[figure].append({step * run.images_per_step: value for step, value in history})
+        for figure, seeds in per_figure.items():
+            images = np.array(sorted({x for seed in seeds for x in seed}), dtype=float)
+            values = np.array([[seed.get(x, math.nan) for x in images] for seed in seeds])
+            found[figure].append((cell, images, values))
+    return found
+
+
+def plot_against_images(figure: str, cell_curves: list, thresholds: list[float], path: Path) -> bool:
+    """One PNG of ``figure`` against training images: per cell, the median over seeds and the
+    band between the quartiles; dashed lines at ``thresholds``. False when nothing has two points."""
+    drawn = [(cell, images, values) for cell, images, values in cell_curves if len(images) >= 2]
+    if not drawn:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, panel = plt.subplots(figsize=(7, 4.5))
+    for cell, images, values in drawn:
+        # nanpercentile goes column by column: only where some seed lacks a point.
+        percentiles = np.nanpercentile if np.isnan(values).any() else np.percentile
+        q1, median, q3 = percentiles(values, [25, 50, 75], axis=0)
+        (line,) = panel.plot(images, median, marker="o", markersize=3, label=f"{cell_name(cell)}, {len(values)} seeds")
+        panel.fill_between(images, q1, q3, color=line.get_color(), alpha=0.2, linewidth=0)
+    for threshold in thresholds:
+        panel.axhline(threshold, color="grey", linestyle="--", linewidth=1)
+    panel.set_xlabel("training images seen (step × images per step)")
+    panel.set_ylabel(figure)
+    panel.grid(True, alpha=0.3)
+    panel.legend(fontsize=7)
+    panel.set_title(f"{figure} against training images: median and interquartile band over seeds", fontsize=9)
+    fig.tight_layout()
+    write_atomically(path, lambda file: fig.savefig(file, format="png", dpi=100))
+    plt.close(fig)
+    return True
+
+
+@dataclass
+class AcrossSeeds:
+    """What compare's flags ask for across seeds, checked: the seed table's rows, the contrast
+    lines, and the figures drawn against training images."""
+
+    cells: list
+    figures: list[str]  # of the seed table; those under metrics/ are drawn against images too
+    thresholds: list[tuple[str, float]]
+    rows: list[list[str]]
+    contrast_lines: list[str]
+
+    @classmethod
+    def of_arguments(cls, args, cells: list, present: set[str], headline: list[str]) -> AcrossSeeds:
+        """From the flags of :func:`add_arguments`, for ``cells`` (finished runs by objective and
+        knobs) whose runs have the figures ``present``; ``headline``: the figures compare shows.
+        A UserError for a malformed flag, a figure no finished run has, or a cell not singled out."""
+        thresholds = [parse_threshold(text) for text in args.threshold]
+        contrasts = [parse_contrast(items) for items in args.contrast]
+        contrast_figures = args.metric or [CONTRAST_DEFAULT]
+        asked = [*args.metric, *(figure for figure, _ in thresholds), *(contrast_figures if contrasts else [])]
+        for figure in dict.fromkeys(asked):
+            if figure not in present:
+                raise UserError(f"compare: no finished run has {figure}; figures: {', '.join(headline) or 'none'}")
+        figures = list(args.metric) or [figure for figure in headline if figure.startswith("metrics/")]
+        figures += [figure for figure, _ in thresholds if figure not in figures]
+        lines = []
+        for filters_a, filters_b in contrasts:
+            a, b = select_cell(cells, filters_a), select_cell(cells, filters_b)
+            lines += [contrast_line(figure, a, b) for figure in contrast_figures]
+        return cls(cells, figures, thresholds, seed_rows(cells, figures, thresholds), lines)
+
+    def print(self) -> None:
+        """The seed table, then the contrast lines (stdout)."""
+        print_seed_table(self.rows)
+        for line in self.contrast_lines:
+            print(line)
+
+    def write_tables(self, out: Path) -> None:
+        write_seed_tables(self.rows, out)
+
+    def plot_curves(self, out: Path) -> dict[str, Path]:
+        """compare_images_<figure>.png for each metric of the seed table that runs logged at two
+        points or more; the --threshold and time-to-disentangle thresholds dashed. {name: path}."""
+        recorded = [parse_threshold_key(key) for key in images_to_keys([run for cell in self.cells for run in cell.runs])]
+        thresholds = [*self.thresholds, *filter(None, recorded)]
+        plots = {}
+        metrics = [figure for figure in self.figures if figure.startswith("metrics/")]
+        for figure, cell_curves in curves(self.cells, metrics).items():
+            lines = sorted({threshold for name, threshold in thresholds if name == figure})
+            path = out / f"compare_images_{figure.replace('/', '_')}.png"
+            if plot_against_images(figure, cell_curves, lines, path):
+                plots[f"images/{figure}"] = path
+        return plots

@@ -191,6 +191,12 @@ def test_trust_checkpoint_admits_your_own_parts_but_never_pickled_code(tmp_path,
     # Today's checkpoint itself loads on every path without trust (the resume through Lightning's read).
     assert call_vaelab(*evaluate, f"ckpt={last}", f"hydra.run.dir={tmp_path / 'eval'}", **cli).returncode == 0
     assert not VAEModule.load_from_checkpoint(last).training
+    # A validation set no machine holds, stored in a checkpoint: eval's pictures refuse it in one line.
+    huge = {**checkpoint, "vaelab_config": {**checkpoint["vaelab_config"], "objective": torch.load(last, weights_only=True)["vaelab_config"]["objective"],
+                                            "data": {**checkpoint["vaelab_config"]["data"], "val_size": 10**12}}}  # fmt: skip
+    torch.save(huge, tmp_path / "huge.ckpt")
+    result = call_vaelab(*evaluate, f"ckpt={tmp_path / 'huge.ckpt'}", f"hydra.run.dir={tmp_path / 'huge'}", **cli)
+    assert result.returncode == 2 and "the checkpoint's data.val_size=1000000000000: its validation set" in vaelab_errors(result.stderr)[0]
     resumed = call_vaelab("train", *TINY, "trainer.max_steps=4", "resume=auto", f"hydra.run.dir={run_dir}", **cli)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert torch.load(last, weights_only=True)["global_step"] == 4

@@ -150,8 +150,14 @@ def save_pictures(checkpoint, dataset, model, images_cfg, directory: Path, step:
     from vaelab.data.stream import GroundTruthDataModule
     from vaelab.images import model_pictures, save_and_log
 
+    from vaelab.system import check_fits_in_memory
+
     # Pictures are of single images: the pairs a weakly-supervised run trained on play no part.
-    data = GroundTruthDataModule(dataset, **{k: v for k, v in checkpoint["vaelab_config"].get("data", {}).items() if k != "pairs"})
+    settings = {k: v for k, v in checkpoint["vaelab_config"].get("data", {}).items() if k != "pairs"}
+    data = GroundTruthDataModule(dataset, **settings)
+    # The pictures' images are the first of the validation set, rendered whole: a size stored in
+    # a checkpoint from elsewhere must fit like the training run's own did.
+    check_fits_in_memory("the checkpoint's data.val_size", data.val_size, dataset.image_shape, "its validation set", "cpu")
     parameter = next(model.parameters())
     images = data.val_images[: images_cfg.num_images].to(device=parameter.device, dtype=parameter.dtype)
     pictures = model_pictures(model, images, images_cfg.steps, images_cfg.extent)

@@ -132,10 +132,6 @@ class GroundTruthDataModule(pl.LightningDataModule):
         # Pairs travel as (P, 2, C, H, W) so that a batch of the loader never splits one.
         rng = np.random.default_rng(self.val_seed)
         first = self.dataset.sample_factors(max(1, self.val_size // 2), rng)
-        pair_factors = np.stack([first, self.pairs.sample(first, self.dataset.factor_sizes, rng)], axis=1)
-        images, factors = pair_images(self.dataset, pair_factors)
-        count = len(first)
-        return DataLoader(
-            TensorDataset(torch.stack([images[:count], images[count:]], 1), torch.stack([factors[:count], factors[count:]], 1)),
-            batch_size=max(self.batch_size, 128),
-        )
+        pair_factors = np.stack([first, self.pairs.sample(first, self.dataset.factor_sizes, rng)], axis=1)  # (P, 2, K)
+        images = self.dataset.images(pair_factors.reshape(-1, pair_factors.shape[-1])).unflatten(0, pair_factors.shape[:2])
+        return DataLoader(TensorDataset(images, torch.from_numpy(pair_factors)), batch_size=max(self.batch_size, 128))

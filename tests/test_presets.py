@@ -82,6 +82,22 @@ def test_infomax_study_sweeps_every_objective_at_matched_kl_weights(tmp_path, mo
     assert {float(row["kl_weight"]) for row in rows} == {weights[0]}
 
 
+def test_seed_question_reruns_infomax_studys_matched_cells_over_twenty_seeds(tmp_path, monkeypatch, capfd):
+    """experiment=seed_question is experiment=infomax_study's training for its two cells that
+    reconstruct alike (betavae at kl_weight 6, infomax_native at 20), MIG at the end, seeds 0-19."""
+    result = call_vaelab("train", "experiment=seed_question", "--cfg", "hydra", cwd=tmp_path, monkeypatch=monkeypatch, capfd=capfd)
+    assert result.returncode == 0, result.stderr
+    params = OmegaConf.create(result.stdout).hydra.sweeper.params
+    assert dict(params) == {"seed": "range(0,20)"}  # the cell is chosen on the command line, one sweep each
+    for name, weight in (("betavae", 6), ("infomax_native", 20)):
+        cell = [f"objective={name}", f"kl_weight={weight}"]
+        question, study = (compose_train([f"experiment={preset}", *cell], tmp_path) for preset in ("seed_question", "infomax_study"))
+        assert objectives.build(question, dataset_size=737280).kl_weight == pytest.approx(weight)
+        for key in ("objective", "model", "data", "optimizer", "trainer", "kl_weight"):
+            assert question[key] == study[key], key
+        assert list(question.metrics.suite) == ["mig"]
+
+
 @pytest.mark.parametrize(("native", "expected"), [(True, "bf16-mixed"), (False, "32-true")])
 def test_auto_precision_never_trains_in_emulated_bfloat16(monkeypatch, native, expected):
     """trainer.precision=auto (the fast recipe's) picks bf16 only where the CPU computes it natively:

@@ -89,6 +89,45 @@ def test_a_zero_difference_is_exactly_zero_with_p_one():
     assert seed_statistics.permutation_test(values, reordered, exact_limit=0).p == 1.0  # drawn at random too
 
 
+def exact_sign_flip_p(differences: list[str]) -> Fraction:
+    """The sign-flip p-value by enumeration in exact rational arithmetic: the share of the 2^n
+    sign patterns whose |mean| is at least the observed |mean|."""
+    d = [Fraction(value) for value in differences]
+    observed = abs(sum(d))
+    patterns = list(itertools.product((1, -1), repeat=len(d)))
+    return Fraction(sum(abs(sum(s * x for s, x in zip(signs, d))) >= observed for signs in patterns), len(patterns))
+
+
+def test_the_paired_contrast_is_the_mean_per_seed_difference_with_an_exact_sign_flip_p():
+    a = [0.10, 0.14, 0.31, 0.05, 0.22, 0.18]
+    b = [0.13, 0.15, 0.36, 0.04, 0.27, 0.22]  # each seed's B a little above its A: B - A = 0.03, 0.01, 0.05, -0.01, 0.05, 0.04
+    result = seed_statistics.paired_contrast(a, b)
+    expected = exact_sign_flip_p(["0.03", "0.01", "0.05", "-0.01", "0.05", "0.04"])
+    assert result.test.exact and result.test.paired and result.test.splits == 64
+    assert result.test.p == float(expected) == 6 / 64  # |mean| as large: the observed signs, either 0.01 flipped, and the negations
+    assert result.difference == pytest.approx(statistics.fmean(b) - statistics.fmean(a), rel=1e-12)
+    # The interval: percentiles of the means of a direct numpy resample of the differences.
+    d = np.array(b) - np.array(a)
+    rng = np.random.default_rng(seed_statistics.BOOTSTRAP_SEED)
+    means = d[rng.integers(0, len(d), size=(seed_statistics.BOOTSTRAP_RESAMPLES, len(d)))].mean(axis=1)
+    assert result.interval == pytest.approx(tuple(np.percentile(means, [2.5, 97.5])), rel=1e-9)
+    # The seeds' shared luck cancels: unpaired, the same values cannot tell the cells apart.
+    assert result.interval[0] > 0 and seed_statistics.contrast(a, b).interval[0] < 0
+    # More pairs than 2^n can enumerate: random sign patterns, seeded, near the exact p.
+    sampled = seed_statistics.sign_flip_test(d, exact_limit=10)
+    assert not sampled.exact and sampled.splits == seed_statistics.PERMUTATIONS
+    assert sampled == seed_statistics.sign_flip_test(d, exact_limit=10)
+    assert sampled.p == pytest.approx(6 / 64, abs=0.02)
+
+
+def test_a_paired_zero_difference_is_exactly_zero_with_p_one():
+    values = [0.1, 0.2, 0.3, 0.7, 0.05]
+    result = seed_statistics.paired_contrast(values, list(values))
+    assert result.difference == 0.0 and result.interval == (0.0, 0.0) and result.test.p == 1.0
+    with pytest.raises(ValueError, match="one pair per seed"):
+        seed_statistics.paired_contrast(values, values[:3])
+
+
 def test_a_cell_summary_is_the_textbook_one():
     values = [0.30, 0.02, 0.11, 0.25, 0.08]
     summary = seed_statistics.summarize(values)
@@ -223,6 +262,36 @@ def test_compare_prints_the_seed_statistics_and_a_quotable_contrast(study, tmp_p
     assert (timing["median"], timing["at or above threshold"]) == ("192,000", "reached 4/5")
     assert (study / "compare_seeds.md").read_text().count("\n") == 2 + 4
     assert (study / "compare_images_metrics_mig.png").stat().st_size > 0
+
+
+def test_compare_paired_contrasts_the_seeds_both_cells_ran(study, tmp_path, monkeypatch, capfd):
+    # A sixth β-VAE seed with no InfoMax partner is left out of the pairs, and said to be.
+    trained_like(study, "betavae_5", "betavae", 4.0, 5, {4000: 0.5})
+    result = call_vaelab(
+        "compare", str(study), "--paired", "--contrast", "objective=betavae", "objective=infomax_native",
+        cwd=tmp_path, monkeypatch=monkeypatch, capfd=capfd,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    paired = seed_statistics.paired_contrast(BETAVAE_MIG, NATIVE_MIG)  # seeds 0-4 in order in both
+    exact_p = exact_sign_flip_p([str(Fraction(str(n)) - Fraction(str(b))) for b, n in zip(BETAVAE_MIG, NATIVE_MIG)])
+    assert paired.test.p == float(exact_p)
+    low, high = (f"{end:+.3g}".replace("-", "−") for end in paired.interval)
+    line = (f"metrics/mig: infomax-native (lambda=0.25) − betavae (beta=4) = +0.116 [bootstrap 95% CI {low}, {high}; "
+            f"10,000 resamples], p = {float(exact_p):.2g} (two-sided sign-flip test, all 32 sign patterns; "
+            "paired by seed: 5 seeds, 1 run without a partner left out)")  # fmt: skip
+    assert line in result.stdout.splitlines()
+
+
+def test_compare_paired_refuses_a_seed_run_twice_and_a_missing_contrast(study, tmp_path, monkeypatch, capfd):
+    result = call_vaelab("compare", str(study), "--paired", cwd=tmp_path, monkeypatch=monkeypatch, capfd=capfd)
+    assert result.returncode == 2 and result.stderr.startswith("vaelab: error: compare --paired: pairs the seeds of a --contrast")
+    trained_like(study, "betavae_again", "betavae", 4.0, 0, {4000: 0.2})
+    result = call_vaelab(
+        "compare", str(study), "--paired", "--contrast", "objective=betavae", "objective=infomax_native",
+        cwd=tmp_path, monkeypatch=monkeypatch, capfd=capfd,
+    )  # fmt: skip
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith("vaelab: error: compare --paired: betavae (beta=4) has seed 0 twice (")
 
 
 def test_the_curves_are_each_cells_seeds_against_images(study):

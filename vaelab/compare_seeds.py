@@ -8,13 +8,14 @@ std, median and interquartile range, a bootstrap 95% interval of the mean and, p
 recorded (``images_to/…``), how many seeds reached it and the median images (a seed that never
 reached it counts as never: the median is "not reached" when half of them did not). A contrast
 is one line a reader can quote: the difference of two cells' means, its bootstrap interval and
-a permutation-test p-value (vaelab/seed_statistics.py has the maths). The curves are each
+a permutation-test p-value (vaelab/seed_statistics.py has the maths); with ``--paired``, the
+same for the per-seed differences of the seeds both cells ran, and a sign-flip p-value. The curves are each
 figure's periodic values against the training images seen, median and interquartile band over
 a cell's seeds, from each run's history.
 
 Cells here are anything with ``objective``, ``knobs``, ``knob_text``, ``beta_effective``,
-``kl_weight``, ``runs`` and ``values(figure)``; runs, anything with ``path``, ``figures``,
-``images_to`` and ``images_per_step``: compare.py imports this module, not the reverse.
+``kl_weight``, ``runs`` and ``values(figure)``; runs, anything with ``path``, ``seed``,
+``figures``, ``images_to`` and ``images_per_step``: compare.py imports this module, not the reverse.
 """
 
 from __future__ import annotations
@@ -58,6 +59,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="two cells A B (each KEY=VALUE[,KEY=VALUE…] of objective, a knob, beta_effective, kl_weight), then "
         "KEY=VALUE for both: B − A, its bootstrap 95%% interval and permutation p-value, in one line (repeatable)",
     )  # fmt: skip
+    parser.add_argument(
+        "--paired", action="store_true",
+        help="--contrast seed by seed: the mean of each seed's B − A over the seeds both cells ran, its bootstrap "
+        "interval and a sign-flip p-value (for cells run on the same seeds)",
+    )  # fmt: skip
 
 
 def check_syntax(args: argparse.Namespace) -> None:
@@ -66,6 +72,8 @@ def check_syntax(args: argparse.Namespace) -> None:
         parse_threshold(text)
     for items in args.contrast:
         parse_contrast(items)
+    if args.paired and not args.contrast:
+        raise UserError("compare --paired: pairs the seeds of a --contrast; give one, e.g. --contrast objective=betavae objective=infomax_native")
 
 
 def images_to_keys(runs: list) -> list[str]:
@@ -167,22 +175,52 @@ def _signed(value: float) -> str:
     return "0" if value == 0 else f"{value:+.3g}".replace("-", "−")
 
 
-def contrast_line(figure: str, a, b) -> str:
-    """``figure: B − A = d [bootstrap 95% CI lo, hi; R resamples], p = … (test; n_B vs n_A seeds)``."""
+def values_by_seed(cell, figure: str) -> dict[int, float]:
+    """{seed: value} of the cell's runs that recorded ``figure``; a UserError when a seed ran twice
+    (pairing needs one run a seed) or a run's seed is unknown."""
+    found: dict[int, float] = {}
+    for run in cell.runs:
+        value = run.figures.get(figure)
+        if value is None or not math.isfinite(value):
+            continue
+        if run.seed is None or run.seed in found:
+            why = "a run without a known seed" if run.seed is None else f"seed {run.seed} twice"
+            raise UserError(f"compare --paired: {cell_name(cell)} has {why} ({run.path}); pairing needs one run a seed")
+        found[run.seed] = value
+    return found
+
+
+def contrast_line(figure: str, a, b, paired: bool = False) -> str:
+    """``figure: B − A = d [bootstrap 95% CI lo, hi; R resamples], p = … (test; n_B vs n_A seeds)``;
+    ``paired``: the mean per-seed difference over the seeds both cells ran, with a sign-flip test."""
     values_a, values_b = a.values(figure), b.values(figure)
     for cell, values in ((a, values_a), (b, values_b)):
         if not values:
             raise UserError(f"compare --contrast: {cell_name(cell)} has no {figure} (its runs did not record it)")
-    result = seed_statistics.contrast(values_a, values_b)
+    if paired:
+        by_seed_a, by_seed_b = values_by_seed(a, figure), values_by_seed(b, figure)
+        seeds = sorted(by_seed_a.keys() & by_seed_b.keys())
+        if not seeds:
+            raise UserError(f"compare --paired: {cell_name(a)} and {cell_name(b)} share no seed with {figure}")
+        result = seed_statistics.paired_contrast([by_seed_a[s] for s in seeds], [by_seed_b[s] for s in seeds])
+        unpaired = len(by_seed_a) + len(by_seed_b) - 2 * len(seeds)
+        seeds_text = f"paired by seed: {len(seeds)} seeds"
+        if unpaired:
+            seeds_text += f", {unpaired} run{'s' * (unpaired != 1)} without a partner left out"
+        test_name, units = "sign-flip test", "sign patterns"
+    else:
+        result = seed_statistics.contrast(values_a, values_b)
+        seeds_text = f"{result.n_b} vs {result.n_a} seeds"
+        test_name, units = "permutation test", "splits"
     low, high = result.interval
     test = result.test
-    how = (f"all {test.splits:,} splits" if test.exact
-           else f"{test.splits:,} random splits, seed {seed_statistics.PERMUTATION_SEED}")  # fmt: skip
+    how = (f"all {test.splits:,} {units}" if test.exact
+           else f"{test.splits:,} random {units}, seed {seed_statistics.PERMUTATION_SEED}")  # fmt: skip
     p = "1" if test.p == 1 else f"{test.p:.2g}"
     return (
         f"{figure}: {cell_name(b)} − {cell_name(a)} = {_signed(result.difference)} "
         f"[bootstrap 95% CI {_signed(low)}, {_signed(high)}; {seed_statistics.BOOTSTRAP_RESAMPLES:,} resamples], "
-        f"p = {p} (two-sided permutation test, {how}; {result.n_b} vs {result.n_a} seeds)"
+        f"p = {p} (two-sided {test_name}, {how}; {seeds_text})"
     )
 
 
@@ -333,7 +371,7 @@ class AcrossSeeds:
         lines = []
         for filters_a, filters_b in contrasts:
             a, b = select_cell(cells, filters_a), select_cell(cells, filters_b)
-            lines += [contrast_line(figure, a, b) for figure in contrast_figures]
+            lines += [contrast_line(figure, a, b, paired=args.paired) for figure in contrast_figures]
         return cls(cells, figures, thresholds, seed_rows(cells, figures, thresholds), lines)
 
     def print(self) -> None:

@@ -150,6 +150,8 @@ def test_factorvae_loss_and_each_part_gets_only_its_own_gradient():
         (lambda: DIPVAE(type="iii"), "objective.type='iii': expected one of i, ii"),
         (lambda: AnnealedVAE(c_max=0), "c_max=0: expected a number > 0"),
         (lambda: AnnealedVAE(c_steps=0), "objective.c_steps=0: expected an integer >= 1"),
+        (lambda: BetaTCVAE(sampling="queue", dataset_size=100), "objective.sampling='queue': expected one of mws, mss, memory"),
+        (lambda: BetaTCVAE(sampling="memory", memory_size=0, dataset_size=100), "objective.memory_size=0: expected an integer >= 1"),
     ],
 )
 def test_bad_baseline_settings_are_one_line_errors(make, message):
@@ -166,6 +168,8 @@ def test_bad_baseline_settings_are_one_line_errors(make, message):
         pytest.param(("objective=annealedvae", "objective.c_steps=15"), id="annealedvae"),
         # Its pairs are drawn by (seed, step) like single images: a resumed run trains on the same ones.
         pytest.param(("objective=adagvae", "beta=2"), id="adagvae"),
+        # Its memory of recent encodings estimates log q(z): a resumed run must start from the same one.
+        pytest.param(("objective=betatcvae", "beta=4", "objective.sampling=memory", "objective.memory_size=48"), id="betatcvae-memory"),
     ],
 )
 def test_stateful_objectives_resume_bit_for_bit(tmp_path, objective):
@@ -193,6 +197,8 @@ def test_stateful_objectives_resume_bit_for_bit(tmp_path, objective):
     for index, state in adam_whole["state"].items():
         for name, value in state.items():
             assert torch.equal(adam_resumed["state"][index][name], value), (index, name)
+    if "objective.sampling=memory" in objective:
+        assert whole["state_dict"]["objective.memory.mu"].shape == (48, 10)  # full: the last 48 encodings
     if "objective=factorvae" in objective:
         assert any(key.startswith("objective.discriminator.") for key in whole["state_dict"])
         assert len(adam_whole["param_groups"]) == 2 and adam_whole["param_groups"][1]["betas"] == (0.5, 0.9)

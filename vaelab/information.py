@@ -25,8 +25,9 @@ Disentanglement in VAEs", the beta-TCVAE paper):
 - Evaluation set: the exact mixture over all N encodings (`aggregate_posterior_log_density`),
   chunked so memory stays bounded. Not differentiable; for logging.
 - Training minibatch of B << N encodings (`minibatch_log_density`): importance-weighted
-  log-sum-exp over the batch, MWS or MSS weights. Differentiable; used by the native
-  InfoMax loss KL_hat[q(z)||p(z)] + lambda * reconstruction.
+  log-sum-exp over the batch, MWS or MSS weights, or over the batch and a memory of recent
+  encodings (`EncodingMemory`). Differentiable; used by the native InfoMax loss
+  KL_hat[q(z)||p(z)] + lambda * reconstruction and by β-TCVAE's total correlation.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def evaluation_set_bytes(num_samples: int, num_dims: int) -> int:
     return 8 * (5 * num_samples * num_dims + queries * num_dims * components)
 
 
-MINIBATCH_SAMPLING = ("mws", "mss")
+MINIBATCH_SAMPLING = ("mws", "mss", "memory")
 
 
 def gaussian_log_density(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -337,13 +338,36 @@ def information_decomposition(
 # whole set) MWS is exactly the evaluation-set mixture and MSS nearly so.
 
 
-def _minibatch_log_weights(batch_size: int, dataset_size: int, sampling: str, dtype, device) -> torch.Tensor:
+# MEMORY (sampling="memory"): the components are the batch and the R encodings of recent batches
+#   kept by an EncodingMemory (detached: no gradient flows into them). Every component but the
+#   sample's own is treated as a draw from the rest of the dataset: w_ii = 1/N and each of the
+#   B - 1 + R others (N - 1)/(N (B - 1 + R)), unbiased for q(z_i) when the others are uniform
+#   draws from the rest (the memory's came from the encoder of up to R/B steps ago, so only
+#   approximately). With R in the thousands many more components fall near z_i than a batch of
+#   64 offers, so the bias and variance of log q_hat shrink as they do for a batch of B + R, at
+#   (B + R)/B times the batch estimate's cost: the large-batch estimate of Chen et al. (B = 2048)
+#   at a small batch's training cost.
+
+
+def _minibatch_log_weights(batch_size: int, dataset_size: int, sampling: str, dtype, device,
+                           memory_size: int = 0) -> torch.Tensor:  # fmt: skip
+    """(B, B + memory_size) log weights: row i weighs the batch's encodings, then the memory's."""
     if sampling not in MINIBATCH_SAMPLING:
         raise ValueError(f"sampling must be one of {MINIBATCH_SAMPLING}; got {sampling!r}")
     if dataset_size < batch_size:
         raise ValueError(f"dataset_size ({dataset_size}) must be at least the batch size ({batch_size})")
+    if memory_size and sampling != "memory":
+        raise ValueError(f"sampling={sampling!r} weighs the batch alone; a memory of encodings needs sampling='memory'")
     if sampling == "mws":
         return torch.full((batch_size, batch_size), -math.log(batch_size), dtype=dtype, device=device)
+    if sampling == "memory":
+        others = batch_size - 1 + memory_size
+        if others < 1:
+            raise ValueError("memory sampling needs a batch of at least 2 or a non-empty memory")
+        weights = torch.full((batch_size, batch_size + memory_size), (dataset_size - 1) / (dataset_size * others), dtype=torch.float64)
+        rows = torch.arange(batch_size)
+        weights[rows, rows] = 1.0 / dataset_size
+        return weights.log().to(dtype=dtype, device=device)
     if batch_size < 2:
         raise ValueError("mss needs a batch of at least 2")
     others = batch_size - 1
@@ -354,11 +378,18 @@ def _minibatch_log_weights(batch_size: int, dataset_size: int, sampling: str, dt
     return weights.log().to(dtype=dtype, device=device)
 
 
-def _minibatch_log_q(z, mu, logvar, dataset_size, sampling, per_dim):
+def _minibatch_log_q(z, mu, logvar, dataset_size, sampling, per_dim, memory=None):
     _check_encodings(z, mu, logvar)
     if z.shape != mu.shape:
         raise ValueError(f"z must pair one sample with each batch encoding: {tuple(mu.shape)}, got {tuple(z.shape)}")
-    log_w = _minibatch_log_weights(z.shape[0], int(dataset_size), sampling, z.dtype, z.device)
+    if memory is not None:
+        memory_mu, memory_logvar = memory
+        if memory_mu.dim() != 2 or memory_mu.shape[1] != mu.shape[1] or memory_logvar.shape != memory_mu.shape:
+            raise ValueError(f"the memory must be (R, {mu.shape[1]}) encodings; got {tuple(memory_mu.shape)}")
+        mu = torch.cat([mu, memory_mu.to(mu.dtype)])
+        logvar = torch.cat([logvar, memory_logvar.to(logvar.dtype)])
+    memory_size = mu.shape[0] - z.shape[0]
+    log_w = _minibatch_log_weights(z.shape[0], int(dataset_size), sampling, z.dtype, z.device, memory_size)
     log_q_pairs = gaussian_log_density(z.unsqueeze(1), mu.unsqueeze(0), logvar.unsqueeze(0))  # [i, k, j]
     log_qz = torch.logsumexp(log_w + log_q_pairs.sum(dim=2), dim=1)
     log_qz_dims = torch.logsumexp(log_w.unsqueeze(2) + log_q_pairs, dim=1) if per_dim else None
@@ -371,14 +402,47 @@ def minibatch_log_density(
     logvar: torch.Tensor,
     dataset_size: int,
     sampling: str = "mss",
+    memory: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Minibatch estimates (log q_hat(z_i) (B,), log q_hat(z_ij) (B, D)) with z[i] ~ q(z|x_i).
 
     mu, logvar are the batch's own encodings (B, D); dataset_size is N, the size of the set the
-    batch was drawn from; sampling is "mws" or "mss" (see the comment above). Differentiable.
-    Builds a (B, B, D) tensor: fine for training batches, not for evaluation sets.
+    batch was drawn from; sampling is "mws", "mss" or "memory" (see the comments above), and
+    ``memory`` the (mu, logvar) of recent encodings, (R, D) each, for "memory" (None: R = 0).
+    Differentiable in the batch's encodings. Builds a (B, B + R, D) tensor: fine for training
+    batches, not for evaluation sets.
     """
-    return _minibatch_log_q(z, mu, logvar, dataset_size, sampling, per_dim=True)
+    return _minibatch_log_q(z, mu, logvar, dataset_size, sampling, per_dim=True, memory=memory)
+
+
+class EncodingMemory(torch.nn.Module):
+    """The (mu, logvar) of the last ``size`` training encodings, detached and oldest first: the
+    extra components of sampling="memory". Buffers, so a checkpoint keeps them and a resumed run
+    estimates log q(z) from the same components as the uninterrupted one."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+        self.register_buffer("mu", torch.zeros(0, 0))
+        self.register_buffer("logvar", torch.zeros(0, 0))
+
+    def contents(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        return (self.mu, self.logvar) if self.mu.shape[0] else None
+
+    def push(self, mu: torch.Tensor, logvar: torch.Tensor) -> None:
+        """Keep a batch's encodings, dropping the oldest beyond ``size``."""
+        mu, logvar = mu.detach().float(), logvar.detach().float()
+        if self.mu.shape[0]:
+            mu, logvar = torch.cat([self.mu, mu]), torch.cat([self.logvar, logvar])
+        self.mu, self.logvar = mu[-self.size :].clone(), logvar[-self.size :].clone()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # The buffers grow until full: take the saved ones' shapes before they are copied in.
+        for name in ("mu", "logvar"):
+            saved = state_dict.get(prefix + name)
+            if saved is not None:
+                setattr(self, name, torch.empty(saved.shape, dtype=saved.dtype, device=getattr(self, name).device))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 def minibatch_information_terms(
@@ -387,6 +451,7 @@ def minibatch_information_terms(
     logvar: torch.Tensor,
     dataset_size: int,
     sampling: str = "mss",
+    memory: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """The decomposition on one minibatch, each term a differentiable scalar:
     kl_marginal_mb = KL_hat[q(z)||p(z)], mutual_info_mb, total_correlation_mb, dimwise_kl_mb.
@@ -395,7 +460,7 @@ def minibatch_information_terms(
     kl_marginal_mb = mean_i [log q(z_i|x_i) - log p(z_i)] - mutual_info_mb exactly (identity (*)
     with a one-sample conditional KL).
     """
-    log_qz, log_qz_dims = minibatch_log_density(z, mu, logvar, dataset_size, sampling)
+    log_qz, log_qz_dims = minibatch_log_density(z, mu, logvar, dataset_size, sampling, memory)
     log_pz_dims = gaussian_log_density(z, torch.zeros_like(z), torch.zeros_like(z))
     log_qz_given_x = gaussian_log_density(z, mu, logvar).sum(dim=1)
     return {
@@ -412,11 +477,12 @@ def kl_marginal_minibatch(
     logvar: torch.Tensor,
     dataset_size: int,
     sampling: str = "mss",
+    memory: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """KL_hat[q(z)||p(z)] = mean_i (log q_hat(z_i) - log p(z_i)) on a minibatch (differentiable scalar).
 
     The KL term of the native InfoMax loss KL_hat[q(z)||p(z)] + lambda * reconstruction.
     """
-    log_qz, _ = _minibatch_log_q(z, mu, logvar, dataset_size, sampling, per_dim=False)
+    log_qz, _ = _minibatch_log_q(z, mu, logvar, dataset_size, sampling, per_dim=False, memory=memory)
     log_pz = gaussian_log_density(z, torch.zeros_like(z), torch.zeros_like(z)).sum(dim=1)
     return (log_qz - log_pz).mean()

@@ -122,6 +122,32 @@ class Objective(torch.nn.Module):
         raise NotImplementedError(f"objective {type(self).__name__} does not define forward(out, step)")
 
 
+class MinibatchEstimate:
+    """The minibatch estimate of log q(z) that InfoMax native and β-TCVAE put in their losses
+    (vaelab/information.py): ``objective.sampling`` mws | mss | memory, and for memory the
+    recent training encodings kept, ``objective.memory_size``. Mixed into those objectives."""
+
+    def setup_estimate(self, sampling: str, memory_size: int, dataset_size: int | None) -> None:
+        from vaelab.information import MINIBATCH_SAMPLING, EncodingMemory
+
+        if sampling not in MINIBATCH_SAMPLING:
+            raise UserError(f"objective.sampling={sampling!r}: expected one of {', '.join(MINIBATCH_SAMPLING)}")
+        self.sampling = sampling
+        self.dataset_size = dataset_size
+        # A submodule: its buffers go into checkpoints with the model's (exact resume).
+        self.memory = EncodingMemory(check_int("objective.memory_size", memory_size, minimum=1)) if sampling == "memory" else None
+
+    def minibatch_terms(self, out: VAEOutput) -> dict[str, torch.Tensor]:
+        """The minibatch information terms of ``out``; in training, its encodings then join the memory."""
+        from vaelab.information import minibatch_information_terms
+
+        memory = self.memory.contents() if self.memory is not None else None
+        terms = minibatch_information_terms(out.z, out.mu, out.logvar, self.dataset_size, self.sampling, memory)
+        if self.memory is not None and self.training:  # validation batches never enter it
+            self.memory.push(out.mu, out.logvar)
+        return terms
+
+
 def kl_warmup_factor(step: int | None, warmup_steps: int) -> float:
     """The factor on an objective's KL term: 0 at step 0, rising linearly to 1 at ``warmup_steps``.
 

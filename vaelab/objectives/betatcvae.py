@@ -12,7 +12,9 @@ as disentanglement_lib defines it (methods/unsupervised/vae.py, BetaTCVAE: the a
 conditional KL plus (beta - 1) times a minibatch estimate of TC), i.e. Chen et al.'s
 alpha = gamma = 1. TC_hat estimates log q(z) and log q(z_j) on the minibatch by weighted
 (``sampling=mws``, disentanglement_lib's) or stratified (``mss``, Chen et al.'s) sampling,
-with vaelab/information.py's estimators. beta = 1 is the plain VAE.
+or on the minibatch and a memory of the last ``memory_size`` training encodings
+(``sampling=memory``: thousands of components at a small batch's cost), with
+vaelab/information.py's estimators. beta = 1 is the plain VAE.
 
 There is no equivalent β-VAE, so it has no ``beta_effective`` or ``kl_weight``: sweep ``beta``.
 ``kl_warmup_steps`` ramps the whole regulariser (KL and TC terms) in from 0 over that many steps.
@@ -23,12 +25,11 @@ from __future__ import annotations
 import torch
 
 from vaelab.errors import UserError
-from vaelab.information import MINIBATCH_SAMPLING, minibatch_information_terms
 from vaelab.models.vae import VAEOutput
-from vaelab.objectives import Knob, Objective
+from vaelab.objectives import Knob, MinibatchEstimate, Objective
 
 
-class BetaTCVAE(Objective):
+class BetaTCVAE(MinibatchEstimate, Objective):
     name = "betatcvae"
     knobs = (Knob("beta", 1.0, 0.0, "weight of the total correlation TC[q(z)]"),)
 
@@ -38,20 +39,18 @@ class BetaTCVAE(Objective):
         sampling: str = "mss",
         dataset_size: int | None = None,
         kl_warmup_steps: int = 0,
+        memory_size: int = 4096,
     ) -> None:
         super().__init__(kl_warmup_steps)
         self.beta = self.knobs[0].check(beta)
-        if sampling not in MINIBATCH_SAMPLING:
-            raise UserError(f"objective.sampling={sampling!r}: expected one of {', '.join(MINIBATCH_SAMPLING)}")
         if not dataset_size:
             raise UserError("objective=betatcvae needs the dataset size (set objective.dataset_size)")
-        self.sampling = sampling
-        self.dataset_size = dataset_size
+        self.setup_estimate(sampling, memory_size, dataset_size)
 
     def forward(self, out: VAEOutput, step: int | None = None) -> dict[str, torch.Tensor]:
         reconstruction = out.reconstruction.mean()
         kl_conditional = out.kl_conditional.sum(1).mean()
-        minibatch = minibatch_information_terms(out.z, out.mu, out.logvar, self.dataset_size, self.sampling)
+        minibatch = self.minibatch_terms(out)
         regulariser = kl_conditional + (self.beta - 1.0) * minibatch["total_correlation_mb"]
         return {
             "loss": reconstruction + self.warmup(step) * regulariser,

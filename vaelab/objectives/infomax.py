@@ -10,7 +10,8 @@ Barber-Agakov bound H[X|Z] <= E[-log p(x|z)] two losses bound it (up to a consta
     optimum and, under Adam (scale-invariant), the same trajectory.
 
     estimator=native, lambda > 0: keep the marginal KL and estimate it on the minibatch
-    (log q(z) by minibatch-weighted or -stratified sampling, vaelab/information.py),
+    (log q(z) by minibatch-weighted or -stratified sampling, or on the minibatch and a memory
+    of recent training encodings: objective.sampling, vaelab/information.py),
         loss = KL_hat[q(z) || p(z)] + lambda * E[-log p(x|z)]
     Only -lambda * I(X;Z) is bounded, so the bound is tighter in the KL term, but the
     minibatch estimate is noisy and biased for small batches (docs/information.md).
@@ -24,14 +25,13 @@ from __future__ import annotations
 import torch
 
 from vaelab.errors import UserError
-from vaelab.information import MINIBATCH_SAMPLING, minibatch_information_terms
 from vaelab.models.vae import VAEOutput
-from vaelab.objectives import Knob, Objective, check_real
+from vaelab.objectives import Knob, MinibatchEstimate, Objective, check_real
 
 ESTIMATORS = ("derived", "native")
 
 
-class InfoMax(Objective):
+class InfoMax(MinibatchEstimate, Objective):
     name = "infomax"
     # lambda <= -1 has no β-VAE counterpart (beta = 1/(1+lambda) would be infinite or negative).
     knobs = (Knob("lambda", 0.0, -1.0, "weight of I(X;Z) against KL[q(z)||p(z)]", argument="lam"),)
@@ -51,22 +51,22 @@ class InfoMax(Objective):
         sampling: str = "mss",
         dataset_size: int | None = None,
         kl_warmup_steps: int = 0,
+        memory_size: int = 4096,
     ) -> None:
         super().__init__(kl_warmup_steps)
         # Native's lambda must be > 0: unset, it is 1 (KL[q(z)||p(z)] + reconstruction).
         self.lam = 1.0 if lam is None and estimator == "native" else self.knobs[0].check(lam)
         if estimator not in ESTIMATORS:
             raise UserError(f"objective.estimator={estimator!r}: expected one of {', '.join(ESTIMATORS)}")
-        if sampling not in MINIBATCH_SAMPLING:
-            raise UserError(f"objective.sampling={sampling!r}: expected one of {', '.join(MINIBATCH_SAMPLING)}")
         if estimator == "native":
             # The decoder bounds -lambda * I(X;Z) from above only for lambda > 0.
             self.lam = check_real("lambda (objective.estimator=native)", self.lam, above=0.0)
             if not dataset_size:
                 raise UserError("objective.estimator=native needs the dataset size (set objective.dataset_size)")
         self.estimator = estimator
-        self.sampling = sampling
-        self.dataset_size = dataset_size if estimator == "native" else None  # derived: not used
+        self.setup_estimate(sampling, memory_size, dataset_size if estimator == "native" else None)
+        if estimator == "derived":
+            self.memory = None  # derived estimates nothing on the minibatch
         self.beta_effective = 1.0 / (1.0 + self.lam)
         # Native: KL_hat[q(z)||p(z)] + lambda * reconstruction weighs its (marginal) KL by 1/lambda.
         self.kl_weight = 1.0 / self.lam if estimator == "native" else self.beta_effective
@@ -82,6 +82,6 @@ class InfoMax(Objective):
         if self.estimator == "derived":
             loss = (1.0 + self.lam) * reconstruction + warmup * kl_conditional
             return {"loss": loss, "reconstruction": reconstruction, "kl_conditional": kl_conditional}
-        minibatch = minibatch_information_terms(out.z, out.mu, out.logvar, self.dataset_size, self.sampling)
+        minibatch = self.minibatch_terms(out)
         loss = warmup * minibatch["kl_marginal_mb"] + self.lam * reconstruction
         return {"loss": loss, "reconstruction": reconstruction, "kl_conditional": kl_conditional, **minibatch}

@@ -13,6 +13,7 @@ from vaelab.compare import find_runs, plot
 from vaelab.objectives.betatcvae import BetaTCVAE
 from vaelab.objectives.betavae import BetaVAE
 from vaelab.objectives.infomax import InfoMax
+from vaelab.objectives.weak import AdaGVAE, AdaInfoMax
 
 
 def fake_run(root: Path, name: str, objective: str, knob: float, seed: int, mig: float | None, status: str = "success",
@@ -26,6 +27,8 @@ def fake_run(root: Path, name: str, objective: str, knob: float, seed: int, mig:
         "infomax": lambda: InfoMax(lam=knob),
         "infomax-native": lambda: InfoMax(lam=knob, estimator="native", dataset_size=1000),
         "betatcvae": lambda: BetaTCVAE(beta=knob, dataset_size=1000),
+        "adagvae": lambda: AdaGVAE(beta=knob),
+        "adainfomax": lambda: AdaInfoMax(lam=knob, estimator="native", dataset_size=1000),
     }[objective]()
     target = f"{type(trained).__module__}.{type(trained).__name__}"
     (run / ".hydra" / "config.yaml").write_text(f"objective:\n  _target_: {target}\nseed: {seed}\n")

@@ -294,6 +294,20 @@ def test_compare_paired_refuses_a_seed_run_twice_and_a_missing_contrast(study, t
     assert result.stderr.startswith("vaelab: error: compare --paired: betavae (beta=4) has seed 0 twice (")
 
 
+def test_a_contrast_names_cells_by_config_name_where_the_label_differs(tmp_path, monkeypatch, capfd):
+    """objective=adainfomax trains what tables label ada-infomax-native: either name selects it."""
+    sweep = tmp_path / "weak"
+    for seed, (ada, infomax) in enumerate([(0.41, 0.30), (0.43, 0.35), (0.42, 0.33)]):
+        fake_run(sweep, f"a{seed}", "adagvae", 8.0, seed, ada)
+        fake_run(sweep, f"i{seed}", "adainfomax", 0.125, seed, infomax)
+    for name in ("adainfomax", "ada-infomax-native"):
+        result = call_vaelab("compare", str(sweep), "--paired", "--contrast", "objective=adagvae", f"objective={name}",
+                             cwd=tmp_path, monkeypatch=monkeypatch, capfd=capfd)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert "metrics/mig: ada-infomax-native (lambda=0.125) − adagvae (beta=8) = −0.0933 [" in result.stdout
+        assert "(two-sided sign-flip test, all 8 sign patterns; paired by seed: 3 seeds)" in result.stdout
+
+
 def test_the_curves_are_each_cells_seeds_against_images(study):
     from vaelab.compare import find_runs, groups
     from vaelab.compare_seeds import curves

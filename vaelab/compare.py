@@ -89,6 +89,7 @@ class Run:
     reason: str = ""  # why a damaged run could not be read
     images_to: dict[str, float | None] = field(default_factory=dict)  # time to disentangle; None: not reached
     images_per_step: int | None = None  # training images per step (None: unknown)
+    name: str = ""  # the objective's config name (objective=adainfomax), where its label differs
 
     @property
     def reconstruction(self) -> float | None:
@@ -141,7 +142,7 @@ def read_run(path: Path) -> Run | None:
         return Run(
             path, described["label"], described["beta_effective"], seed, shown, figures,
             described["kl_weight"], described["knobs"], images_to=dict(metrics.get("images_to") or {}),
-            images_per_step=per_step,
+            images_per_step=per_step, name=described.get("name", ""),
         )  # fmt: skip
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         return Run(path, objective, None, seed, "damaged", reason=f"metrics.json: {_first_line(error)}")
@@ -228,6 +229,7 @@ class Group:
     knob_text = property(lambda self: self.runs[0].knob_text)
     beta_effective = property(lambda self: self.runs[0].beta_effective)
     kl_weight = property(lambda self: self.runs[0].kl_weight)
+    name = property(lambda self: self.runs[0].name)
 
     def values(self, key: str) -> list[float]:
         found = [run.figures.get(key) for run in self.runs]

@@ -134,7 +134,8 @@ def cell_matches(cell, filters: dict[str, str], flag_text: str) -> bool:
     kl_weight=6 is the 1/λ of λ = 1/6)."""
     for key, wanted in filters.items():
         if key == "objective":
-            if _normalized_objective(cell.objective) != _normalized_objective(wanted):
+            names = {_normalized_objective(cell.objective), _normalized_objective(getattr(cell, "name", "") or cell.objective)}
+            if _normalized_objective(wanted) not in names:
                 return False
             continue
         try:

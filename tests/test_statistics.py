@@ -280,6 +280,7 @@ def test_compare_paired_contrasts_the_seeds_both_cells_ran(study, tmp_path, monk
             f"10,000 resamples], p = {float(exact_p):.2g} (two-sided sign-flip test, all 32 sign patterns; "
             "paired by seed: 5 seeds, 1 run without a partner left out)")  # fmt: skip
     assert line in result.stdout.splitlines()
+    assert (study / "compare_paired_metrics_mig.png").stat().st_size > 0  # each seed's two values
 
 
 def test_compare_paired_refuses_a_seed_run_twice_and_a_missing_contrast(study, tmp_path, monkeypatch, capfd):

@@ -554,6 +554,7 @@ def main(argv: list[str] | None = None) -> int:
     plots = {f: out / f"compare_{f.replace('/', '_')}.png" for f in FIGURES}
     plots = {f: path for f, path in plots.items() if plot(runs, f, path)}
     plots |= across.plot_curves(out)
+    plots |= across.plot_pairs(out)
     bad = [run for run in runs if run.status != "success"]
     for run in bad:
         print(f"{run.status}: {run.path}" + (f" ({run.reason})" if run.reason else ""), file=sys.stderr)

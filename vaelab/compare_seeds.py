@@ -9,7 +9,8 @@ recorded (``images_to/…``), how many seeds reached it and the median images (a
 reached it counts as never: the median is "not reached" when half of them did not). A contrast
 is one line a reader can quote: the difference of two cells' means, its bootstrap interval and
 a permutation-test p-value (vaelab/seed_statistics.py has the maths); with ``--paired``, the
-same for the per-seed differences of the seeds both cells ran, and a sign-flip p-value. The curves are each
+same for the per-seed differences of the seeds both cells ran, and a sign-flip p-value, and a
+picture of each seed's two values. The curves are each
 figure's periodic values against the training images seen, median and interquartile band over
 a cell's seeds, from each run's history.
 
@@ -191,6 +192,46 @@ def values_by_seed(cell, figure: str) -> dict[int, float]:
     return found
 
 
+def paired_values(figure: str, a, b) -> tuple[list[int], list[float], list[float], int]:
+    """The seeds both cells ran with ``figure``, each cell's values on them in that order, and how
+    many runs had no partner."""
+    by_seed_a, by_seed_b = values_by_seed(a, figure), values_by_seed(b, figure)
+    seeds = sorted(by_seed_a.keys() & by_seed_b.keys())
+    if not seeds:
+        raise UserError(f"compare --paired: {cell_name(a)} and {cell_name(b)} share no seed with {figure}")
+    unpaired = len(by_seed_a) + len(by_seed_b) - 2 * len(seeds)
+    return seeds, [by_seed_a[s] for s in seeds], [by_seed_b[s] for s in seeds], unpaired
+
+
+def plot_pairs(figure: str, a, b, line: str, path: Path) -> None:
+    """One PNG of a paired contrast: each seed's value in cell B against its value in cell A, the
+    diagonal where they are equal, and the contrast line as the title."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    seeds, values_a, values_b, _ = paired_values(figure, a, b)
+    fig, panel = plt.subplots(figsize=(5.5, 5.5))
+    low = min(*values_a, *values_b)
+    high = max(*values_a, *values_b)
+    margin = 0.05 * (high - low or 1.0)
+    panel.plot([low - margin, high + margin], [low - margin, high + margin], color="grey", linestyle="--", linewidth=1)
+    panel.scatter(values_a, values_b, s=18, zorder=3)
+    for seed, x, y in zip(seeds, values_a, values_b):
+        panel.annotate(str(seed), (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7, color="dimgrey")
+    panel.set_xlabel(f"{figure}: {cell_name(a)}")
+    panel.set_ylabel(f"{figure}: {cell_name(b)}")
+    panel.set_aspect("equal")
+    panel.grid(True, alpha=0.3)
+    # The quotable line, wrapped: above the diagonal, B beat A on that seed.
+    head, _, tail = line.partition(" [")
+    panel.set_title(f"{head}\n[{tail}".replace("], p", "],\np").replace("; paired", ";\npaired"), fontsize=7)
+    fig.tight_layout()
+    write_atomically(path, lambda file: fig.savefig(file, format="png", dpi=100))
+    plt.close(fig)
+
+
 def contrast_line(figure: str, a, b, paired: bool = False) -> str:
     """``figure: B − A = d [bootstrap 95% CI lo, hi; R resamples], p = … (test; n_B vs n_A seeds)``;
     ``paired``: the mean per-seed difference over the seeds both cells ran, with a sign-flip test."""
@@ -199,12 +240,8 @@ def contrast_line(figure: str, a, b, paired: bool = False) -> str:
         if not values:
             raise UserError(f"compare --contrast: {cell_name(cell)} has no {figure} (its runs did not record it)")
     if paired:
-        by_seed_a, by_seed_b = values_by_seed(a, figure), values_by_seed(b, figure)
-        seeds = sorted(by_seed_a.keys() & by_seed_b.keys())
-        if not seeds:
-            raise UserError(f"compare --paired: {cell_name(a)} and {cell_name(b)} share no seed with {figure}")
-        result = seed_statistics.paired_contrast([by_seed_a[s] for s in seeds], [by_seed_b[s] for s in seeds])
-        unpaired = len(by_seed_a) + len(by_seed_b) - 2 * len(seeds)
+        seeds, paired_a, paired_b, unpaired = paired_values(figure, a, b)
+        result = seed_statistics.paired_contrast(paired_a, paired_b)
         seeds_text = f"paired by seed: {len(seeds)} seeds"
         if unpaired:
             seeds_text += f", {unpaired} run{'s' * (unpaired != 1)} without a partner left out"
@@ -354,6 +391,7 @@ class AcrossSeeds:
     thresholds: list[tuple[str, float]]
     rows: list[list[str]]
     contrast_lines: list[str]
+    paired_contrasts: list[tuple[str, Any, Any, str]]  # (figure, cell A, cell B, line) of each --paired contrast
 
     @classmethod
     def of_arguments(cls, args, cells: list, present: set[str], headline: list[str]) -> AcrossSeeds:
@@ -369,11 +407,14 @@ class AcrossSeeds:
                 raise UserError(f"compare: no finished run has {figure}; figures: {', '.join(headline) or 'none'}")
         figures = list(args.metric) or [figure for figure in headline if figure.startswith("metrics/")]
         figures += [figure for figure, _ in thresholds if figure not in figures]
-        lines = []
+        lines, paired = [], []
         for filters_a, filters_b in contrasts:
             a, b = select_cell(cells, filters_a), select_cell(cells, filters_b)
-            lines += [contrast_line(figure, a, b, paired=args.paired) for figure in contrast_figures]
-        return cls(cells, figures, thresholds, seed_rows(cells, figures, thresholds), lines)
+            for figure in contrast_figures:
+                lines.append(contrast_line(figure, a, b, paired=args.paired))
+                if args.paired:
+                    paired.append((figure, a, b, lines[-1]))
+        return cls(cells, figures, thresholds, seed_rows(cells, figures, thresholds), lines, paired)
 
     def print(self) -> None:
         """The seed table, then the contrast lines (stdout)."""
@@ -383,6 +424,18 @@ class AcrossSeeds:
 
     def write_tables(self, out: Path) -> None:
         write_seed_tables(self.rows, out)
+
+    def plot_pairs(self, out: Path) -> dict[str, Path]:
+        """compare_paired_<figure>.png for each --paired contrast (_2, _3, … for a figure's later
+        contrasts): each seed's B against its A. {name: path}."""
+        plots: dict[str, Path] = {}
+        for figure, a, b, line in self.paired_contrasts:
+            stem = f"compare_paired_{figure.replace('/', '_')}"
+            count = sum(name.startswith(f"paired/{figure}") for name in plots)
+            path = out / (f"{stem}.png" if count == 0 else f"{stem}_{count + 1}.png")
+            plot_pairs(figure, a, b, line, path)
+            plots[f"paired/{figure}" + (f"_{count + 1}" if count else "")] = path
+        return plots
 
     def plot_curves(self, out: Path) -> dict[str, Path]:
         """compare_images_<figure>.png for each metric of the seed table that runs logged at two

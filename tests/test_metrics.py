@@ -128,6 +128,8 @@ def test_every_metric_returns_its_reference_keys():
             "gaussian_wasserstein_correlation_norm",
             "mutual_info_score",
         },
+        "infomec": {"infom", "infoe", "infoc", "num_active_dims"},
+        "dci_es": {"explicitness", "size", "informativeness"},
     }
     assert set(expected) == set(METRICS)
     tiny = {
@@ -139,6 +141,8 @@ def test_every_metric_returns_its_reference_keys():
         "modularity_explicitness": dict(num_train=500, num_test=300),
         "irs": dict(num_train=500),
         "unsupervised": dict(num_train=500),
+        "infomec": dict(num_train=300),
+        "dci_es": dict(num_train=100, num_val=50, num_test=50, widths=[0, 14], epochs=2),
     }
     rng = np.random.default_rng(0)
     for name, fn in METRICS.items():

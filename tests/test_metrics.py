@@ -329,4 +329,5 @@ def test_presets_are_valid_suites():
 
     for name, hparams in full["suite"].items():
         defaults = {p.name: p.default for p in inspect.signature(METRICS[name]).parameters.values() if p.kind is p.KEYWORD_ONLY}
-        assert hparams == {k: defaults[k] for k in hparams}, name
+        as_yaml = {k: list(v) if isinstance(v, tuple) else v for k, v in defaults.items()}  # YAML has lists
+        assert hparams == {k: as_yaml[k] for k in hparams}, name

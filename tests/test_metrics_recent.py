@@ -325,3 +325,41 @@ def test_eval_of_a_codes_file_reports_them_and_logs_them_to_wandb(tmp_path, monk
     assert bad.stderr.strip().splitlines()[-1] == (
         "vaelab: error: dci_es: widths: expected at least two different integers >= 0 (0: a linear probe)"
     )
+
+
+def test_a_setting_that_cannot_run_stops_training_before_it_starts(tmp_path, monkeypatch, capfd):
+    result = call_vaelab(
+        "train", "logger=none", "trainer.max_steps=2", "metrics=mig", "+metrics.suite.dci_es={epochs:0}",
+        "hydra.run.dir=run", cwd=tmp_path, monkeypatch=monkeypatch, capfd=capfd,
+    )  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "vaelab: error: dci_es: epochs=0: expected an integer >= 1"
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+def agreement_rows(full_preset: bool = True):
+    """(code, score, reference, vaelab) for docs/metrics.md: InfoMEC on both fixture seeds; DCI-ES
+    from shared draws at the tests' settings and (``full_preset``) at the full preset's probes."""
+    rows = []
+    for code in FIVE:
+        for seed in REFERENCE["seeds"]:
+            reference = REFERENCE["infomec"][code][str(seed)]
+            factors = maker.points(seed)
+            ours = infomec.infomec_from_codes(maker.codes_at(code, factors), factors, np.random.default_rng(seed))
+            for score in ("infom", "infoe", "infoc"):
+                rows.append((code, f"{score} (seed {seed})", reference[score], ours[score]))
+    settings = {"tests": (3, AGREEMENT)}
+    if full_preset:
+        settings["full preset probes"] = (4, dict(num_train=2400, num_val=600, num_test=1200,
+                                                  widths=list(dci_es.DEFAULT_WIDTHS), epochs=20, lr=0.004))  # fmt: skip
+    for label, (seed, values) in settings.items():
+        for code in FIVE:
+            ours, reference = vaelab_and_reference_dci_es(code, seed, values)
+            rows.append((code, f"dci_es explicitness ({label})", reference["explicitness"], ours["explicitness"]))
+    return rows
+
+
+if __name__ == "__main__":
+    # PYTHONPATH=. python tests/test_metrics_recent.py  -> the agreement table of docs/metrics.md
+    print("| code | score | reference | vaelab | difference |\n| --- | --- | --- | --- | --- |")
+    for code, score, ref, ours in agreement_rows():
+        print(f"| {code} | {score} | {ref:.4f} | {ours:.4f} | {ours - ref:+.4f} |", flush=True)

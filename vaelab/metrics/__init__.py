@@ -51,6 +51,13 @@ METRICS: dict[str, MetricFn] = {
     "dci_es": dci_es.compute,
 }
 
+# Checks of hyperparameter values that need no data: metric -> check(**hparams), run by
+# check_suite before anything is encoded (the other metrics check theirs when they run).
+HPARAM_CHECKS: dict[str, Callable[..., Any]] = {
+    "infomec": infomec.check_hparams,
+    "dci_es": dci_es.check_hparams,
+}
+
 # Headline numbers: alias key -> (metric, score). The only place aliases are defined.
 ALIASES: dict[str, tuple[str, str]] = {
     "metrics/mig": ("mig", "discrete_mig"),
@@ -98,6 +105,8 @@ def check_suite(suite: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
                 f"metric {name!r}: unknown hyperparameter(s) {', '.join(unknown)}; "
                 f"valid: {', '.join(hparam_names(name))}"
             )
+        if name in HPARAM_CHECKS:
+            HPARAM_CHECKS[name](**hparams)
         checked[name] = hparams
     return checked
 

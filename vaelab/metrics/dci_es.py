@@ -62,8 +62,8 @@ tests/fixtures/metrics/dci_es_reference.py). Every choice that moves the number:
 Random draws (points, initialisation, batch order) all come from the metric's stream. What
 E is blind to (docs/metrics.md): it is a shape, not a level. A code that carries nothing
 about a factor has a flat curve at the baseline loss and E = 1 for that factor; read E
-with ``informativeness``. It is invariant to any invertible linear map of the code only
-through the probes' ability to undo it (a rotation costs a linear probe nothing).
+with ``informativeness``. Nor does it see rotations: the linear probe undoes them, so a
+rotated code's E is the ideal code's.
 """
 
 from __future__ import annotations
@@ -325,6 +325,41 @@ def split_sizes(requested: tuple[int, int, int], grid_size: int) -> tuple[int, i
     return tuple(sizes)
 
 
+def check_hparams(
+    *,
+    num_train: int = 10000,
+    num_val: int = 2000,
+    num_test: int = 5000,
+    widths=DEFAULT_WIDTHS,
+    hidden_layers: int = 2,
+    epochs: int = 20,
+    lr: float = 0.004,
+    batch_size: int = 128,
+    num_evals: int = 10,
+    categorical="auto",
+) -> list[int]:
+    """A UserError for a value out of range (run by check_suite before anything is encoded);
+    returns the widths as a list. Factor names in ``categorical`` are checked against the
+    dataset when the metric runs."""
+    for name, value, minimum in (("num_train", num_train, 2), ("num_val", num_val, 1), ("num_test", num_test, 1),
+                                 ("hidden_layers", hidden_layers, 1), ("epochs", epochs, 1),
+                                 ("batch_size", batch_size, 1), ("num_evals", num_evals, 2)):  # fmt: skip
+        _check_int(name, value, minimum)
+    widths = list(widths) if not isinstance(widths, (str, bytes)) and hasattr(widths, "__iter__") else None
+    if (
+        widths is None
+        or len(widths) < 2
+        or any(isinstance(w, bool) or not isinstance(w, int) or w < 0 for w in widths)
+        or len(set(widths)) != len(widths)
+    ):
+        raise UserError("dci_es: widths: expected at least two different integers >= 0 (0: a linear probe)")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+        raise UserError(f"dci_es: lr={lr!r}: expected a number > 0")
+    if categorical != "auto" and (isinstance(categorical, str) or not all(isinstance(n, str) for n in categorical)):
+        raise UserError(f"dci_es: categorical={categorical!r}: expected auto or a list of factor names")
+    return widths
+
+
 def compute(
     dataset: FactorSampler,
     represent: Represent,
@@ -341,20 +376,10 @@ def compute(
     num_evals: int = 10,
     categorical="auto",
 ) -> dict[str, float]:
-    for name, value, minimum in (("num_train", num_train, 2), ("num_val", num_val, 1), ("num_test", num_test, 1),
-                                 ("hidden_layers", hidden_layers, 1), ("epochs", epochs, 1),
-                                 ("batch_size", batch_size, 1), ("num_evals", num_evals, 2)):  # fmt: skip
-        _check_int(name, value, minimum)
-    widths = list(widths) if not isinstance(widths, (str, bytes)) and hasattr(widths, "__iter__") else None
-    if (
-        widths is None
-        or len(widths) < 2
-        or any(isinstance(w, bool) or not isinstance(w, int) or w < 0 for w in widths)
-        or len(set(widths)) != len(widths)
-    ):
-        raise UserError("dci_es: widths: expected at least two different integers >= 0 (0: a linear probe)")
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
-        raise UserError(f"dci_es: lr={lr!r}: expected a number > 0")
+    widths = check_hparams(
+        num_train=num_train, num_val=num_val, num_test=num_test, widths=widths, hidden_layers=hidden_layers,
+        epochs=epochs, lr=lr, batch_size=batch_size, num_evals=num_evals, categorical=categorical,
+    )  # fmt: skip
     mask = categorical_mask(dataset, categorical)
     if any(size < 2 for size in dataset.factor_sizes):
         raise UserError("dci_es: a factor takes a single value: there is nothing to predict; leave it out")

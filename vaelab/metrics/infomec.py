@@ -253,6 +253,16 @@ def infomec_from_codes(
     }
 
 
+def check_hparams(*, num_train: int = 10000, num_neighbors: int = 10, discrete_latents: bool = False) -> None:
+    """A UserError for a value out of range (run by check_suite before anything is encoded)."""
+    if isinstance(num_train, bool) or not isinstance(num_train, int) or num_train < 2:
+        raise UserError(f"infomec: num_train={num_train!r}: expected an integer >= 2")
+    if isinstance(num_neighbors, bool) or not isinstance(num_neighbors, int) or num_neighbors < 1:
+        raise UserError(f"infomec: num_neighbors={num_neighbors!r}: expected an integer >= 1")
+    if not isinstance(discrete_latents, bool):
+        raise UserError(f"infomec: discrete_latents={discrete_latents!r}: expected true or false")
+
+
 def compute(
     dataset: FactorSampler,
     represent: Represent,
@@ -262,12 +272,7 @@ def compute(
     num_neighbors: int = 10,
     discrete_latents: bool = False,
 ) -> dict[str, float]:
-    if isinstance(num_train, bool) or not isinstance(num_train, int) or num_train < 2:
-        raise UserError(f"infomec: num_train={num_train!r}: expected an integer >= 2")
-    if isinstance(num_neighbors, bool) or not isinstance(num_neighbors, int) or num_neighbors < 1:
-        raise UserError(f"infomec: num_neighbors={num_neighbors!r}: expected an integer >= 1")
-    if not isinstance(discrete_latents, bool):
-        raise UserError(f"infomec: discrete_latents={discrete_latents!r}: expected true or false")
+    check_hparams(num_train=num_train, num_neighbors=num_neighbors, discrete_latents=discrete_latents)
     constant = [k for k, size in enumerate(dataset.factor_sizes) if size < 2]
     if constant:
         raise UserError(

@@ -227,3 +227,24 @@ def test_udr_agreement_with_a_metric_is_a_rank_correlation_or_says_why_there_is_
     assert "-1.00" in reversed_order
     constant = rank_correlation_line("udr/lasso", "metrics/mig", [(0.1, 0.0), (0.3, 0.0), (0.2, 0.0)])
     assert constant == "udr/lasso against metrics/mig: no rank correlation (metrics/mig is the same for all 3 runs)"
+
+
+def test_compare_has_infomec_and_dci_es_as_headline_figures(tmp_path, monkeypatch, capfd):
+    """Runs whose final suite computed InfoMEC and DCI-ES (metrics=full): their headline scores are
+    columns of the table and compare.csv, with a picture each, beside MIG."""
+    sweep = tmp_path / "sweep"
+    recent = ("metrics/infom", "metrics/infoe", "metrics/infoc", "metrics/dci_es_explicitness", "metrics/dci_es_size")
+    for name, beta, seed, mig in (("0", 1.0, 0, 0.1), ("1", 4.0, 0, 0.3), ("2", 4.0, 1, 0.35)):
+        fake_run(sweep, name, "betavae", beta, seed, mig)
+        metrics_file = sweep / name / "metrics.json"
+        metrics = json.loads(metrics_file.read_text())
+        metrics["final"].update({figure: 0.5 + mig for figure in recent})
+        metrics_file.write_text(json.dumps(metrics))
+    result = call_vaelab("compare", str(sweep), cwd=tmp_path, monkeypatch=monkeypatch, capfd=capfd)
+    assert result.returncode == 0, result.stderr
+    header = next(line for line in result.stdout.splitlines() if "objective" in line)
+    rows = list(csv.DictReader(open(sweep / "compare.csv")))
+    for figure in recent:
+        assert figure.removeprefix("metrics/") in header, figure  # a column of the printed table
+        assert sorted(float(row[figure]) for row in rows) == [0.6, 0.8, 0.85], figure
+        assert (sweep / f"compare_{figure.replace('/', '_')}.png").stat().st_size > 0

@@ -128,6 +128,8 @@ def test_every_metric_returns_its_reference_keys():
             "gaussian_wasserstein_correlation_norm",
             "mutual_info_score",
         },
+        "infomec": {"infom", "infoe", "infoc", "num_active_dims"},
+        "dci_es": {"explicitness", "size", "informativeness"},
     }
     assert set(expected) == set(METRICS)
     tiny = {
@@ -139,6 +141,8 @@ def test_every_metric_returns_its_reference_keys():
         "modularity_explicitness": dict(num_train=500, num_test=300),
         "irs": dict(num_train=500),
         "unsupervised": dict(num_train=500),
+        "infomec": dict(num_train=300),
+        "dci_es": dict(num_train=100, num_val=50, num_test=50, widths=[0, 14], epochs=2),
     }
     rng = np.random.default_rng(0)
     for name, fn in METRICS.items():
@@ -325,4 +329,5 @@ def test_presets_are_valid_suites():
 
     for name, hparams in full["suite"].items():
         defaults = {p.name: p.default for p in inspect.signature(METRICS[name]).parameters.values() if p.kind is p.KEYWORD_ONLY}
-        assert hparams == {k: defaults[k] for k in hparams}, name
+        as_yaml = {k: list(v) if isinstance(v, tuple) else v for k, v in defaults.items()}  # YAML has lists
+        assert hparams == {k: as_yaml[k] for k in hparams}, name

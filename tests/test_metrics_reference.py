@@ -31,6 +31,9 @@ reps = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(reps)
 
 TOLERANCE = 0.02
+# The metrics disentanglement_lib has (InfoMEC and DCI-ES agree with their authors' code instead:
+# tests/test_metrics_recent.py).
+DLIB_METRICS = [name for name in METRICS if name in REFERENCE["scores"]["ideal"]]
 GRID = FactorGrid(
     factor_names=tuple(f"f{k}" for k in range(len(reps.FACTOR_SIZES))),
     factor_sizes=reps.FACTOR_SIZES,
@@ -79,7 +82,7 @@ def vaelab_scores(code: str, metric: str) -> dict[str, float]:
     return scores
 
 
-CASES = [pytest.param(code, metric, id=f"{code}-{metric}") for code in reps.REPRESENTATIONS for metric in METRICS]
+CASES = [pytest.param(code, metric, id=f"{code}-{metric}") for code in reps.REPRESENTATIONS for metric in DLIB_METRICS]
 
 
 @pytest.mark.parametrize("code,metric", CASES)
@@ -97,8 +100,9 @@ def test_scores_agree_with_disentanglement_lib(code, metric):
 
 
 def test_fixture_covers_every_metric_and_representation():
+    assert set(DLIB_METRICS) == set(METRICS) - {"infomec", "dci_es"}
     for code in reps.REPRESENTATIONS:
-        assert set(REFERENCE["scores"][code]) == set(METRICS), code
+        assert set(REFERENCE["scores"][code]) == set(DLIB_METRICS), code
     assert REFERENCE["factor_sizes"] == list(reps.FACTOR_SIZES)
 
 
@@ -177,7 +181,7 @@ def agreement_table(metrics=None, dci_boosters=("exact",)) -> list[tuple[str, st
     """(code, metric, score, reference, vaelab) for every compared score; for docs/metrics.md."""
     rows = []
     for code in reps.REPRESENTATIONS:
-        for metric in metrics or METRICS:
+        for metric in metrics or DLIB_METRICS:
             for booster in dci_boosters if metric == "dci" else (None,):
                 if booster:
                     HPARAMS["dci"] = {"booster": booster}

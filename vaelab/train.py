@@ -173,6 +173,19 @@ def check_optimizer(cfg: DictConfig):
     return factory
 
 
+def check_metric_suites(cfg: DictConfig) -> None:
+    """The final suite, and the periodic one if it runs: metric names, hyperparameter names and
+    the values a metric can check without data (a UserError before anything is trained)."""
+    from vaelab import metrics
+
+    suites = [cfg.metrics.suite]
+    if cfg.periodic_metrics.get("every_n_steps") is not None:
+        suites.append(cfg.periodic_metrics.suite)
+    for suite in suites:
+        if suite:
+            metrics.check_suite(OmegaConf.to_container(suite, resolve=True))
+
+
 def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> dict[str, float]:
     """Train one model; returns the final figures (also in <run dir>/metrics.json).
 
@@ -181,6 +194,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     check_schedule(cfg)
     thresholds = _time_to_disentangle_thresholds(cfg)
     check_optimized_metric(cfg)  # a score the final suite never computes would cost a whole run first
+    check_metric_suites(cfg)  # likewise a metric name or setting that cannot run
     optimizer = check_optimizer(cfg)
     if cfg.get("tune_malloc", True):
         tune_glibc_malloc()

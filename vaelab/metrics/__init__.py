@@ -1,4 +1,5 @@
-"""Disentanglement metrics that agree with disentanglement_lib 1.5 (see docs/metrics.md).
+"""Disentanglement metrics: disentanglement_lib 1.5's eight, agreeing with it, and InfoMEC and DCI-ES,
+agreeing with their authors' code (see docs/metrics.md).
 
 Every metric has the signature ``compute(dataset, represent, rng, **hparams) ->
 dict[str, float]``; :func:`evaluate` runs a suite of them (name -> hparams, as in
@@ -19,7 +20,18 @@ from typing import Any, Callable
 import numpy as np
 
 from vaelab.errors import UserError
-from vaelab.metrics import beta_vae, dci, factor_vae, irs, mig, modularity_explicitness, sap, unsupervised
+from vaelab.metrics import (
+    beta_vae,
+    dci,
+    dci_es,
+    factor_vae,
+    infomec,
+    irs,
+    mig,
+    modularity_explicitness,
+    sap,
+    unsupervised,
+)
 from vaelab.metrics._common import Represent
 
 log = logging.getLogger("vaelab")
@@ -35,6 +47,15 @@ METRICS: dict[str, MetricFn] = {
     "modularity_explicitness": modularity_explicitness.compute,
     "irs": irs.compute,
     "unsupervised": unsupervised.compute,
+    "infomec": infomec.compute,
+    "dci_es": dci_es.compute,
+}
+
+# Checks of hyperparameter values that need no data: metric -> check(**hparams), run by
+# check_suite before anything is encoded (the other metrics check theirs when they run).
+HPARAM_CHECKS: dict[str, Callable[..., Any]] = {
+    "infomec": infomec.check_hparams,
+    "dci_es": dci_es.check_hparams,
 }
 
 # Headline numbers: alias key -> (metric, score). The only place aliases are defined.
@@ -45,6 +66,11 @@ ALIASES: dict[str, tuple[str, str]] = {
     "metrics/beta_vae": ("beta_vae", "eval_accuracy"),
     "metrics/sap": ("sap", "SAP_score"),
     "metrics/modularity": ("modularity_explicitness", "modularity_score"),
+    "metrics/infom": ("infomec", "infom"),
+    "metrics/infoe": ("infomec", "infoe"),
+    "metrics/infoc": ("infomec", "infoc"),
+    "metrics/dci_es_explicitness": ("dci_es", "explicitness"),
+    "metrics/dci_es_size": ("dci_es", "size"),
 }
 
 __all__ = ["ALIASES", "METRICS", "check_suite", "evaluate", "metric_key", "metric_rng", "hparam_names"]
@@ -79,6 +105,8 @@ def check_suite(suite: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
                 f"metric {name!r}: unknown hyperparameter(s) {', '.join(unknown)}; "
                 f"valid: {', '.join(hparam_names(name))}"
             )
+        if name in HPARAM_CHECKS:
+            HPARAM_CHECKS[name](**hparams)
         checked[name] = hparams
     return checked
 

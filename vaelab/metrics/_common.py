@@ -33,6 +33,19 @@ class NonFiniteCodes(ValueError):
     """The representation has NaN/inf entries: no metric is defined on it (a diverged model)."""
 
 
+def sample_distinct_factors(dataset: FactorSampler, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``min(n, grid size)`` distinct factor vectors of the full grid, uniformly: (n, K) int64.
+
+    For the metrics whose estimators or splits need distinct points (a repeated point is
+    its own nearest neighbour; a test point seen in training is no test). The grid is the
+    product of ``factor_sizes``; the vectors come out in draw order.
+    """
+    sizes = tuple(int(s) for s in dataset.factor_sizes)
+    total = int(np.prod(sizes, dtype=np.int64))
+    flat = rng.choice(total, size=min(int(n), total), replace=False)
+    return np.stack(np.unravel_index(flat, sizes), axis=1).astype(np.int64)
+
+
 def represent_all(represent: Represent, factors: np.ndarray) -> np.ndarray:
     """Codes of all ``factors`` in a single ``represent`` call, checked: (N, D) float64."""
     factors = np.ascontiguousarray(factors, dtype=np.int64)

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vaelab import CONFIG_DIR
 from vaelab.errors import UserError, check_int, check_real  # noqa: F401 - check_real: the objectives import it from here
+from vaelab.information import MINIBATCH_SAMPLING, EncodingMemory, minibatch_information_terms
 from vaelab.models.vae import VAEOutput
 
 # Top-level keys that set any objective's weight on a scale two or more objectives share:
@@ -128,8 +129,6 @@ class MinibatchEstimate:
     recent training encodings kept, ``objective.memory_size``. Mixed into those objectives."""
 
     def setup_estimate(self, sampling: str, memory_size: int, dataset_size: int | None) -> None:
-        from vaelab.information import MINIBATCH_SAMPLING, EncodingMemory
-
         if sampling not in MINIBATCH_SAMPLING:
             raise UserError(f"objective.sampling={sampling!r}: expected one of {', '.join(MINIBATCH_SAMPLING)}")
         self.sampling = sampling
@@ -139,8 +138,6 @@ class MinibatchEstimate:
 
     def minibatch_terms(self, out: VAEOutput) -> dict[str, torch.Tensor]:
         """The minibatch information terms of ``out``; in training, its encodings then join the memory."""
-        from vaelab.information import minibatch_information_terms
-
         memory = self.memory.contents() if self.memory is not None else None
         terms = minibatch_information_terms(out.z, out.mu, out.logvar, self.dataset_size, self.sampling, memory)
         if self.memory is not None and self.training:  # validation batches never enter it

@@ -49,7 +49,9 @@ SUBCOMMANDS = {
 
 USAGE = "usage: vaelab {train,eval} [hydra overrides and flags] | vaelab compare DIR [DIR ...]\n\n" + "\n".join(
     f"  {name:<7}{text}" for name, text in SUBCOMMANDS.items()
-) + "\n\nexamples:\n  vaelab train objective=infomax lambda=3\n  vaelab train -m beta=1,2,4,8\n  vaelab train --help   (the config groups and their options)\n"
+) + "\n\nexamples:\n  vaelab train objective=infomax lambda=3\n  vaelab train -m beta=1,2,4,8\n  vaelab train --help   (the config groups and their options)\n" + (
+    '  eval "$(vaelab -sc install=bash)"   (tab completion; zsh: install=zsh)\n'
+)
 
 
 def _report_user_errors(task):
@@ -243,6 +245,10 @@ def main(argv: list[str] | None = None) -> None:
 
         print(f"vaelab {version('vaelab')}")
         return
+    from vaelab import completion
+
+    if completion.is_completion_request(argv):  # before dispatch: one script for all subcommands
+        sys.exit(completion.main(argv, MAINS))
     command = argv[0]
     if command == "compare":  # not a Hydra app: it reads finished runs
         from vaelab.compare import main as compare_main

@@ -501,7 +501,8 @@ def rank_correlation_line(key: str, metric: str, pairs: list[tuple[float, float]
     return f"{key} against {metric}: Spearman rank correlation {rho:+.2f} over {len(pairs)} runs"
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """`vaelab compare`'s arguments (also what tab completion offers after `vaelab compare`)."""
     parser = argparse.ArgumentParser(prog="vaelab compare", description=__doc__.splitlines()[0])
     parser.add_argument("directories", nargs="*", type=Path, help="sweep or run directories (before --contrast)")
     parser.add_argument("--out", type=Path, help="where compare.csv and the PNGs go (default: the first directory)")
@@ -521,7 +522,11 @@ def main(argv: list[str] | None = None) -> int:
         "objective from examples/); their code runs, so only for checkpoints you trust",
     )  # fmt: skip
     compare_seeds.add_arguments(parser)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if not args.directories:
         print("vaelab: error: compare: no directories given (they go before --contrast, which would read them as cells)",
               file=sys.stderr)  # fmt: skip

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import REPO, call_vaelab, run_vaelab
+from tests.conftest import REPO, call_vaelab, cli_env, run_vaelab
 from tests.wandb_offline import read_offline_run
 from vaelab.loggers import read_history
 from vaelab.objectives import OBJECTIVE_CONFIGS
@@ -237,6 +237,7 @@ def test_final_checkpoint_is_the_runs_wandb_model_artifact(infomax_run):
         (["trainer.max_steps=-5"], "trainer.max_steps=-5: expected an integer >= 1"),
         (["trainer.max_steps=abc"], "trainer.max_steps='abc': expected an integer >= 1"),
         (["checkpoint.every_n_steps=0"], "checkpoint.every_n_steps=0: expected an integer >= 1"),
+        (["progress.every_s=0"], "progress.every_s=0: expected a number > 0"),
         (["optimizer.lr=-1"], "optimizer.lr=-1: expected a number > 0"),
         (["optimizer.lr=0"], "optimizer.lr=0: expected a number > 0"),
         (["optimizer.lr=fast"], "optimizer.lr='fast': expected a number > 0"),
@@ -291,6 +292,72 @@ def test_eval_scores_a_checkpoint(infomax_run, tmp_path, monkeypatch, capfd):
     # The training run's final pictures, redrawn from the checkpoint alone: the same pixels.
     for name in ("reconstructions_step40.png", "traversals_step40.png", "traversal_animation_step40.gif"):
         assert (eval_dir / "images" / name).read_bytes() == (run_dir / "images" / name).read_bytes(), name
+
+
+def eval_arrivals(command: list[str], cwd: Path, pty: bool) -> list[tuple[float, str]]:
+    """Run ``command`` with its output piped (or on a terminal, through a pty) and return each
+    line of what it writes with the time it arrived, as someone watching it sees them."""
+    import os
+    import time
+
+    cwd.mkdir(parents=True, exist_ok=True)
+    if not pty:
+        with subprocess.Popen(command, cwd=cwd, env=cli_env(cwd), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) as process:  # fmt: skip
+            arrivals = [(time.monotonic(), line.rstrip("\n")) for line in process.stderr]
+        assert process.returncode == 0, "\n".join(line for _, line in arrivals[-20:])
+        return arrivals
+    import pty as pty_module
+
+    import fcntl
+    import struct
+    import termios
+
+    controller, terminal = pty_module.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # a terminal of 120 columns
+    with subprocess.Popen(command, cwd=cwd, env=cli_env(cwd), stdin=terminal, stdout=subprocess.DEVNULL,
+                          stderr=terminal) as process:  # fmt: skip
+        os.close(terminal)
+        arrivals, pending = [], ""
+        while True:
+            try:
+                chunk = os.read(controller, 4096).decode(errors="replace")
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            pending += chunk.replace("\r", "\n")  # a bar redraws its line with carriage returns
+            *lines, pending = pending.split("\n")
+            arrivals += [(time.monotonic(), line) for line in lines if line.strip()]
+    os.close(controller)
+    assert process.returncode == 0, "\n".join(line for _, line in arrivals[-20:])
+    return arrivals
+
+
+@pytest.mark.slow
+def test_eval_reports_progress_through_a_suite_off_and_on_a_terminal(infomax_run, tmp_path):
+    """Piped, a line at least every progress.every_s while the suite runs; on a terminal, a bar.
+
+    The suite is the fast preset (FactorVAE alone encodes 96,000 images: seconds here) at a
+    cadence of 0.5 s instead of 30 s: the same property, scaled to fit a test."""
+    _, run_dir = infomax_run
+    command = [sys.executable, "-m", "vaelab", "eval", f"ckpt={run_dir / 'checkpoints' / 'last.ckpt'}",
+               "metrics=fast", "logger=csv", "images.num_images=0", "progress.every_s=0.5"]  # fmt: skip
+    arrivals = eval_arrivals(command, tmp_path / "piped", pty=False)
+    beats = [(at, line) for at, line in arrivals if "] - metrics: " in line]
+    assert len(beats) >= 3 and any("factor_vae running for" in line for _, line in beats), arrivals
+    assert "images encoded" in beats[-1][1]
+    start = beats[0][0]
+    watched = [at for at, line in arrivals if at >= start]
+    gaps = [later - earlier for earlier, later in zip(watched, watched[1:])]
+    assert max(gaps) < 2.5, (max(gaps), arrivals)  # 0.5 s cadence; slack for a loaded machine
+    closing = [line for _, line in arrivals if "metrics done in" in line]
+    assert len(closing) == 1 and all(name in closing[0] for name in ("mig", "factor_vae", "modularity_explicitness"))
+
+    on_terminal = eval_arrivals([*command[:5], "metrics=mig", *command[6:]], tmp_path / "terminal", pty=True)
+    bar = [line for _, line in on_terminal if line.startswith("metrics:") and "metric" in line]
+    assert bar and any("1/1" in line for line in bar), on_terminal  # tqdm's frames, the last one complete
+    assert not any("] - metrics: " in line for _, line in on_terminal)  # the bar, not the lines
 
 
 def test_eval_rejects_a_missing_or_foreign_checkpoint(tmp_path, monkeypatch, capfd):

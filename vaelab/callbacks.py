@@ -16,6 +16,7 @@ import torch
 from pytorch_lightning.callbacks import Checkpoint, TQDMProgressBar
 
 from vaelab.errors import INTERRUPTED_EXIT_CODES
+from vaelab.progress import Heartbeat, SuiteProgress, duration
 
 
 log = logging.getLogger("vaelab")
@@ -43,6 +44,9 @@ class PeriodicEvaluation(pl.Callback, ABC):
         self.every_n_steps = every_n_steps
         self.at_end = at_end
         self.last_evaluated_step: int | None = None
+        self.seconds_per_evaluation: float | None = None  # the last one's: the run's ETA counts on it
+        self.total_seconds = 0.0
+        self.progress: Heartbeat | None = None  # while evaluate() runs
 
     @property
     def enabled(self) -> bool:
@@ -52,10 +56,37 @@ class PeriodicEvaluation(pl.Callback, ABC):
     def evaluate(self, trainer: pl.Trainer, pl_module) -> None:
         """Compute and log this callback's figures for the model as it is now."""
 
+    title = "evaluation"  # how progress lines name it
+
+    def heartbeat(self, trainer: pl.Trainer) -> Heartbeat:
+        """What reports this evaluation while it runs (vaelab/progress.py), as the run's
+        RunProgress says: a line every ``every_s`` seconds off a terminal."""
+        run = RunProgress.of(trainer)
+        return Heartbeat(f"step {trainer.global_step}: {self.title}", run.every_s if run else None,
+                         run.terminal if run else False)  # fmt: skip
+
     def _evaluate_once(self, trainer: pl.Trainer, pl_module) -> None:
         if self.enabled and trainer.is_global_zero and trainer.global_step != self.last_evaluated_step:
-            self.evaluate(trainer, pl_module)
+            started = time.perf_counter()
+            with self.heartbeat(trainer) as self.progress:
+                self.evaluate(trainer, pl_module)
             self.last_evaluated_step = trainer.global_step
+            self.seconds_per_evaluation = time.perf_counter() - started
+            self.total_seconds += self.seconds_per_evaluation
+
+    def upcoming_evaluations(self, step: int, max_steps: int) -> int:
+        """How many times this callback will still evaluate after ``step`` (the end of
+        training counts while it has not evaluated there): for the run's ETA."""
+        if not self.enabled:
+            return 0
+        steps = set()
+        if self.every_n_steps:
+            last = max_steps - 1 if self.skip_last_step else max_steps
+            steps.update(range((step // self.every_n_steps + 1) * self.every_n_steps, last + 1, self.every_n_steps))
+        steps = {later for later in steps if later > step}
+        if self.at_end and self.last_evaluated_step != max_steps:
+            steps.add(max_steps)
+        return len(steps)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         step = trainer.global_step
@@ -92,6 +123,7 @@ class DisentanglementEvaluation(PeriodicEvaluation):
     ) -> None:
         super().__init__(every_n_steps, at_end)
         self.suite = {name: dict(hparams or {}) for name, hparams in suite.items()}
+        self.title = "final metrics" if at_end and not every_n_steps else "metrics"
         self.seed = seed
         self.encode_batch_size = encode_batch_size
         self.encode_precision = encode_precision
@@ -108,6 +140,11 @@ class DisentanglementEvaluation(PeriodicEvaluation):
             for other in trainer.callbacks
         )
 
+    def heartbeat(self, trainer: pl.Trainer) -> SuiteProgress:
+        run = RunProgress.of(trainer)
+        return SuiteProgress(f"step {trainer.global_step}: {self.title}", list(self.suite), run.every_s if run else None,
+                             run.terminal if run else False)  # fmt: skip
+
     def evaluate(self, trainer: pl.Trainer, pl_module) -> None:
         from vaelab.metrics import ALIASES, evaluate
         from vaelab.metrics._common import NonFiniteCodes
@@ -118,8 +155,9 @@ class DisentanglementEvaluation(PeriodicEvaluation):
         represent = encoder_representation(
             pl_module.model, dataset, pl_module.device, batch_size=self.encode_batch_size, precision=self.encode_precision
         )
+        self.progress.images_encoded = lambda: represent.num_encoded
         try:
-            scores = evaluate(dataset, represent, self.suite, seed=self.seed)
+            scores = evaluate(dataset, represent, self.suite, seed=self.seed, progress=self.progress)
         except NonFiniteCodes:
             log.warning("step %d: the encoder gives NaN/inf codes; metrics skipped", trainer.global_step)
             return
@@ -127,7 +165,8 @@ class DisentanglementEvaluation(PeriodicEvaluation):
         step = trainer.global_step
         log_to_loggers(trainer, {**scores, "metrics/seconds": seconds}, step)
         headline = ", ".join(f"{k.removeprefix('metrics/')}={v:.3f}" for k, v in scores.items() if k in ALIASES)
-        log.info("step %d: %s (%.1f s, %d images encoded)", step, headline, seconds, represent.num_encoded)
+        timings = f": {self.progress.timings()}" if len(self.suite) > 1 else ""
+        log.info("step %d: %s (%.1f s%s; %s images encoded)", step, headline, seconds, timings, f"{represent.num_encoded:,}")
 
 
 class InformationEvaluation(PeriodicEvaluation):
@@ -137,6 +176,8 @@ class InformationEvaluation(PeriodicEvaluation):
     kl_conditional, kl_marginal, mutual_info (at most log N), total_correlation,
     dimwise_kl, the checks identity_gap and tc_gap, and kl_dim_<j> per latent dim.
     """
+
+    title = "information quantities"
 
     def __init__(self, num_samples: int = 10000, every_n_steps: int | None = None, seed: int = 0) -> None:
         super().__init__(every_n_steps)
@@ -176,6 +217,8 @@ class ImageLogging(PeriodicEvaluation):
     fixed validation images, so pictures compare across
     steps and runs. Traversal rows are ordered by each dim's KL on those images.
     """
+
+    title = "pictures"
 
     def __init__(self, run_dir, every_n_steps: int | None = None, num_images: int = 8, steps: int = 9,
                  extent: float = 2.5) -> None:  # fmt: skip
@@ -303,4 +346,67 @@ class StepProgressBar(TQDMProgressBar):
     def get_metrics(self, trainer: pl.Trainer, pl_module) -> dict[str, Any]:
         metrics = super().get_metrics(trainer, pl_module)
         metrics.pop("v_num", None)  # the logger's version: noise on the bar
+        run = RunProgress.of(trainer)  # the bar's own ETA counts steps only
+        if run is not None and run.eta is not None:
+            metrics["run ETA"] = run.eta
         return metrics
+
+
+class RunProgress(pl.Callback):
+    """The run's progress settings and its ETA: the steps left at the measured rate plus
+    the evaluations still scheduled, each timed from its last run. On a terminal
+    (``terminal=True``: the step bar is shown) the bar shows the ETA (``run ETA``); off
+    one a line every ``every_s`` seconds gives the step, the rate and the ETA, so a SLURM
+    or nohup log shows where a run is. Evaluations read ``every_s`` and ``terminal`` here
+    for their own progress (PeriodicEvaluation.heartbeat).
+
+    The rate leaves out the time spent in evaluations, which the ETA counts on its own.
+    """
+
+    def __init__(self, every_s: float = 30.0, terminal: bool = False) -> None:
+        super().__init__()
+        self.every_s = every_s
+        self.terminal = terminal
+        self.eta: str | None = None
+        self._since: tuple[float, int, float] | None = None  # (clock, step, evaluation seconds) at the first step
+        self._last_line = 0.0
+
+    @staticmethod
+    def of(trainer: pl.Trainer) -> RunProgress | None:
+        return next((callback for callback in trainer.callbacks if isinstance(callback, RunProgress)), None)
+
+    @staticmethod
+    def evaluations(trainer: pl.Trainer) -> list[PeriodicEvaluation]:
+        return [callback for callback in trainer.callbacks if isinstance(callback, PeriodicEvaluation)]
+
+    def remaining(self, trainer: pl.Trainer, seconds_per_step: float) -> str:
+        """The ETA as text: ``3 min 20 s``, or ``… + final metrics`` while an evaluation still
+        to come has never run (the final suite, until the end) and so has no time yet."""
+        step, max_steps = trainer.global_step, trainer.max_steps
+        seconds, untimed = max(0, max_steps - step) * seconds_per_step, False
+        for evaluation in self.evaluations(trainer):
+            count = evaluation.upcoming_evaluations(step, max_steps)
+            if count and evaluation.seconds_per_evaluation is None:
+                untimed = True
+            elif count:
+                seconds += count * evaluation.seconds_per_evaluation
+        return duration(seconds) + (" + final metrics" if untimed else "")
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if not trainer.is_global_zero:
+            return
+        now, step = time.monotonic(), trainer.global_step
+        evaluating = sum(evaluation.total_seconds for evaluation in self.evaluations(trainer))
+        if self._since is None:  # the first step pays for warm-up: measure from its end
+            self._since, self._last_line = (now, step, evaluating), now
+            return
+        since, since_step, since_evaluating = self._since
+        training_seconds = now - since - (evaluating - since_evaluating)
+        if step <= since_step or training_seconds <= 0:
+            return
+        seconds_per_step = training_seconds / (step - since_step)
+        self.eta = self.remaining(trainer, seconds_per_step)
+        if not self.terminal and now - self._last_line >= self.every_s:
+            log.info("step %d/%d (%.0f%%), %.1f steps/s, ETA %s", step, trainer.max_steps,
+                     100 * step / trainer.max_steps, 1 / seconds_per_step, self.eta)  # fmt: skip
+            self._last_line = now

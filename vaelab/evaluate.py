@@ -18,8 +18,9 @@ import hydra.utils
 from omegaconf import DictConfig, OmegaConf
 
 from vaelab.checkpoint import load_checkpoint
-from vaelab.errors import UserError
+from vaelab.errors import UserError, check_real
 from vaelab.loggers import build_loggers, finish_run
+from vaelab.progress import SuiteProgress, on_terminal
 
 log = logging.getLogger("vaelab")
 
@@ -67,6 +68,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
         cfg.ckpt = str(download_checkpoint_artifact(cfg.artifact, wandb_cfg, Path(cfg.paths.output_dir)))
     suite = OmegaConf.to_container(cfg.metrics.suite)
     metrics.check_suite(suite)  # unknown metric names fail before any encoding
+    check_real("progress.every_s", cfg.progress.every_s, above=0.0)
     run_dir = Path(cfg.paths.output_dir)
     started = time.perf_counter()
     group = None
@@ -88,7 +90,10 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
         dataset, represent = load_codes_file(cfg.codes)
         source = {"codes": str(Path(cfg.codes).resolve())}
 
-    scores = metrics.evaluate(dataset, represent, suite, seed=cfg.metrics.seed)
+    encoded = (lambda: represent.num_encoded) if cfg.ckpt is not None else None  # a codes file encodes nothing
+    with SuiteProgress("metrics", list(suite), cfg.progress.every_s, on_terminal(), encoded) as progress:
+        scores = metrics.evaluate(dataset, represent, suite, seed=cfg.metrics.seed, progress=progress)
+    log.info("metrics done in %.1f s: %s", time.perf_counter() - started, progress.timings())
     scores["metrics/seconds"] = time.perf_counter() - started
 
     _, loggers = build_loggers(cfg.get("logger"), run_dir, group=group)

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import WandbLogger
 
 from vaelab import objectives
-from vaelab.callbacks import InterruptCheckpoint, StepProgressBar
+from vaelab.callbacks import InterruptCheckpoint, RunProgress, StepProgressBar
 from vaelab.checkpoint import (
     LAST,
     atomic_checkpoint_io,
@@ -96,6 +96,7 @@ def check_schedule(cfg: DictConfig) -> None:
     check_int("checkpoint.every_n_steps", cfg.checkpoint.every_n_steps, minimum=1)
     for group in ("periodic_metrics", "information", "images"):
         check_int(f"{group}.every_n_steps", cfg[group].every_n_steps, minimum=1, optional=True)
+    check_real("progress.every_s", cfg.progress.every_s, above=0.0)
 
 
 def _chain(error: BaseException | None):
@@ -287,8 +288,10 @@ def _train_in(
     trainer_kwargs = {}
     if cfg.trainer.get("enable_progress_bar") is None:
         trainer_kwargs["enable_progress_bar"] = sys.stderr.isatty()
-    if trainer_kwargs.get("enable_progress_bar", cfg.trainer.get("enable_progress_bar")):
+    progress_bar = bool(trainer_kwargs.get("enable_progress_bar", cfg.trainer.get("enable_progress_bar")))
+    if progress_bar:
         callbacks.append(StepProgressBar())
+    callbacks.append(RunProgress(cfg.progress.every_s, terminal=progress_bar))  # off a terminal: a line every every_s
     # The user's trainer.plugins (one or a list: precision, cluster environment...) beside
     # vaelab's checkpoint writer. A spec with _target_ is built; a name Lightning knows goes as it is.
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import logging
 import time
 import zlib
 from collections.abc import Mapping
@@ -33,8 +32,7 @@ from vaelab.metrics import (
     unsupervised,
 )
 from vaelab.metrics._common import Represent
-
-log = logging.getLogger("vaelab")
+from vaelab.progress import SuiteProgress
 
 MetricFn = Callable[..., dict[str, float]]
 
@@ -127,23 +125,28 @@ def _one_blas_thread():
     return threadpool_limits(limits=1, user_api="blas")
 
 
-def evaluate(dataset, represent: Represent, suite: Mapping[str, Mapping | None], seed: int) -> dict[str, float]:
+def evaluate(
+    dataset, represent: Represent, suite: Mapping[str, Mapping | None], seed: int, progress: SuiteProgress | None = None
+) -> dict[str, float]:
     """Run every metric of ``suite`` (name -> hparams) and return flat, prefixed scores.
 
     Each metric gets its own generator from :func:`metric_rng`, so a score depends
     only on the seed, the metric's hparams and the representation, never on which
     other metrics ran or in what order. All names are checked before anything runs.
+    ``progress`` (the CLI's; vaelab/progress.py) hears when each metric starts and ends.
     """
     checked = check_suite(suite)
     results: dict[str, float] = {}
     for name, hparams in checked.items():
         started = time.perf_counter()
+        if progress is not None:
+            progress.metric_started(name)
         with _one_blas_thread():
             scores = METRICS[name](dataset, represent, metric_rng(seed, name), **hparams)
         for score, value in scores.items():
             results[metric_key(name, score)] = float(value)
-        if len(checked) > 1:  # a suite can take minutes: say where it is
-            log.info("metric %s: %.1f s", name, time.perf_counter() - started)
+        if progress is not None:
+            progress.metric_done(name, time.perf_counter() - started)
     for alias, (name, score) in ALIASES.items():
         if name in checked:
             results[alias] = results[metric_key(name, score)]

@@ -65,3 +65,14 @@ def test_make_install_takes_the_torch_index():
     torch_line, vaelab_line = plan(f"TORCH_INDEX={cpu}")
     assert torch_line[-3:] == ["torch==2.13.0", "--index-url", cpu]
     assert "--index-url" not in vaelab_line and "constraints.txt" in vaelab_line  # the rest keeps that torch
+
+
+def test_version_is_the_installed_distributions(capsys):
+    from importlib.metadata import version
+
+    import vaelab
+    from vaelab.cli import main
+
+    assert vaelab.__version__ == version("vaelab")
+    main(["--version"])
+    assert capsys.readouterr().out == f"vaelab {version('vaelab')}\n"

@@ -241,9 +241,9 @@ def main(argv: list[str] | None = None) -> None:
         print(USAGE, end="")
         return
     if argv[0] in ("-V", "--version"):
-        from importlib.metadata import version
+        from vaelab import __version__
 
-        print(f"vaelab {version('vaelab')}")
+        print(f"vaelab {__version__}")
         return
     from vaelab import completion
 

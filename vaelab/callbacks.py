@@ -38,6 +38,7 @@ class PeriodicEvaluation(pl.Callback, ABC):
     """
 
     skip_last_step = False
+    title = "evaluation"  # how progress lines name it
 
     def __init__(self, every_n_steps: int | None, at_end: bool = True) -> None:
         super().__init__()
@@ -55,8 +56,6 @@ class PeriodicEvaluation(pl.Callback, ABC):
     @abstractmethod
     def evaluate(self, trainer: pl.Trainer, pl_module) -> None:
         """Compute and log this callback's figures for the model as it is now."""
-
-    title = "evaluation"  # how progress lines name it
 
     def heartbeat(self, trainer: pl.Trainer) -> Heartbeat:
         """What reports this evaluation while it runs (vaelab/progress.py), as the run's

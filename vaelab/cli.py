@@ -15,7 +15,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from vaelab import CONFIG_DIR
+from vaelab import CONFIG_DIR, config_source
 from vaelab.errors import UserError, user_error_in
 
 DIRNAME_LIMIT = 120  # characters of the overrides in a sweep job's directory name (filesystems allow 255)
@@ -40,6 +40,7 @@ def pick(index: int, *values):
 
 OmegaConf.register_new_resolver("vaelab.dirname", short_dirname, replace=True)
 OmegaConf.register_new_resolver("vaelab.pick", pick, replace=True)
+config_source.install()  # the objectives' knob keys, and parts registered without a yaml
 
 SUBCOMMANDS = {
     "train": "train a VAE with objective=betavae|infomax|betatcvae|factorvae|dipvae|annealedvae (a Hydra app: -m sweeps, --cfg job, --help)",
@@ -107,7 +108,7 @@ def _message_and_exit_code(error: BaseException) -> tuple[str, int]:
     remote = _remote_failure(text)
     if remote is not None:
         return remote
-    misplaced = _misplaced_logger_setting(text)
+    misplaced = _misplaced_logger_setting(text) or _foreign_knob(text)
     if misplaced is not None:
         return misplaced, 2
     if isinstance(error, MissingConfigException) and error.options:
@@ -147,6 +148,52 @@ def _misplaced_logger_setting(text: str) -> str | None:
         return None
     where = " or ".join(f"logger.{owner}.{key}=…" for owner in owners)
     return f"logger.{key}: each logger's settings are under its name: {where}"
+
+
+def _foreign_knob(text: str) -> str | None:
+    """``objective=betavae lambda=3``: the config has only the chosen objective's knobs, so Hydra
+    refuses another's as an unknown key; say whose knob it is instead (a mistyped knob stays
+    Hydra's "Could not override")."""
+    import re
+
+    match = re.search(r"Could not override '(\w+)'.*?use \+\1=(.*)", text, flags=re.DOTALL)
+    chosen = config_source.composed.get("objective")
+    if match is None or chosen is None:
+        return None
+    return foreign_knob_message(match.group(1), match.group(2).splitlines()[0].strip(), chosen)
+
+
+def foreign_knob_message(key: str, value: str, chosen: str) -> str | None:
+    """The one line for ``key=value``, a knob of some objective but not of ``chosen``; None when
+    no registered objective has a knob ``key``."""
+    from vaelab.registry import OBJECTIVES
+
+    everyone = OBJECTIVES.all()  # imports every objective: on an error's way only
+    users = sorted(name for name, cls in everyone.items() if key in {knob.name for knob in cls.knobs})
+    if not users or chosen in users:
+        return None
+    own = [knob.name for knob in everyone[chosen].knobs]
+    return (
+        f"{key}={value} is not used by objective={chosen}, whose knob{'s are' if len(own) > 1 else ' is'} "
+        f"{', '.join(own)}; drop {key}=... or choose an objective that uses it ({', '.join(users)})"
+    )
+
+
+def _refuse_added_knobs(cfg: DictConfig) -> None:
+    """``objective=betavae +lambda=3`` adds a key the objective never reads: refused like
+    ``lambda=3``, rather than ignored."""
+    import hydra.utils
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    task = OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False)  # as typed: `seed=${…}` too
+    added = dict(o.lstrip("+").split("=", 1) for o in task if o.startswith("+") and "=" in o)
+    chosen = hydra.utils.get_class(cfg.objective._target_).name
+    for key, value in added.items():
+        message = foreign_knob_message(key, value, chosen) if key.isidentifier() else None
+        if message is not None:
+            raise UserError(message)
 
 
 def _report(error: BaseException) -> int:
@@ -216,6 +263,7 @@ def _train(cfg: DictConfig):
     from vaelab.search import optimized_value
     from vaelab.train import train
 
+    _refuse_added_knobs(cfg)
     final = train(cfg)
     return None if is_worker() else optimized_value(cfg, final)  # DDP workers log nothing: rank 0 reports
 

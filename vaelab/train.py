@@ -41,13 +41,13 @@ log = logging.getLogger("vaelab")
 
 def run_config(cfg: DictConfig, objective) -> dict[str, Any]:
     """The resolved config as logged once to W&B, with the objective's description (its knobs'
-    values, beta_effective and kl_weight where it has them) at the top level."""
+    values, beta_effective and kl_weight where it has them) at the top level, and each knob's
+    value trained under ``objective`` too (what rebuilds it from a checkpoint)."""
     config = OmegaConf.to_container(cfg, resolve=True)
     description = objective.describe()
     config |= description["knobs"]
     for knob in objective.knobs:  # the value trained, not the null a knob left unset resolves to
-        if knob.attribute in config["objective"]:
-            config["objective"][knob.attribute] = getattr(objective, knob.attribute)
+        config["objective"][knob.attribute] = getattr(objective, knob.attribute)
     if "dataset_size" in config["objective"]:  # null in the yaml: filled in from the dataset, or unused
         size = getattr(objective, "dataset_size", None)
         if size is None:
@@ -67,11 +67,10 @@ NOT_SETTINGS = ("paths", "logger", "wandb")
 def logged_config(cfg: DictConfig, config: dict[str, Any], objective) -> dict[str, Any]:
     """The W&B config: each setting once, under the key a user types.
 
-    A value that follows another key (``objective.beta: ${beta}``, a callback's
-    ``every_n_steps: ${checkpoint.every_n_steps}``) is recorded where it is set, a knob
-    that the objective does not read (null) not at all, and ``NOT_SETTINGS`` nowhere.
+    A knob is recorded at the top level (not again under ``objective``), a value that follows
+    another key (a callback's ``every_n_steps: ${checkpoint.every_n_steps}``) where it is set,
+    and ``NOT_SETTINGS`` nowhere.
     """
-    unused_knobs = set(objectives.knob_keys()) - set(objective.knob_values)
 
     def settings(node: DictConfig, values: dict[str, Any]) -> dict[str, Any]:
         kept = {}
@@ -83,8 +82,9 @@ def logged_config(cfg: DictConfig, config: dict[str, Any], objective) -> dict[st
         return kept
 
     logged = settings(cfg, {k: v for k, v in config.items() if k not in NOT_SETTINGS})
-    unset = unused_knobs | {"optimized_metric"}  # recorded when a search sets it, the metric its trials are scored by
-    return {k: v for k, v in logged.items() if not (k in unset and v is None)}
+    logged["objective"] = {k: v for k, v in logged["objective"].items() if k not in {knob.attribute for knob in objective.knobs}}
+    # optimized_metric: recorded when a search sets it, the metric its trials are scored by
+    return {k: v for k, v in logged.items() if not (k == "optimized_metric" and v is None)}
 
 
 def check_schedule(cfg: DictConfig) -> None:

@@ -1,11 +1,12 @@
 """Objectives: each turns one forward pass (:class:`~vaelab.models.VAEOutput`) into named loss terms.
 
-An objective is one module here plus one yaml in conf/objective/ whose ``_target_`` is its
-class; the class describes itself (:class:`Objective`): its name, its knobs, the weights it
-puts on the shared axes where it has them, and any trainable parts of its own. The run
-config, the W&B config, ``metrics.json``, checkpoints and ``vaelab compare`` read that
-description; nothing else names an objective's knobs. docs/extending.md shows how to add
-one; the maths of the seed's two is in docs/objectives.md.
+An objective is a class that describes itself (:class:`Objective`): its name, under which it
+registers when defined (vaelab/registry.py), its knobs, the weights it puts on the shared axes
+where it has them, and any trainable parts of its own. The config's top-level knob keys, the
+run config, the W&B config, ``metrics.json``, checkpoints and ``vaelab compare`` read that
+description; nothing else names an objective's knobs. Its yaml in conf/objective/ holds its
+other settings. docs/extending.md shows how to add one; the maths of the seed's two is in
+docs/objectives.md.
 
     objective=betavae        loss = E[-log p(x|z)] + beta * E KL[q(z|x)||p(z)]             knob beta
     objective=infomax        KL[q(z)||p(z)] - lambda * I(X;Z), bounded by the decoder          knob lambda
@@ -16,17 +17,16 @@ one; the maths of the seed's two is in docs/objectives.md.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import hydra.utils
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from vaelab import CONFIG_DIR
 from vaelab.errors import UserError, check_int, check_real  # noqa: F401 - check_real: the objectives import it from here
 from vaelab.information import MINIBATCH_SAMPLING, EncodingMemory, minibatch_information_terms
 from vaelab.models.vae import VAEOutput
+from vaelab.registry import OBJECTIVES
 
 # Top-level keys that set any objective's weight on a scale two or more objectives share:
 #   beta_effective: the β of the equivalent β-VAE (β; 1/(1+λ) for InfoMax, either estimator);
@@ -34,7 +34,6 @@ from vaelab.models.vae import VAEOutput
 #   (β; 1/(1+λ) for InfoMax derived; 1/λ on KL[q(z)||p(z)] for InfoMax native).
 # An objective without such a weight (β-TCVAE, ...) refuses them: its knobs are its own.
 SHARED_AXES = ("beta_effective", "kl_weight")
-OBJECTIVE_CONFIGS = Path(CONFIG_DIR) / "objective"
 
 
 @dataclass(frozen=True)
@@ -80,6 +79,11 @@ class Objective(torch.nn.Module):
     trains_on_pairs: ClassVar[bool] = False
     beta_effective: float | None = None
     kl_weight: float | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:  # a base without a name of its own (PairedPosteriors) is no objective
+            OBJECTIVES.register(cls.name, cls)
 
     def __init__(self, kl_warmup_steps: int = 0) -> None:
         super().__init__()
@@ -158,35 +162,15 @@ def kl_warmup_factor(step: int | None, warmup_steps: int) -> float:
     return min(1.0, step / warmup_steps)
 
 
-def objective_classes() -> dict[str, type[Objective]]:
-    """Every objective vaelab ships, by name: the classes conf/objective/*.yaml instantiate.
-    The yaml files are the registry, so adding one (module + yaml) needs no list edited here."""
-    classes = {}
-    for path in sorted(OBJECTIVE_CONFIGS.glob("*.yaml")):
-        target = OmegaConf.load(path).get("_target_")
-        if target is not None:
-            cls = hydra.utils.get_class(target)
-            classes[cls.name] = cls
-    return classes
-
-
-def knob_keys() -> tuple[str, ...]:
-    """Every top-level knob key of every shipped objective (conf/train.yaml declares each)."""
-    return tuple(dict.fromkeys(knob.name for cls in objective_classes().values() for knob in cls.knobs))
-
-
 def build(cfg: DictConfig, dataset_size: int) -> Objective:
-    """Instantiate ``cfg.objective``, refusing a top-level knob that the objective does not use."""
+    """Instantiate ``cfg.objective`` with its knobs' values from their top-level keys (another
+    objective's knob is not in the config: its yaml brought in this one's alone)."""
     objective_class = hydra.utils.get_class(cfg.objective._target_)
     own = [knob.name for knob in objective_class.knobs]
-    for key in knob_keys():
-        if key not in own and cfg.get(key) is not None:
-            raise UserError(
-                f"{key}={cfg.get(key)} is not used by objective={objective_class.name}, whose "
-                f"knob{'s are' if len(own) > 1 else ' is'} {', '.join(own)}; drop {key}=... or choose the objective that uses it"
-            )
+    extra = {knob.attribute: cfg.get(knob.name) for knob in objective_class.knobs}
     # Objectives that estimate log q(z) on minibatches need N; fill it in unless set.
-    extra = {"dataset_size": dataset_size} if cfg.objective.get("dataset_size", 0) is None else {}
+    if cfg.objective.get("dataset_size", 0) is None:
+        extra["dataset_size"] = dataset_size
     # One axis for several objectives (experiment=beta_vs_infomax sweeps beta_effective with
     # objective=…, experiment=infomax_study kl_weight).
     axes = [axis for axis in SHARED_AXES if cfg.get(axis) is not None]

@@ -1,0 +1,94 @@
+"""Where vaelab finds its parts (objectives), each by name.
+
+A part registers itself when it is defined: an objective class by setting ``name``
+(``Objective.__init_subclass__``). Three ways lead to that definition:
+
+- vaelab's own parts: :data:`SHIPPED` maps each name to the module that defines it, so a run
+  imports only the parts it uses (``objective=infomax`` imports ``vaelab.objectives.infomax``);
+- an installed package: an entry point in the group ``vaelab.objectives`` (its pyproject.toml:
+  ``[project.entry-points."vaelab.objectives"] free_bits = "mypackage.free_bits:FreeBitsVAE"``),
+  loaded when the name is first asked for;
+- any other module: importing it registers what it defines.
+
+Nothing here reads a config file: the registry is the code.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+from typing import Any
+
+from vaelab.errors import UserError
+
+# The module that defines each of vaelab's own parts, by name (imported on first use).
+SHIPPED: dict[str, dict[str, str]] = {
+    "objectives": {
+        "betavae": "vaelab.objectives.betavae",
+        "infomax": "vaelab.objectives.infomax",
+        "betatcvae": "vaelab.objectives.betatcvae",
+        "factorvae": "vaelab.objectives.factorvae",
+        "dipvae": "vaelab.objectives.dipvae",
+        "annealedvae": "vaelab.objectives.annealedvae",
+        **{name: "vaelab.objectives.weak" for name in ("adagvae", "adamlvae", "gvae", "mlvae", "adainfomax")},
+    },
+}
+
+
+class Registry:
+    """The parts of one kind (``objectives``) by name."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.entry_point_group = f"vaelab.{kind}"
+        self.shipped = SHIPPED[kind]
+        self.parts: dict[str, Any] = {}
+        self._points: dict[str, Any] | None = None
+
+    def register(self, name: str, part: Any) -> None:
+        """Called where ``part`` is defined. A second part of the same name from another module is
+        refused (it would silently replace the first); the same one defined again (a module
+        reloaded) replaces it."""
+        known = self.parts.get(name)
+        if known is not None and _where(known) != _where(part):
+            raise ValueError(f"{self.kind}: {name!r} is registered already, by {_where(known)}; {_where(part)} needs another name")
+        self.parts[name] = part
+
+    def _entry_points(self) -> dict[str, Any]:
+        if self._points is None:  # read once per process: the installed packages do not change
+            self._points = {point.name: point for point in entry_points(group=self.entry_point_group)}
+        return self._points
+
+    def names(self) -> list[str]:
+        """Every name that can be asked for, without importing anything: vaelab's own in their
+        order, then the installed packages', then those registered by other modules."""
+        return list(dict.fromkeys([*self.shipped, *sorted(self._entry_points()), *self.parts]))
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.parts or name in self.shipped or name in self._entry_points()
+
+    def get(self, name: str) -> Any:
+        """The part called ``name``, importing the one module that defines it if need be; an unknown
+        name is a one-line UserError listing the names there are."""
+        if name not in self.parts:
+            if name in self.shipped:
+                importlib.import_module(self.shipped[name])
+            else:
+                point = self._entry_points().get(name)
+                if point is not None:
+                    loaded = point.load()  # registers itself when defined; a plain function may not
+                    self.parts.setdefault(name, loaded)
+        if name not in self.parts:
+            raise UserError(f"unknown {self.kind[:-1]} {name!r}; registered: {', '.join(self.names())}")
+        return self.parts[name]
+
+    def all(self) -> dict[str, Any]:
+        """Every part, by name (imports every module that defines one)."""
+        return {name: self.get(name) for name in self.names()}
+
+
+def _where(part: Any) -> str:
+    return f"{part.__module__}.{part.__qualname__}"
+
+
+OBJECTIVES = Registry("objectives")

@@ -1,5 +1,5 @@
-"""`dataset=bars` (examples/conf/dataset/bars.yaml): a vertical and a horizontal bar on a black
-64x64 canvas, the extension example of docs/extending.md for a dataset.
+"""`dataset=bars`: a vertical and a horizontal bar on a black 64x64 canvas, the extension example
+of docs/extending.md for a dataset (this module and its entry point, examples/pyproject.toml).
 
 Factors (a full grid, last factor fastest, as every vaelab dataset):
 
@@ -22,6 +22,7 @@ POSITIONS = 16
 
 
 class Bars(GroundTruthDataset):
+    name = "bars"
     image_shape = (1, SIZE, SIZE)
     binary = True
 

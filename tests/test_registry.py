@@ -1,6 +1,6 @@
-"""The registry (vaelab/registry.py): an objective registers where it is defined, or through an
-installed package's entry points; a run imports only the objective it uses and reads no config
-file to learn what exists."""
+"""The registry (vaelab/registry.py): a part registers where it is defined, or through an installed
+package's entry points; a run imports only the parts it uses and reads no config file to learn
+what exists."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tests.conftest import cli_env
@@ -41,13 +42,13 @@ vaelab.train.train = watched_train
 try:
     main(sys.argv[1:])
 finally:
-    modules = sorted(name for name in sys.modules if name.startswith("vaelab.objectives."))
+    modules = sorted(name for name in sys.modules if name.startswith(("vaelab.objectives.", "vaelab.metrics.", "vaelab.data.")))
     print("WATCHED " + json.dumps({"reads": reads, "modules": modules}), file=sys.stderr)
 """
 
 
 @pytest.mark.slow
-def test_a_run_imports_only_the_objective_it_uses_and_reads_no_yaml_after_composition(tmp_path):
+def test_a_run_imports_only_the_parts_it_uses_and_reads_no_yaml_after_composition(tmp_path):
     overrides = [
         "train", "objective=infomax", "lambda=3", "model=mlp", "model.hidden=[32]", "trainer.max_steps=4",
         "trainer.val_check_interval=4", "trainer.log_every_n_steps=2", "data.val_size=32", "logger=none",
@@ -64,6 +65,33 @@ def test_a_run_imports_only_the_objective_it_uses_and_reads_no_yaml_after_compos
     assert "vaelab.objectives.infomax" in modules
     other_objectives = {module for module in SHIPPED["objectives"].values() if module != "vaelab.objectives.infomax"}
     assert not modules & other_objectives, modules & other_objectives
+    other_metrics = {module for module in SHIPPED["metrics"].values() if module != "vaelab.metrics.mig"}
+    assert "vaelab.metrics.mig" in modules and not modules & other_metrics, modules & other_metrics
+    assert "vaelab.data.files" not in modules  # the dataset is procedural dSprites
+
+
+def test_a_part_registers_where_it_is_defined_and_a_name_is_taken_once():
+    from vaelab.data.grid import FactorGrid, GroundTruthDataset
+    from vaelab.registry import DATASETS
+
+    class Dots(GroundTruthDataset):
+        name = "dots_for_this_test"
+        image_shape = (1, 4, 4)
+        binary = True
+        grid = FactorGrid(("x",), (2,), (np.array([0.0, 1.0]),))
+
+        def images(self, factors):
+            raise AssertionError("not drawn here")
+
+    try:
+        assert DATASETS.get("dots_for_this_test") is Dots and "dots_for_this_test" in DATASETS.names()
+        with pytest.raises(ValueError, match="'dots_for_this_test' is registered already"):
+
+            class OtherDots(Dots):
+                name = "dots_for_this_test"
+
+    finally:
+        DATASETS.parts.pop("dots_for_this_test", None)
 
 
 def test_an_unknown_name_is_one_line_listing_the_registered_ones():

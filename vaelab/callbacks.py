@@ -145,7 +145,7 @@ class DisentanglementEvaluation(PeriodicEvaluation):
                              run.terminal if run else False)  # fmt: skip
 
     def evaluate(self, trainer: pl.Trainer, pl_module) -> None:
-        from vaelab.metrics import ALIASES, evaluate
+        from vaelab.metrics import evaluate, headline_keys
         from vaelab.metrics._common import NonFiniteCodes
         from vaelab.metrics.representation import encoder_representation
 
@@ -163,7 +163,8 @@ class DisentanglementEvaluation(PeriodicEvaluation):
         seconds = time.perf_counter() - started
         step = trainer.global_step
         log_to_loggers(trainer, {**scores, "metrics/seconds": seconds}, step)
-        headline = ", ".join(f"{k.removeprefix('metrics/')}={v:.3f}" for k, v in scores.items() if k in ALIASES)
+        headlines = headline_keys(self.suite)
+        headline = ", ".join(f"{k.removeprefix('metrics/')}={v:.3f}" for k, v in scores.items() if k in headlines)
         timings = f": {self.progress.timings()}" if len(self.suite) > 1 else ""
         log.info("step %d: %s (%.1f s%s; %s images encoded)", step, headline, seconds, timings, f"{represent.num_encoded:,}")
 

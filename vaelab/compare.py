@@ -41,18 +41,8 @@ from vaelab import compare_seeds
 from vaelab.errors import RunStatus, UserError, user_error_in
 from vaelab.time_to_disentangle import images_per_step_of_config
 
-FIGURES = (
-    "metrics/mig",
-    "metrics/dci_disentanglement",
-    "metrics/factor_vae",
-    "metrics/beta_vae",
-    "metrics/sap",
-    "metrics/modularity",
-    "metrics/infom",
-    "metrics/infoe",
-    "metrics/infoc",
-    "metrics/dci_es_explicitness",
-    "metrics/dci_es_size",
+# Beside the metrics' headline scores (as each metric declares them, vaelab/registry.py):
+OTHER_FIGURES = (
     "info/kl_marginal",
     "info/mutual_info",
     "info/kl_conditional",
@@ -71,10 +61,18 @@ AXES = (
 OWN_KNOB_AXIS = ("knob", "the objective's own knob (its first)", True)
 
 
+def figures() -> list[str]:
+    """What the table and the plots show where a run has it: every registered metric's headline
+    scores (``metrics/mig``, …; a metric from an installed package's too), then OTHER_FIGURES."""
+    from vaelab.metrics import headline_keys
+
+    return [*headline_keys(), *OTHER_FIGURES]
+
+
 def _shown(runs: list[Run]) -> list[str]:
-    """The FIGURES that some run has, then UDR's scores when `--udr` added them."""
+    """The figures that some run has, then UDR's scores when `--udr` added them."""
     udr_keys = sorted({key for run in runs for key in run.figures if key.startswith(("udr/", "udr_a2a/"))})
-    return [f for f in FIGURES if any(f in run.figures for run in runs)] + udr_keys
+    return [f for f in figures() if any(f in run.figures for run in runs)] + udr_keys
 
 
 def _number(value: float | None) -> str:
@@ -379,7 +377,7 @@ def line_plots(runs: list[Run]) -> dict[str, Any]:
     Keys ``compare/<figure>_vs_<axis>``; the points are the table ``compare/settings``."""
     import wandb
 
-    shown = [figure for figure in FIGURES if any(figure in run.figures for run in runs)]
+    shown = [figure for figure in figures() if any(figure in run.figures for run in runs)]
     columns = ["objective", "knobs", "seeds", "beta_effective", "kl_weight", *shown]
     rows = []
     for group in groups(runs):
@@ -482,7 +480,7 @@ def add_udr(runs: list[Run], correlation: str, num_images: int = 1000, seed: int
                 run.figures[key] = float(value)
     lines = []
     for key in (f"udr/{correlation}", f"udr_a2a/{correlation}"):
-        for metric in (f for f in FIGURES if f.startswith("metrics/")):
+        for metric in (f for f in figures() if f.startswith("metrics/")):
             pairs = [(run.figures[key], run.figures[metric]) for run in scored if key in run.figures and metric in run.figures]
             if len(pairs) >= 3:
                 lines.append(rank_correlation_line(key, metric, pairs))
@@ -561,7 +559,7 @@ def main(argv: list[str] | None = None) -> int:
     write_csv(runs, out / "compare.csv")
     write_summary(runs, out)
     across.write_tables(out)
-    plots = {f: out / f"compare_{f.replace('/', '_')}.png" for f in FIGURES}
+    plots = {f: out / f"compare_{f.replace('/', '_')}.png" for f in figures()}
     plots = {f: path for f, path in plots.items() if plot(runs, f, path)}
     plots |= across.plot_curves(out)
     plots |= across.plot_pairs(out)

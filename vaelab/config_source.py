@@ -5,10 +5,13 @@
   (``defaults: [{/knobs@_global_: betavae}]``), so ``vaelab train objective=X knob=1`` and
   ``-m knob=1,2`` are plain overrides of a key that exists, and a knob of another objective,
   or a mistyped one, is not in the config at all: Hydra refuses it (cli.py says whose it is).
-- ``objective/<name>``: an objective registered without a yaml of its own (an installed
-  package's entry point) is selected like a shipped one, ``objective=free_bits``: its node is
-  its ``_target_``, its knobs and its other arguments' defaults (each a plain override).
-  A yaml of the same name, in conf/ or on ``hydra.searchpath``, comes first.
+- ``objective/<name>``, ``dataset/<name>``, ``metrics/<name>``: a part registered without a
+  yaml of its own (an installed package's entry point) is selected like a shipped one,
+  ``objective=free_bits``, ``dataset=bars``, ``metrics=mcc``: an objective's or a dataset's
+  node is its ``_target_`` and its arguments' defaults (an objective's knobs at the top), a
+  metric's a suite of it alone at its hyperparameters' defaults; each is then a plain
+  override (``metrics.suite.mcc.num_train=1000``). A yaml of the same name, in conf/ or on
+  ``hydra.searchpath``, comes first.
 
 Only the node asked for is built, and only the part it names is imported.
 """
@@ -24,10 +27,10 @@ from hydra.plugins.config_source import ConfigLoadError, ConfigResult, ConfigSou
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 from omegaconf import OmegaConf
 
-from vaelab.registry import OBJECTIVES, Registry
+from vaelab.registry import DATASETS, METRICS, OBJECTIVES, Registry
 
 KNOBS = "knobs"
-GROUPS: dict[str, Registry] = {KNOBS: OBJECTIVES, "objective": OBJECTIVES}
+GROUPS: dict[str, Registry] = {KNOBS: OBJECTIVES, "objective": OBJECTIVES, "dataset": DATASETS, "metrics": METRICS}
 
 # The objective whose knobs were composed last: a knob override Hydra refuses is named with it (cli.py).
 composed: dict[str, str] = {}
@@ -40,7 +43,7 @@ def knobs_node(name: str) -> dict[str, None]:
 
 def defaults_of(function, skip: set[str] = frozenset()) -> dict[str, Any]:
     """The arguments of ``function`` that have a plain default, by name: what a node lists so
-    that each is a plain override (``objective.kl_warmup_steps=…``)."""
+    that each is a plain override (``dataset.correlation=…``)."""
     import inspect
 
     plain = (type(None), bool, int, float, str, list, tuple)
@@ -51,9 +54,16 @@ def defaults_of(function, skip: set[str] = frozenset()) -> dict[str, Any]:
 
 def part_node(group: str, name: str) -> dict[str, Any]:
     """The node of a part registered without a yaml (module docstring)."""
+    if group == "metrics":
+        from vaelab.metrics import registered
+
+        return {"defaults": ["none", "_self_"], "suite": {name: defaults_of(registered(name).compute)}}
     part = GROUPS[group].get(name)
-    node = {"defaults": [{f"/{KNOBS}@_global_": name}, "_self_"], "_target_": f"{part.__module__}.{part.__qualname__}"}
-    return node | defaults_of(part, skip={knob.attribute for knob in part.knobs})  # knobs: top-level keys
+    node: dict[str, Any] = {"_target_": f"{part.__module__}.{part.__qualname__}"}
+    if group == "objective":
+        node["defaults"] = [{f"/{KNOBS}@_global_": name}, "_self_"]
+        return node | defaults_of(part, skip={knob.attribute for knob in part.knobs})  # knobs: top-level keys
+    return node | defaults_of(part)
 
 
 class RegistrySource(ConfigSource):

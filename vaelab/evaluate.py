@@ -111,7 +111,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
         exit_code = 0
     finally:
         finish_run(loggers, exit_code)
-    print_table(scores)
+    print_table(scores, suite)
     print(json.dumps(scores))
     return scores
 
@@ -170,18 +170,20 @@ def save_pictures(checkpoint, dataset, model, images_cfg, directory: Path, step:
     log.info("pictures: %s", ", ".join(str(path) for path in paths.values()))
 
 
-def print_table(scores: dict[str, float]) -> None:
-    """The scores as a table on stderr (stdout carries the JSON for scripts)."""
+def print_table(scores: dict[str, float], suite) -> None:
+    """The scores of the metrics ``suite`` as a table on stderr (stdout carries the JSON for scripts)."""
     from rich.console import Console
     from rich.table import Table
 
-    from vaelab.metrics import ALIASES, metric_key
+    from vaelab.metrics import headline_keys, metric_key
+
+    headlines = headline_keys(suite)
 
     table = Table(title="vaelab eval", show_lines=False)
     table.add_column("score")
     table.add_column("value", justify="right")
     for key, value in scores.items():
-        if key in ALIASES and metric_key(*ALIASES[key]) != key:
-            continue  # a short alias repeats a row already shown
+        if key in headlines and metric_key(*headlines[key]) != key:
+            continue  # a headline repeats a row already shown
         table.add_row(key.removeprefix("metrics/"), f"{value:.4f}")
     Console(file=sys.stderr).print(table)

@@ -1,13 +1,14 @@
-"""Where vaelab finds its parts (objectives), each by name.
+"""Where vaelab finds its parts: objectives, metrics and datasets, each by name.
 
-A part registers itself when it is defined: an objective class by setting ``name``
-(``Objective.__init_subclass__``). Three ways lead to that definition:
+A part registers itself when it is defined: an objective or a dataset class by setting ``name``
+(``Objective.__init_subclass__``, ``GroundTruthDataset.__init_subclass__``), a metric by the
+:func:`metric` decorator on its ``compute``. Three ways lead to that definition:
 
 - vaelab's own parts: :data:`SHIPPED` maps each name to the module that defines it, so a run
   imports only the parts it uses (``objective=infomax`` imports ``vaelab.objectives.infomax``);
-- an installed package: an entry point in the group ``vaelab.objectives`` (its pyproject.toml:
-  ``[project.entry-points."vaelab.objectives"] free_bits = "mypackage.free_bits:FreeBitsVAE"``),
-  loaded when the name is first asked for;
+- an installed package: an entry point in the group ``vaelab.objectives``, ``vaelab.metrics``
+  or ``vaelab.datasets`` (its pyproject.toml: ``[project.entry-points."vaelab.objectives"]
+  free_bits = "mypackage.free_bits:FreeBitsVAE"``), loaded when the name is first asked for;
 - any other module: importing it registers what it defines.
 
 Nothing here reads a config file: the registry is the code.
@@ -16,6 +17,8 @@ Nothing here reads a config file: the registry is the code.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -32,11 +35,20 @@ SHIPPED: dict[str, dict[str, str]] = {
         "annealedvae": "vaelab.objectives.annealedvae",
         **{name: "vaelab.objectives.weak" for name in ("adagvae", "adamlvae", "gvae", "mlvae", "adainfomax")},
     },
+    "metrics": {
+        name: f"vaelab.metrics.{name}"
+        # in the order of their headline columns in `vaelab compare`
+        for name in ("mig", "dci", "factor_vae", "beta_vae", "sap", "modularity_explicitness", "infomec", "dci_es", "irs", "unsupervised")
+    },
+    "datasets": {
+        **{name: "vaelab.data.dsprites" for name in ("dsprites", "color_dsprites", "noisy_dsprites")},
+        **{name: "vaelab.data.files" for name in ("dsprites_file", "shapes3d", "mpi3d", "npz")},
+    },
 }
 
 
 class Registry:
-    """The parts of one kind (``objectives``) by name."""
+    """The parts of one kind (``objectives``, ``metrics``, ``datasets``) by name."""
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
@@ -88,7 +100,36 @@ class Registry:
 
 
 def _where(part: Any) -> str:
+    part = getattr(part, "compute", part)
     return f"{part.__module__}.{part.__qualname__}"
 
 
 OBJECTIVES = Registry("objectives")
+METRICS = Registry("metrics")
+DATASETS = Registry("datasets")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A registered metric: ``compute(dataset, represent, rng, **hparams) -> dict[str, float]``.
+
+    ``headline``: its scores worth a column of their own, headline name -> score; each is also
+    reported as ``metrics/<headline name>`` (``metrics/mig`` for MIG's ``discrete_mig``), and
+    those are the figures ``vaelab compare`` tabulates and plots, and the summary W&B shows.
+    ``check_hparams(**hparams)``: a check of hyperparameter values that needs no data, run
+    before anything is encoded (optional)."""
+
+    name: str
+    compute: Callable[..., dict[str, float]]
+    headline: Mapping[str, str] = field(default_factory=dict)
+    check_hparams: Callable[..., Any] | None = None
+
+
+def metric(name: str, headline: Mapping[str, str] | None = None, check_hparams: Callable[..., Any] | None = None):
+    """Register the decorated ``compute`` as the metric ``name`` (see :class:`Metric`)."""
+
+    def register(compute):
+        METRICS.register(name, Metric(name, compute, dict(headline or {}), check_hparams))
+        return compute
+
+    return register

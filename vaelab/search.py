@@ -27,12 +27,14 @@ KEY = "optimized_metric"
 def _metric_of(name: str) -> str | None:
     """The metric (registry name) whose score ``name`` is, e.g. ``metrics/mig`` -> ``mig``,
     ``metrics/dci_completeness`` -> ``dci``; None for other figures (``metrics/seconds``)."""
-    from vaelab.metrics import ALIASES, METRICS
+    from vaelab.metrics import headline_keys
+    from vaelab.registry import METRICS
 
-    if name in ALIASES:
-        return ALIASES[name][0]
+    headlines = headline_keys()  # as each metric declares them
+    if name in headlines:
+        return headlines[name][0]
     # Longest first: modularity_explicitness_… is not a score of a metric called "modularity".
-    for metric in sorted(METRICS, key=len, reverse=True):
+    for metric in sorted(METRICS.names(), key=len, reverse=True):
         if name.startswith(f"metrics/{metric}_"):
             return metric
     return None

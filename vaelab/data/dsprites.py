@@ -90,6 +90,7 @@ def _centred_sprites(scales: tuple[float, ...], orientations: tuple[float, ...])
 class ProceduralDSprites(GroundTruthDataset):
     """dSprites generated on the fly, with the original file's flat-index order."""
 
+    name = "dsprites"
     binary = True
     image_shape = (1, IMAGE_SIZE, IMAGE_SIZE)
 
@@ -152,6 +153,8 @@ class _ProceduralVariant(ProceduralDSprites):
 class ColorDSprites(_ProceduralVariant):
     """`dataset=color_dsprites`: the sprite in a colour with each channel uniform in [0.5, 1], on black."""
 
+    name = "color_dsprites"
+
     def images(self, factors: np.ndarray) -> torch.Tensor:
         shapes = super().images(factors)  # (N, 1, 64, 64) in {0, 1}
         colours = self._per_image(factors, lambda rng: rng.uniform(0.5, 1.0, 3).astype(np.float32))
@@ -160,6 +163,8 @@ class ColorDSprites(_ProceduralVariant):
 
 class NoisyDSprites(_ProceduralVariant):
     """`dataset=noisy_dsprites`: a white sprite on uniform noise (per pixel and channel)."""
+
+    name = "noisy_dsprites"
 
     def images(self, factors: np.ndarray) -> torch.Tensor:
         shapes = super().images(factors)

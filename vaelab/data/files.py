@@ -157,6 +157,8 @@ class DSpritesFile(FileDataset):
     of 3 GB) and read from there. ``metadata`` (a pickle) is never read.
     """
 
+    name = "dsprites_file"
+
     FACTOR_NAMES = ("color", "shape", "scale", "orientation", "pos_x", "pos_y")
 
     def __init__(self, path, in_memory: bool = False, cache_dir=None, correlation=None) -> None:
@@ -199,6 +201,8 @@ class Shapes3D(FileDataset):
     factor's classes: 10, 10, 10, 8, 4, 15 in the released file.
     """
 
+    name = "shapes3d"
+
     FACTOR_NAMES = ("floor_hue", "wall_hue", "object_hue", "scale", "shape", "orientation")
 
     def __init__(self, path, in_memory: bool = False, cache_dir=None, correlation=None) -> None:
@@ -230,6 +234,8 @@ class MPI3D(FileDataset):
     the released files' (6, 6, 2, 3, 3, 40, 40); other releases (the earlier
     460800-image one: 4, 4, 2, 3, 3, 40, 40) set it.
     """
+
+    name = "mpi3d"
 
     FACTOR_NAMES = (
         "object_color", "object_shape", "object_size", "camera_height", "background_color",
@@ -271,6 +277,8 @@ class NpzDataset(FileDataset):
     full grid exactly once, rows in any order. Optional: ``factor_names`` (K,)
     strings, ``factor_sizes`` (K,) (default: max index + 1 per factor).
     """
+
+    name = "npz"
 
     def __init__(self, path, in_memory: bool = False, cache_dir=None, correlation=None) -> None:
         _check_options(in_memory, cache_dir)

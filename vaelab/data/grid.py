@@ -13,10 +13,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 
 from vaelab.data.correlation import FactorCorrelation
+from vaelab.registry import DATASETS
 
 
 @dataclass(frozen=True)
@@ -64,8 +66,9 @@ class GroundTruthDataset(ABC):
     """A full factor grid plus a renderer: ``images(factors)`` for any factor vectors.
 
     Subclasses set ``grid``, ``image_shape`` (C, H, W) and ``binary`` and implement
-    :meth:`images`. The grid methods are forwarded so metrics can treat a dataset
-    and a bare :class:`FactorGrid` alike.
+    :meth:`images`; one that sets ``name`` registers under it when defined (vaelab/registry.py:
+    ``dataset=<name>`` selects it, its yaml in conf/dataset/ holding its settings). The grid
+    methods are forwarded so metrics can treat a dataset and a bare :class:`FactorGrid` alike.
 
     :meth:`sample_factors` is the uniform full grid (validation, metrics);
     :meth:`sample_training_factors` is what the training stream draws: the same,
@@ -73,10 +76,16 @@ class GroundTruthDataset(ABC):
     :mod:`vaelab.data.correlation`; subclasses call :meth:`configure_correlation`).
     """
 
+    name: ClassVar[str]
     grid: FactorGrid
     image_shape: tuple[int, int, int]
     binary: bool
     correlation: FactorCorrelation | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:  # a base without a name of its own (FileDataset) is none to select
+            DATASETS.register(cls.name, cls)
 
     @property
     def factor_names(self) -> tuple[str, ...]:

@@ -2,9 +2,12 @@
 agreeing with their authors' code (see docs/metrics.md).
 
 Every metric has the signature ``compute(dataset, represent, rng, **hparams) ->
-dict[str, float]``; :func:`evaluate` runs a suite of them (name -> hparams, as in
-``conf/metrics/*.yaml``) and returns flat ``metrics/<metric>_<score>`` keys plus
-the short headline aliases in :data:`ALIASES`.
+dict[str, float]`` and registers under its name where it is defined, declaring its headline
+scores (``@metric("mig", headline={"mig": "discrete_mig"})``, vaelab/registry.py).
+:func:`evaluate` runs a suite of them (name -> hparams, as in ``conf/metrics/*.yaml``),
+importing only those, and returns flat ``metrics/<metric>_<score>`` keys plus each headline
+score again as ``metrics/<headline>`` (:func:`headline_keys`), the figures ``vaelab compare``
+and W&B's summary show.
 """
 
 from __future__ import annotations
@@ -13,65 +16,33 @@ import contextlib
 import inspect
 import time
 import zlib
-from collections.abc import Mapping
-from typing import Any, Callable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
 from vaelab.errors import UserError
-from vaelab.metrics import (
-    beta_vae,
-    dci,
-    dci_es,
-    factor_vae,
-    infomec,
-    irs,
-    mig,
-    modularity_explicitness,
-    sap,
-    unsupervised,
-)
 from vaelab.metrics._common import Represent
 from vaelab.progress import SuiteProgress
+from vaelab.registry import METRICS, Metric
 
-MetricFn = Callable[..., dict[str, float]]
+__all__ = ["check_suite", "evaluate", "headline_keys", "hparam_names", "metric_key", "metric_rng", "registered"]
 
-METRICS: dict[str, MetricFn] = {
-    "beta_vae": beta_vae.compute,
-    "factor_vae": factor_vae.compute,
-    "mig": mig.compute,
-    "dci": dci.compute,
-    "sap": sap.compute,
-    "modularity_explicitness": modularity_explicitness.compute,
-    "irs": irs.compute,
-    "unsupervised": unsupervised.compute,
-    "infomec": infomec.compute,
-    "dci_es": dci_es.compute,
-}
 
-# Checks of hyperparameter values that need no data: metric -> check(**hparams), run by
-# check_suite before anything is encoded (the other metrics check theirs when they run).
-HPARAM_CHECKS: dict[str, Callable[..., Any]] = {
-    "infomec": infomec.check_hparams,
-    "dci_es": dci_es.check_hparams,
-}
+def registered(name: str) -> Metric:
+    """The metric ``name`` (imports its module only); an unknown name is a one-line UserError."""
+    if name not in METRICS:
+        raise UserError(f"unknown metric {name!r} in the metrics suite; valid metrics: {', '.join(METRICS.names())}")
+    part = METRICS.get(name)
+    # An entry point may name a plain compute function: a metric without headline scores.
+    return part if isinstance(part, Metric) else Metric(name, part)
 
-# Headline numbers: alias key -> (metric, score). The only place aliases are defined.
-ALIASES: dict[str, tuple[str, str]] = {
-    "metrics/mig": ("mig", "discrete_mig"),
-    "metrics/dci_disentanglement": ("dci", "disentanglement"),
-    "metrics/factor_vae": ("factor_vae", "eval_accuracy"),
-    "metrics/beta_vae": ("beta_vae", "eval_accuracy"),
-    "metrics/sap": ("sap", "SAP_score"),
-    "metrics/modularity": ("modularity_explicitness", "modularity_score"),
-    "metrics/infom": ("infomec", "infom"),
-    "metrics/infoe": ("infomec", "infoe"),
-    "metrics/infoc": ("infomec", "infoc"),
-    "metrics/dci_es_explicitness": ("dci_es", "explicitness"),
-    "metrics/dci_es_size": ("dci_es", "size"),
-}
 
-__all__ = ["ALIASES", "METRICS", "check_suite", "evaluate", "metric_key", "metric_rng", "hparam_names"]
+def headline_keys(names: Iterable[str] | None = None) -> dict[str, tuple[str, str]]:
+    """``metrics/<headline>`` -> (metric, score) for the metrics ``names`` (default: every
+    registered one, which imports them all), in their order: as each metric declares them."""
+    chosen = METRICS.names() if names is None else names
+    return {f"metrics/{short}": (name, score) for name in chosen for short, score in registered(name).headline.items()}
 
 
 def metric_key(metric: str, score: str) -> str:
@@ -87,15 +58,14 @@ def metric_rng(seed: int, metric: str) -> np.random.Generator:
 
 
 def hparam_names(metric: str) -> list[str]:
-    params = inspect.signature(METRICS[metric]).parameters.values()
+    params = inspect.signature(registered(metric).compute).parameters.values()
     return [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
 
 
 def check_suite(suite: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     checked: dict[str, dict[str, Any]] = {}
     for name, hparams in suite.items():
-        if name not in METRICS:
-            raise UserError(f"unknown metric {name!r} in the metrics suite; valid metrics: {', '.join(METRICS)}")
+        check_hparams = registered(name).check_hparams
         hparams = {} if hparams is None else dict(hparams)
         unknown = sorted(set(hparams) - set(hparam_names(name)))
         if unknown:
@@ -103,8 +73,8 @@ def check_suite(suite: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
                 f"metric {name!r}: unknown hyperparameter(s) {', '.join(unknown)}; "
                 f"valid: {', '.join(hparam_names(name))}"
             )
-        if name in HPARAM_CHECKS:
-            HPARAM_CHECKS[name](**hparams)
+        if check_hparams is not None:
+            check_hparams(**hparams)
         checked[name] = hparams
     return checked
 
@@ -142,12 +112,11 @@ def evaluate(
         if progress is not None:
             progress.metric_started(name)
         with _one_blas_thread():
-            scores = METRICS[name](dataset, represent, metric_rng(seed, name), **hparams)
+            scores = registered(name).compute(dataset, represent, metric_rng(seed, name), **hparams)
         for score, value in scores.items():
             results[metric_key(name, score)] = float(value)
         if progress is not None:
             progress.metric_done(name, time.perf_counter() - started)
-    for alias, (name, score) in ALIASES.items():
-        if name in checked:
-            results[alias] = results[metric_key(name, score)]
+    for headline, (name, score) in headline_keys(checked).items():
+        results[headline] = results[metric_key(name, score)]
     return results

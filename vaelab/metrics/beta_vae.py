@@ -18,6 +18,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
 from vaelab.metrics._common import FactorSampler, Represent, num_factors, represent_many
+from vaelab.registry import metric
 
 
 def _draw_pairs(dataset: FactorSampler, num_points: int, batch_size: int, rng: np.random.Generator):
@@ -36,6 +37,7 @@ def _features(codes_first: np.ndarray, codes_second: np.ndarray, num_points: int
     return diff.mean(axis=1)
 
 
+@metric("beta_vae", headline={"beta_vae": "eval_accuracy"})
 def compute(
     dataset: FactorSampler,
     represent: Represent,

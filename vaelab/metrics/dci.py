@@ -31,6 +31,7 @@ from sklearn.ensemble import GradientBoostingClassifier
 from vaelab.errors import UserError
 from vaelab.metrics._common import FactorSampler, Represent, represent_many
 from vaelab.metrics._gbt import ExactGradientBoosting
+from vaelab.registry import metric
 
 BOOSTERS = ("exact", "fast_exact")
 
@@ -126,6 +127,7 @@ def completeness(importances: np.ndarray) -> float:
     return float(np.sum(per_factor * factor_importance))
 
 
+@metric("dci", headline={"dci_disentanglement": "disentanglement"})
 def compute(
     dataset: FactorSampler,
     represent: Represent,

@@ -75,6 +75,7 @@ import numpy as np
 
 from vaelab.errors import UserError
 from vaelab.metrics._common import FactorSampler, Represent, represent_all, sample_distinct_factors
+from vaelab.registry import metric
 
 log = logging.getLogger("vaelab")
 
@@ -360,6 +361,7 @@ def check_hparams(
     return widths
 
 
+@metric("dci_es", headline={"dci_es_explicitness": "explicitness", "dci_es_size": "size"}, check_hparams=check_hparams)
 def compute(
     dataset: FactorSampler,
     represent: Represent,

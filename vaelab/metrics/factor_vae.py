@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from vaelab.metrics._common import FactorSampler, Represent, num_factors, represent_many, sample_factors_sharing_one
+from vaelab.registry import metric
 
 
 def _votes(fixed: np.ndarray, codes: np.ndarray, global_variances: np.ndarray, active: np.ndarray, k: int) -> np.ndarray:
@@ -33,6 +34,7 @@ def _votes(fixed: np.ndarray, codes: np.ndarray, global_variances: np.ndarray, a
     return votes
 
 
+@metric("factor_vae", headline={"factor_vae": "eval_accuracy"})
 def compute(
     dataset: FactorSampler,
     represent: Represent,

@@ -77,6 +77,7 @@ from vaelab.metrics._common import (
     represent_all,
     sample_distinct_factors,
 )
+from vaelab.registry import metric
 
 JITTER = 1e-10  # sklearn's tie-breaking noise, relative to the standardised latent's scale
 ACTIVE_FRACTION = 1 / 20  # a continuous latent is active if its range exceeds this share of the largest
@@ -263,6 +264,7 @@ def check_hparams(*, num_train: int = 10000, num_neighbors: int = 10, discrete_l
         raise UserError(f"infomec: discrete_latents={discrete_latents!r}: expected true or false")
 
 
+@metric("infomec", headline={"infom": "infom", "infoe": "infoe", "infoc": "infoc"}, check_hparams=check_hparams)
 def compute(
     dataset: FactorSampler,
     represent: Represent,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from vaelab.metrics._common import FactorSampler, Represent, histogram_discretize, represent_all
+from vaelab.registry import metric
 
 
 def irs_from_codes(codes: np.ndarray, factors_discrete: np.ndarray, diff_quantile: float) -> float:
@@ -41,6 +42,7 @@ def irs_from_codes(codes: np.ndarray, factors_discrete: np.ndarray, diff_quantil
     return float(np.mean(per_code))
 
 
+@metric("irs")
 def compute(
     dataset: FactorSampler,
     represent: Represent,

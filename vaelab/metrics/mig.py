@@ -20,6 +20,7 @@ from vaelab.metrics._common import (
     histogram_discretize,
     represent_all,
 )
+from vaelab.registry import metric
 
 
 def mig_per_factor(codes: np.ndarray, factors: np.ndarray, num_bins: int = 20) -> np.ndarray:
@@ -34,6 +35,7 @@ def mig_from_codes(codes: np.ndarray, factors: np.ndarray, num_bins: int = 20) -
     return float(np.mean(mig_per_factor(codes, factors, num_bins)))
 
 
+@metric("mig", headline={"mig": "discrete_mig"})
 def compute(
     dataset: FactorSampler,
     represent: Represent,

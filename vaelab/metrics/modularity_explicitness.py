@@ -28,6 +28,7 @@ from vaelab.metrics._common import (
     histogram_discretize,
     represent_many,
 )
+from vaelab.registry import metric
 
 
 def modularity(mutual_information: np.ndarray) -> float:
@@ -66,6 +67,7 @@ def explicitness_scores(codes: np.ndarray, factors: np.ndarray, codes_test: np.n
     return float(np.mean(train_auc)), float(np.mean(test_auc))
 
 
+@metric("modularity_explicitness", headline={"modularity": "modularity_score"})
 def compute(
     dataset: FactorSampler,
     represent: Represent,

@@ -17,6 +17,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.svm import LinearSVC
 
 from vaelab.metrics._common import FactorSampler, Represent, represent_many
+from vaelab.registry import metric
 
 
 def score_matrix(codes: np.ndarray, factors: np.ndarray, codes_test: np.ndarray, factors_test: np.ndarray) -> np.ndarray:
@@ -33,6 +34,7 @@ def score_matrix(codes: np.ndarray, factors: np.ndarray, codes_test: np.ndarray,
     return scores
 
 
+@metric("sap", headline={"sap": "SAP_score"})
 def compute(
     dataset: FactorSampler,
     represent: Represent,

@@ -19,7 +19,7 @@ encoded on the same images:
 A model's UDR is the median of its pairwise scores against its peers: in the paper's UDR,
 the models trained with the same hyperparameters and other seeds; in UDR-A2A, all the others.
 
-Unlike the metrics of :data:`vaelab.metrics.METRICS`, UDR scores a set of models against each
+Unlike the registered metrics (vaelab/registry.py), UDR scores a set of models against each
 other, so it has its own signature: :func:`pairwise_scores` and :func:`model_scores`.
 """
 

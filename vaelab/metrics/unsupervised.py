@@ -23,6 +23,7 @@ from vaelab.metrics._common import (
     histogram_discretize,
     represent_all,
 )
+from vaelab.registry import metric
 
 
 def gaussian_total_correlation(cov: np.ndarray) -> float:
@@ -35,6 +36,7 @@ def gaussian_wasserstein_correlation(cov: np.ndarray) -> float:
     return float(np.real(2 * np.trace(cov) - 2 * np.trace(sqrtm)))
 
 
+@metric("unsupervised")
 def compute(
     dataset: FactorSampler,
     represent: Represent,

@@ -340,11 +340,12 @@ def eval_arrivals(command: list[str], cwd: Path, pty: bool) -> list[tuple[float,
 def test_eval_reports_progress_through_a_suite_off_and_on_a_terminal(infomax_run, tmp_path):
     """Piped, a line at least every progress.every_s while the suite runs; on a terminal, a bar.
 
-    The suite is the fast preset (FactorVAE alone encodes 96,000 images: seconds here) at a
+    The suite is the fast preset with FactorVAE on 300 training votes (a few seconds here) at a
     cadence of 0.5 s instead of 30 s: the same property, scaled to fit a test."""
     _, run_dir = infomax_run
     command = [sys.executable, "-m", "vaelab", "eval", f"ckpt={run_dir / 'checkpoints' / 'last.ckpt'}",
-               "metrics=fast", "logger=csv", "images.num_images=0", "progress.every_s=0.5"]  # fmt: skip
+               "metrics=fast", "metrics.suite.factor_vae.num_train=300", "logger=csv", "images.num_images=0",
+               "progress.every_s=0.5"]  # fmt: skip
     arrivals = eval_arrivals(command, tmp_path / "piped", pty=False)
     beats = [(at, line) for at, line in arrivals if "] - metrics: " in line]
     assert len(beats) >= 3 and any("factor_vae running for" in line for _, line in beats), arrivals
@@ -356,7 +357,7 @@ def test_eval_reports_progress_through_a_suite_off_and_on_a_terminal(infomax_run
     closing = [line for _, line in arrivals if "metrics done in" in line]
     assert len(closing) == 1 and all(name in closing[0] for name in ("mig", "factor_vae", "modularity_explicitness"))
 
-    on_terminal = eval_arrivals([*command[:5], "metrics=mig", *command[6:]], tmp_path / "terminal", pty=True)
+    on_terminal = eval_arrivals([*command[:5], "metrics=mig", *command[7:]], tmp_path / "terminal", pty=True)
     bar = [line for _, line in on_terminal if line.startswith("metrics:") and "metric" in line]
     assert bar and any("1/1" in line for line in bar), on_terminal  # tqdm's frames, the last one complete
     assert not any("] - metrics: " in line for _, line in on_terminal)  # the bar, not the lines

@@ -83,13 +83,13 @@ def test_infomax_study_sweeps_every_objective_at_matched_kl_weights(tmp_path, mo
     assert {float(row["kl_weight"]) for row in rows} == {weights[0]}
 
 
-def test_seed_question_reruns_infomax_studys_matched_cells_over_twenty_seeds(tmp_path, monkeypatch, capfd):
+def test_seed_question_reruns_infomax_studys_matched_cells_over_45_seeds(tmp_path, monkeypatch, capfd):
     """experiment=seed_question is experiment=infomax_study's training for its two cells that
-    reconstruct alike (betavae at kl_weight 6, infomax_native at 20), MIG at the end, seeds 0-19."""
+    reconstruct alike (betavae at kl_weight 6, infomax_native at 20), MIG at the end, seeds 0-44."""
     result = call_vaelab("train", "experiment=seed_question", "--cfg", "hydra", cwd=tmp_path, monkeypatch=monkeypatch, capfd=capfd)
     assert result.returncode == 0, result.stderr
     params = OmegaConf.create(result.stdout).hydra.sweeper.params
-    assert dict(params) == {"seed": "range(0,20)"}  # the cell is chosen on the command line, one sweep each
+    assert dict(params) == {"seed": "range(0,45)"}  # the cell is chosen on the command line, one sweep each
     for name, weight in (("betavae", 6), ("infomax_native", 20)):
         cell = [f"objective={name}", f"kl_weight={weight}"]
         question, study = (compose_train([f"experiment={preset}", *cell], tmp_path) for preset in ("seed_question", "infomax_study"))

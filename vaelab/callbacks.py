@@ -60,9 +60,7 @@ class PeriodicEvaluation(pl.Callback, ABC):
     def heartbeat(self, trainer: pl.Trainer) -> Heartbeat:
         """What reports this evaluation while it runs (vaelab/progress.py), as the run's
         RunProgress says: a line every ``every_s`` seconds off a terminal."""
-        run = RunProgress.of(trainer)
-        return Heartbeat(f"step {trainer.global_step}: {self.title}", run.every_s if run else None,
-                         run.terminal if run else False)  # fmt: skip
+        return Heartbeat(f"step {trainer.global_step}: {self.title}", *RunProgress.settings(trainer))
 
     def _evaluate_once(self, trainer: pl.Trainer, pl_module) -> None:
         if self.enabled and trainer.is_global_zero and trainer.global_step != self.last_evaluated_step:
@@ -140,9 +138,7 @@ class DisentanglementEvaluation(PeriodicEvaluation):
         )
 
     def heartbeat(self, trainer: pl.Trainer) -> SuiteProgress:
-        run = RunProgress.of(trainer)
-        return SuiteProgress(f"step {trainer.global_step}: {self.title}", list(self.suite), run.every_s if run else None,
-                             run.terminal if run else False)  # fmt: skip
+        return SuiteProgress(f"step {trainer.global_step}: {self.title}", list(self.suite), *RunProgress.settings(trainer))
 
     def evaluate(self, trainer: pl.Trainer, pl_module) -> None:
         from vaelab.metrics import evaluate, headline_keys
@@ -374,6 +370,13 @@ class RunProgress(pl.Callback):
     @staticmethod
     def of(trainer: pl.Trainer) -> RunProgress | None:
         return next((callback for callback in trainer.callbacks if isinstance(callback, RunProgress)), None)
+
+    @staticmethod
+    def settings(trainer: pl.Trainer) -> tuple[float | None, bool]:
+        """(every_s, terminal) for an evaluation's own progress; (None, False), silent, in a
+        trainer without a RunProgress (a program's own callbacks outside `vaelab train`)."""
+        run = RunProgress.of(trainer)
+        return (run.every_s, run.terminal) if run is not None else (None, False)
 
     @staticmethod
     def evaluations(trainer: pl.Trainer) -> list[PeriodicEvaluation]:

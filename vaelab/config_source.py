@@ -69,9 +69,6 @@ def part_node(group: str, name: str) -> dict[str, Any]:
 class RegistrySource(ConfigSource):
     """``vaelab://registry``: the nodes of the module docstring."""
 
-    def __init__(self, provider: str, path: str) -> None:
-        super().__init__(provider=provider, path=path)
-
     @staticmethod
     def scheme() -> str:
         return "vaelab"

@@ -93,8 +93,8 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
     encoded = (lambda: represent.num_encoded) if cfg.ckpt is not None else None  # a codes file encodes nothing
     with SuiteProgress("metrics", list(suite), cfg.progress.every_s, on_terminal(), encoded) as progress:
         scores = metrics.evaluate(dataset, represent, suite, seed=cfg.metrics.seed, progress=progress)
-    log.info("metrics done in %.1f s: %s", time.perf_counter() - started, progress.timings())
     scores["metrics/seconds"] = time.perf_counter() - started
+    log.info("metrics done in %.1f s: %s", scores["metrics/seconds"], progress.timings())
 
     _, loggers = build_loggers(cfg.get("logger"), run_dir, group=group)
     config = {**OmegaConf.to_container(cfg, resolve=True), **source}

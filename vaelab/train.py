@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from vaelab.errors import DiskFull, UserError, check_int, check_real, is_disk_fu
 from vaelab.history import finished_figures
 from vaelab.loggers import build_loggers, finish_run
 from vaelab.module import VAEModule
+from vaelab.progress import on_terminal
 from vaelab.rundir import run_dir_lock
 from vaelab.search import check_optimized_metric
 from vaelab.system import check_bytes_fit, check_fits_in_memory, resolve_training_precision, set_num_threads, tune_glibc_malloc
@@ -82,7 +82,8 @@ def logged_config(cfg: DictConfig, config: dict[str, Any], objective) -> dict[st
         return kept
 
     logged = settings(cfg, {k: v for k, v in config.items() if k not in NOT_SETTINGS})
-    logged["objective"] = {k: v for k, v in logged["objective"].items() if k not in {knob.attribute for knob in objective.knobs}}
+    knob_attributes = {knob.attribute for knob in objective.knobs}
+    logged["objective"] = {k: v for k, v in logged["objective"].items() if k not in knob_attributes}
     # optimized_metric: recorded when a search sets it, the metric its trials are scored by
     return {k: v for k, v in logged.items() if not (k == "optimized_metric" and v is None)}
 
@@ -287,7 +288,7 @@ def _train_in(
     interrupts = [callback for callback in callbacks if isinstance(callback, InterruptCheckpoint)]
     trainer_kwargs = {}
     if cfg.trainer.get("enable_progress_bar") is None:
-        trainer_kwargs["enable_progress_bar"] = sys.stderr.isatty()
+        trainer_kwargs["enable_progress_bar"] = on_terminal()
     progress_bar = bool(trainer_kwargs.get("enable_progress_bar", cfg.trainer.get("enable_progress_bar")))
     if progress_bar:
         callbacks.append(StepProgressBar())

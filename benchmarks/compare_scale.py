@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-HISTORY_KEYS = ("train/loss", "train/reconstruction", "train/kl_conditional", "train/beta_effective", "val/loss",
+HISTORY_KEYS = ("train/loss", "train/reconstruction", "train/kl_conditional", "val/loss",
                 "val/reconstruction", "info/kl_marginal", "info/mutual_info", "metrics/mig", "metrics/seconds")  # fmt: skip
 
 

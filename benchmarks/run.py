@@ -29,6 +29,7 @@ BENCHMARKS = {
     "metrics_speed.py": (["--parts", "encode", "e2e", "--encode-blocks", "4"], ["--quick"]),
     "information_speed.py": ([], ["--repeats", "1"]),
     "metrics_file_speed.py": ([], ["--calls", "5000"]),
+    "error_latency.py": ([], ["--repeats", "3"]),
 }
 
 

@@ -104,7 +104,8 @@ def test_train_writes_a_complete_run_directory(infomax_run):
     # Time to disentangle: MIG >= 0 at the first evaluation, step 20, of 64 images each.
     assert metrics["images_per_step"] == 64 and metrics["images_to"] == {"images_to/metrics/mig>=0": 20 * 64}
     final = metrics["final"]
-    assert final["train/beta_effective"] == 0.25
+    assert metrics["objective"]["beta_effective"] == 0.25  # a constant: recorded once, never a series
+    assert not {"train/beta_effective", "train/kl_weight", "val/beta_effective"} & final.keys()
     assert {"train/loss", "train/reconstruction", "train/kl_conditional", "metrics/mig"} <= final.keys()
     assert {"val/loss", "val/reconstruction", "val/kl_conditional"} <= final.keys()
     history = read_history(run_dir)  # metrics_history.jsonl, merged by step
@@ -146,11 +147,29 @@ def test_train_logs_an_offline_wandb_run(infomax_run):
     assert run.config["lambda"] == 3 and run.config["objective_name"] == "infomax"
     assert run.config["model"]["latent_dim"] == 10
     logged = set().union(*(entry.keys() for entry in run.history))
-    assert {"train/loss", "train/reconstruction", "train/kl_conditional", "train/beta_effective"} <= logged
+    assert {"train/loss", "train/reconstruction", "train/kl_conditional"} <= logged
     assert {"val/loss", "metrics/mig", "info/kl_marginal", "info/total_correlation", "info/kl_dim_0"} <= logged
     assert "epoch" not in logged
-    assert run.summary["train/beta_effective"] == 0.25
     assert len(list((wandb_dir / "files" / "media" / "images").rglob("*.png"))) == 4
+    # Which code made it: vaelab's version and commit (this checkout's), W&B's record of the cwd's repository.
+    import vaelab
+
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True)
+    assert run.config["vaelab_version"] == vaelab.__version__
+    assert run.config["vaelab_git_commit"] == (head.stdout.strip() if head.returncode == 0 else None)
+    assert "upload it with `wandb sync " + str(wandb_dir) + "`" in result.stderr  # the offline run's sync command
+    # Each figure once, and no constant drawn as a chart (they are in the config).
+    assert "metrics/mig_discrete_mig" not in logged and "metrics/mig" in logged
+    assert not {"train/beta_effective", "train/kl_weight", "val/beta_effective"} & logged
+    # The traversal animation as a video; MIG per factor as a table at each evaluation, also as CSV.
+    def entries(key: str) -> list[dict]:
+        return [entry for entry in run.history if f"{key}/_type" in entry]
+
+    assert [e["images/traversal_animation/_type"] for e in entries("images/traversal_animation")] == ["videos"] * 2  # W&B's type for a list of wandb.Video
+    tables = entries("tables/mig_per_factor")
+    assert [(e["tables/mig_per_factor/_type"], e["trainer/global_step"]) for e in tables] == [("table-file", 20), ("table-file", 40)]
+    assert tables[-1]["tables/mig_per_factor/ncols"] == 2 and tables[-1]["tables/mig_per_factor/nrows"] == 5  # dSprites' 5 factors
+    assert sorted(p.name for p in (run_dir / "tables").iterdir()) == ["mig_per_factor_step20.csv", "mig_per_factor_step40.csv"]
 
 
 
@@ -219,7 +238,7 @@ def test_final_checkpoint_is_the_runs_wandb_model_artifact(infomax_run):
     (wandb_dir,) = (run_dir / "wandb").glob("offline-run-*")
     run = read_offline_run(wandb_dir)
     size = (run_dir / "checkpoints" / "last.ckpt").stat().st_size
-    assert run.artifacts == [{
+    assert [artifact for artifact in run.artifacts if artifact["type"] == "model"] == [{
         "name": f"model-{run.run_id}", "type": "model", "aliases": {"latest", "step-40"},
         "files": {"last.ckpt": size}, "metadata": {"global_step": 40},
     }]  # fmt: skip
@@ -244,11 +263,23 @@ def test_final_checkpoint_is_the_runs_wandb_model_artifact(infomax_run):
         (["optimizer.lr=0"], "optimizer.lr=0: expected a number > 0"),
         (["optimizer.lr=fast"], "optimizer.lr='fast': expected a number > 0"),
         (["optimizer.eps=-1"], "optimizer (torch.optim.Adam): Invalid epsilon value: -1"),
-        (["+optimizer.momentum=0.9"], "optimizer (torch.optim.Adam): Adam.__init__() got an unexpected keyword argument 'momentum'"),
+        (["+optimizer.momentum=0.9"], "+optimizer.momentum=0.9: torch.optim.Adam takes no argument momentum"),
+        (["+optimizer.weight_decay=-1"], "optimizer (torch.optim.Adam): Invalid weight_decay value: -1"),  # an argument it takes
         (["trainer.devices=0"], "trainer: `Trainer(devices=0)` value is not a valid input"),
         # Hydra's composition errors, several lines long from Hydra itself:
-        (["model=foo"], "Could not find 'model/foo'; available: conv, mlp"),
-        (["foo=1"], "Could not override 'foo'; To append to your config use +foo=1"),
+        (["model=foo"], "Could not find 'model/foo' (available: conv, mlp)"),
+        (["model=cnov"], "Could not find 'model/cnov'; did you mean model=conv? (available: conv, mlp)"),
+        (["foo=1"], "foo=1: no such key; `vaelab train --cfg job` lists the keys"),
+        # a mistyped key: the closest one (a group, a key, a nested key), never Hydra's advice to add it with +
+        (["objectiv=infomax"], "objectiv=infomax: no such key; did you mean objective=infomax?"),
+        (["trainer.max_stpes=3"], "trainer.max_stpes=3: no such key; did you mean trainer.max_steps=3?"),
+        (["objective=infomax", "lamda=3"], "lamda=3: no such key; did you mean lambda=3?"),
+        # a key added with + that nothing would read
+        (["+objectiv=infomax"], "+objectiv=infomax: nothing reads objectiv; did you mean objective=infomax?"),
+        (["+ckpt_path=x.ckpt"], "+ckpt_path=x.ckpt: nothing reads ckpt_path"),
+        (["+data.batchsize=3"], "+data.batchsize=3: nothing reads data.batchsize; did you mean data.batch_size=3?"),
+        (["+trainer.max_stpes=3"], "+trainer.max_stpes=3: pytorch_lightning.Trainer takes no argument max_stpes; did you mean trainer.max_steps=3?"),
+        (["resume=nothing.ckpt"], "resume=nothing.ckpt: no such file"),
         (["beta=[1"], "no viable alternative at input '[1'"),
         (["seed=${nothing}"], "seed: Interpolation key 'nothing' not found"),
     ],
@@ -259,7 +290,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path, monkeypatch, capfd, overrides,
     errors = [line for line in result.stderr.splitlines() if line.startswith("vaelab: error:")]
     assert len(errors) == 1 and message in errors[0], result.stderr
     assert "Traceback" not in result.stderr
-    assert not list(tmp_path.glob("outputs/*/*/checkpoints")) and not list(tmp_path.glob("outputs/*/*/metrics.json"))
+    assert not (tmp_path / "outputs").exists(), "a refused command leaves no run directory behind"
 
 
 @pytest.mark.parametrize("override", ["beta=0", "model=foo"])
@@ -282,7 +313,7 @@ def test_eval_scores_a_checkpoint(infomax_run, tmp_path, monkeypatch, capfd):
     scores = json.loads(result.stdout)  # stdout holds the JSON alone; the table goes to stderr
     trained = json.loads((run_dir / "metrics.json").read_text())["final"]
     assert scores["metrics/mig"] == pytest.approx(trained["metrics/mig"], abs=1e-12)
-    assert "mig_discrete_mig" in result.stderr
+    assert "│ mig " in result.stderr and "discrete_mig" not in result.stderr  # the table: each score once
     (eval_dir,) = (tmp_path / "outputs" / "eval").glob("*/*")
     assert json.loads((eval_dir / "metrics.json").read_text())["final"]["metrics/mig"] == scores["metrics/mig"]
     (wandb_dir,) = (eval_dir / "wandb").glob("offline-run-*")
@@ -291,6 +322,10 @@ def test_eval_scores_a_checkpoint(infomax_run, tmp_path, monkeypatch, capfd):
     # Linked to what it scored: the training run's model artifact at that step.
     (train_wandb,) = (run_dir / "wandb").glob("offline-run-*")
     assert eval_run.config["checkpoint_artifact"] == f"vaelab/model-{read_offline_run(train_wandb).run_id}:step-40"
+    # MIG per factor: a table in the eval run and a CSV in its directory, equal to the training
+    # run's own at step 40 (same suite, seed and weights).
+    assert [e["tables/mig_per_factor/_type"] for e in eval_run.history if "tables/mig_per_factor/_type" in e] == ["table-file"]
+    assert (eval_dir / "tables" / "mig_per_factor_step40.csv").read_text() == (run_dir / "tables" / "mig_per_factor_step40.csv").read_text()
     # The training run's final pictures, redrawn from the checkpoint alone: the same pixels.
     for name in ("reconstructions_step40.png", "traversals_step40.png", "traversal_animation_step40.gif"):
         assert (eval_dir / "images" / name).read_bytes() == (run_dir / "images" / name).read_bytes(), name
@@ -406,3 +441,27 @@ def test_eval_scores_any_representation_from_a_codes_file(tmp_path, monkeypatch,
     assert broken.returncode == 2 and "Traceback" not in broken.stderr
     (error,) = [line for line in broken.stderr.splitlines() if line.startswith("vaelab: error:")]
     assert "broken.npz" in error
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["train", "objective=infomax", "lambda=abc"],
+        ["train", "objectiv=infomax"],
+        ["train", "+data.batchsize=3"],
+        ["eval", "ckpt=nothing.ckpt"],
+    ],
+)
+def test_a_refused_command_answers_before_torch_is_imported(tmp_path, command):
+    """A mistyped command is answered from the config alone (vaelab/validation.py): torch and
+    Lightning, which take seconds to import, are never loaded, and no run directory is made.
+    (Its latency is a benchmark: benchmarks/error_latency.py.)"""
+    probe = (
+        "import sys\nfrom vaelab.cli import main\n"
+        f"try:\n    main({command!r})\nexcept SystemExit as stop:\n    code = stop.code\n"
+        "print(code, sorted(m for m in ('torch', 'pytorch_lightning', 'sklearn') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.stdout.split("\n")[0] == "2 []", result.stdout + result.stderr
+    assert len([line for line in result.stderr.splitlines() if line.startswith("vaelab: error:")]) == 1
+    assert not (tmp_path / "outputs").exists()

@@ -50,9 +50,9 @@ def test_importing_the_examples_registers_them():
 def test_mcc_scores_an_ideal_code_near_one_and_noise_near_zero():
     bars = Bars()
     ideal = metrics.evaluate(bars, lambda f: np.asarray(f, dtype=float)[:, [2, 0, 1]] ** 3, {"mcc": {"num_train": 2000}}, 0)
-    assert ideal["metrics/mcc_mcc"] == pytest.approx(1.0) and ideal["metrics/mcc"] == ideal["metrics/mcc_mcc"]
+    assert ideal["metrics/mcc"] == pytest.approx(1.0) and "metrics/mcc_mcc" not in ideal  # a headline, once
     noise = metrics.evaluate(bars, lambda f: np.random.default_rng(1).normal(size=(len(f), 3)), {"mcc": {}}, 0)
-    assert noise["metrics/mcc_mcc"] < 0.05
+    assert noise["metrics/mcc"] < 0.05
 
 
 def install_examples(site: Path) -> Path:

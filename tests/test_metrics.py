@@ -107,8 +107,7 @@ def test_metric_streams_are_stable_across_processes():
 def test_evaluate_keys_and_aliases():
     represent = reps.lookup(reps.code_table("ideal"))
     out = evaluate(GRID, represent, {"mig": SMALL["mig"], "sap": dict(num_train=1000, num_test=500)}, seed=0)
-    assert set(out) == {"metrics/mig_discrete_mig", "metrics/mig", "metrics/sap_SAP_score", "metrics/sap"}
-    assert out["metrics/mig"] == out["metrics/mig_discrete_mig"]
+    assert set(out) == {"metrics/mig", "metrics/sap"}  # each score once: a headline under its own name
     # SAP is low even for an ideal code (one linear SVM on one dim, many classes): ~0.25
     assert 0.15 < out["metrics/sap"] < 0.35
     # A metric's headline scores, as it declares them, in compare's column order
@@ -336,3 +335,46 @@ def test_presets_are_valid_suites():
         defaults = {p.name: p.default for p in inspect.signature(METRICS[name]).parameters.values() if p.kind is p.KEYWORD_ONLY}
         as_yaml = {k: list(v) if isinstance(v, tuple) else v for k, v in defaults.items()}  # YAML has lists
         assert hparams == {k: as_yaml[k] for k in hparams}, name
+
+
+def test_suite_breaks_mig_and_dci_down_by_factor_into_tables_and_csv(tmp_path):
+    """MIG per factor and DCI's importance matrix, what the two headline numbers hide: for an ideal
+    code every factor has a MIG near 1 and each factor's importance sits on one code dimension;
+    for noise nothing does. A run writes them as CSV (and the matrix as a heatmap) and hands them
+    to every logger that shows tables."""
+    from vaelab.tables import save_and_log_tables
+
+    suite = {"mig": SMALL["mig"], "dci": SMALL["dci"]}
+    tables = {"ideal": {}, "noise": {}}
+    for name in tables:
+        scores = evaluate(GRID, reps.lookup(reps.code_table(name)), suite, seed=0, tables=tables[name])
+        per_factor = tables[name]["mig_per_factor"]
+        assert per_factor.columns == ["factor", "mig"] and [row[0] for row in per_factor.rows] == list(GRID.factor_names)
+        assert np.mean([row[1] for row in per_factor.rows]) == pytest.approx(scores["metrics/mig"])
+    assert min(row[1] for row in tables["ideal"]["mig_per_factor"].rows) > 0.9
+    assert max(row[1] for row in tables["noise"]["mig_per_factor"].rows) < 0.1
+    importance = np.array([row[1:] for row in tables["ideal"]["dci_importance"].rows])
+    assert tables["ideal"]["dci_importance"].columns == ["code", *GRID.factor_names]
+    assert importance.shape[1] == K and (importance.max(axis=0) / importance.sum(axis=0) > 0.8).all()
+
+    class TableLogger:
+        def __init__(self):
+            self.tables, self.images = {}, {}
+
+        def log_table(self, key, columns, data, step):
+            self.tables[key] = (columns, data, step)
+
+        def log_image(self, key, images, step):
+            self.images[key] = (images, step)
+
+    logger = TableLogger()
+    paths = save_and_log_tables(tables["ideal"], tmp_path, step=7, loggers=[logger])
+    assert paths["mig_per_factor"] == tmp_path / "tables" / "mig_per_factor_step7.csv"
+    lines = paths["mig_per_factor"].read_text().splitlines()
+    assert lines[0] == "factor,mig" and len(lines) == 1 + K
+    assert set(logger.tables) == {"tables/mig_per_factor", "tables/dci_importance"}
+    assert logger.tables["tables/dci_importance"][0] == ["code", *GRID.factor_names]
+    assert (tmp_path / "images" / "dci_importance_step7.png").is_file() and "images/dci_importance" in logger.images
+    assert evaluate(GRID, reps.lookup(reps.code_table("ideal")), {"mig": SMALL["mig"]}, seed=0) == {
+        "metrics/mig": pytest.approx(np.mean([row[1] for row in tables["ideal"]["mig_per_factor"].rows]))
+    }  # without tables=, nothing is kept

@@ -33,7 +33,7 @@ def test_dsprites_fast_trains_the_recipe_with_its_warmup_and_precision(tmp_path,
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["status"] == "success" and "metrics/mig" in metrics["final"]
-    assert metrics["final"]["train/kl_weight"] == pytest.approx(objective.kl_weight)
+    assert metrics["objective"]["kl_weight"] == pytest.approx(objective.kl_weight)
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
 
 

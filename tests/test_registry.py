@@ -116,3 +116,15 @@ def test_an_entry_point_adds_a_part_by_name_and_imports_it_only_when_asked(tmp_p
     finally:  # defining it registered it with this process's registry too: forget it
         OBJECTIVES.parts.pop("louder", None)
         sys.modules.pop("outside_part", None)
+
+
+def test_every_shipped_objective_reads_its_knobs_from_the_one_table():
+    """vaelab/knobs.py is where the config learns an objective's knobs without importing it: the
+    class that trains must have exactly those (a knob added to a class alone would be a key the
+    command line cannot set)."""
+    from vaelab.knobs import OBJECTIVE_KNOBS
+    from vaelab.registry import OBJECTIVES, SHIPPED
+
+    assert set(OBJECTIVE_KNOBS) == set(SHIPPED["objectives"])
+    for name, knobs in OBJECTIVE_KNOBS.items():
+        assert OBJECTIVES.get(name).knobs == knobs, name

@@ -63,6 +63,7 @@ class OfflineRun:
     summary: dict = field(default_factory=dict)
     artifacts: list[dict] = field(default_factory=list)  # logged: name, type, aliases, files {path: size}, metadata
     exit_code: int | None = None
+    git: dict = field(default_factory=dict)  # what W&B records of the working directory's repository
 
 
 def _key(item) -> str:
@@ -97,6 +98,7 @@ def _read_offline_run(run_dir: Path) -> OfflineRun:
         if kind == "run":
             run.run_id, run.group = record.run.run_id, record.run.run_group
             run.name, run.job_type, run.tags = record.run.display_name, record.run.job_type, list(record.run.tags)
+            run.git = {"commit": record.run.git.commit, "remote": record.run.git.remote_url}
             for item in record.run.config.update:
                 run.config[_key(item)] = json.loads(item.value_json)
         elif kind == "config":

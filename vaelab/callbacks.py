@@ -144,6 +144,7 @@ class DisentanglementEvaluation(PeriodicEvaluation):
         from vaelab.metrics import evaluate, headline_keys
         from vaelab.metrics._common import NonFiniteCodes
         from vaelab.metrics.representation import encoder_representation
+        from vaelab.tables import save_and_log_tables
 
         dataset = trainer.datamodule.dataset
         started = time.perf_counter()
@@ -151,14 +152,17 @@ class DisentanglementEvaluation(PeriodicEvaluation):
             pl_module.model, dataset, pl_module.device, batch_size=self.encode_batch_size, precision=self.encode_precision
         )
         self.progress.images_encoded = lambda: represent.num_encoded
+        tables = {}
         try:
-            scores = evaluate(dataset, represent, self.suite, seed=self.seed, progress=self.progress)
+            scores = evaluate(dataset, represent, self.suite, seed=self.seed, progress=self.progress, tables=tables)
         except NonFiniteCodes:
             log.warning("step %d: the encoder gives NaN/inf codes; metrics skipped", trainer.global_step)
             return
         seconds = time.perf_counter() - started
         step = trainer.global_step
         log_to_loggers(trainer, {**scores, "metrics/seconds": seconds}, step)
+        if trainer.is_global_zero:  # DDP: rank 0 writes the run's files
+            save_and_log_tables(tables, Path(trainer.default_root_dir), step, trainer.loggers)
         headlines = headline_keys(self.suite)
         headline = ", ".join(f"{k.removeprefix('metrics/')}={v:.3f}" for k, v in scores.items() if k in headlines)
         timings = f": {self.progress.timings()}" if len(self.suite) > 1 else ""

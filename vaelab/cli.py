@@ -16,7 +16,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from vaelab import CONFIG_DIR, config_source
-from vaelab.errors import UserError, user_error_in
+from vaelab.errors import Refused, UserError, user_error_in
 
 DIRNAME_LIMIT = 120  # characters of the overrides in a sweep job's directory name (filesystems allow 255)
 
@@ -76,6 +76,10 @@ def _report_user_errors(task):
             code = _report(error)
             if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
                 raise
+            from vaelab.rundir import remove_unused
+
+            if HydraConfig.initialized():  # refused before it wrote anything: no run left behind
+                remove_unused(HydraConfig.get().runtime.output_dir)
             sys.exit(code)
 
     return wrapped
@@ -108,11 +112,11 @@ def _message_and_exit_code(error: BaseException) -> tuple[str, int]:
     remote = _remote_failure(text)
     if remote is not None:
         return remote
-    misplaced = _misplaced_logger_setting(text) or _foreign_knob(text)
+    misplaced = _misplaced_logger_setting(text) or _foreign_knob(text) or _unknown_key(text)
     if misplaced is not None:
         return misplaced, 2
     if isinstance(error, MissingConfigException) and error.options:
-        return f"{text.splitlines()[0]}; available: {', '.join(error.options)}", 2
+        return _unknown_option(text.splitlines()[0], error.options), 2
     if isinstance(error, InstantiationException) and error.__cause__ is not None:
         # A config value a class rejected, e.g. trainer.max_steps=abc reaching Lightning.
         cause = error.__cause__
@@ -160,40 +164,42 @@ def _foreign_knob(text: str) -> str | None:
     chosen = config_source.composed.get("objective")
     if match is None or chosen is None:
         return None
+    from vaelab.validation import foreign_knob_message
+
     return foreign_knob_message(match.group(1), match.group(2).splitlines()[0].strip(), chosen)
 
 
-def foreign_knob_message(key: str, value: str, chosen: str) -> str | None:
-    """The one line for ``key=value``, a knob of some objective but not of ``chosen``; None when
-    no registered objective has a knob ``key``."""
-    from vaelab.registry import OBJECTIVES
+def _unknown_key(text: str) -> str | None:
+    """``objectiv=infomax``, ``trainer.max_stpes=3``: a key the config does not have, said with the
+    closest one it has (from the config composed without it; Hydra would advise ``+objectiv=``,
+    which adds a key nothing reads)."""
+    import re
 
-    everyone = OBJECTIVES.all()  # imports every objective: on an error's way only
-    users = sorted(name for name, cls in everyone.items() if key in {knob.name for knob in cls.knobs})
-    if not users or chosen in users:
+    match = re.search(r"Could not override '([\w.]+)'.*?use \+\1=(.*)", text, flags=re.DOTALL)
+    if match is None or invocation.get("command") is None:
         return None
-    own = [knob.name for knob in everyone[chosen].knobs]
-    return (
-        f"{key}={value} is not used by objective={chosen}, whose knob{'s are' if len(own) > 1 else ' is'} "
-        f"{', '.join(own)}; drop {key}=... or choose an objective that uses it ({', '.join(users)})"
-    )
+    key, value = match.group(1), match.group(2).splitlines()[0].strip()
+    from vaelab.validation import closest_key
+
+    close = closest_key(invocation["command"], invocation["overrides"], key, value)
+    advice = f"did you mean {close}={value}?" if close else f"`vaelab {invocation['command']} --cfg job` lists the keys"
+    return f"{key}={value}: no such key; {advice}"
 
 
-def _refuse_added_knobs(cfg: DictConfig) -> None:
-    """``objective=betavae +lambda=3`` adds a key the objective never reads: refused like
-    ``lambda=3``, rather than ignored."""
-    import hydra.utils
-    from hydra.core.hydra_config import HydraConfig
+def _unknown_option(first_line: str, options: list[str]) -> str:
+    """``objective=infomx``: Hydra's line, the closest option and the options there are."""
+    import re
 
-    if not HydraConfig.initialized():
-        return
-    task = OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False)  # as typed: `seed=${…}` too
-    added = dict(o.lstrip("+").split("=", 1) for o in task if o.startswith("+") and "=" in o)
-    chosen = hydra.utils.get_class(cfg.objective._target_).name
-    for key, value in added.items():
-        message = foreign_knob_message(key, value, chosen) if key.isidentifier() else None
-        if message is not None:
-            raise UserError(message)
+    from vaelab.validation import did_you_mean
+
+    match = re.search(r"Could not find '([\w/]+)/(\w+)'", first_line)
+    close = did_you_mean(match.group(2), options) if match else None
+    advice = f"; did you mean {match.group(1).replace('/', '.')}={close}?" if close else ""
+    return f"{first_line}{advice} (available: {', '.join(options)})"
+
+
+# The command being run and its overrides (set by main()), for the advice on a key Hydra refused.
+invocation: dict[str, object] = {}
 
 
 def _report(error: BaseException) -> int:
@@ -230,6 +236,10 @@ def _run_reporting_errors(hydra_main) -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         hydra_main()
+    except Refused as refused:  # by a Hydra callback, before the run started
+        if _show_tracebacks():
+            raise refused.error from None
+        sys.exit(_report(refused.error))
     except Exception as error:
         if _show_tracebacks():
             raise
@@ -263,7 +273,6 @@ def _train(cfg: DictConfig):
     from vaelab.search import optimized_value
     from vaelab.train import train
 
-    _refuse_added_knobs(cfg)
     final = train(cfg)
     return None if is_worker() else optimized_value(cfg, final)  # DDP workers log nothing: rank 0 reports
 
@@ -309,7 +318,11 @@ def main(argv: list[str] | None = None) -> None:
     sys.argv = [sys.argv[0], *argv[1:]]
     # The Optuna sweeper imports alembic, which announces each of its plugins at INFO level.
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    _run_reporting_errors(MAINS[command])
+    invocation.update(command=command, overrides=[arg for arg in argv[1:] if not arg.startswith("-")])
+    try:
+        _run_reporting_errors(MAINS[command])
+    finally:
+        invocation.clear()  # a program calling main() again starts afresh
 
 
 if __name__ == "__main__":

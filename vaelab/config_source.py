@@ -1,7 +1,7 @@
 """The config nodes Hydra composes from the registry (vaelab/registry.py), not from yaml files.
 
 - ``knobs/<objective>``: the objective's top-level knob keys, each null (None: its default),
-  from its ``knobs`` declaration. Each objective's yaml includes it at the top level
+  from its ``knobs`` declaration (vaelab/knobs.py: vaelab's own are read without importing them). Each objective's yaml includes it at the top level
   (``defaults: [{/knobs@_global_: betavae}]``), so ``vaelab train objective=X knob=1`` and
   ``-m knob=1,2`` are plain overrides of a key that exists, and a knob of another objective,
   or a mistyped one, is not in the config at all: Hydra refuses it (cli.py says whose it is).
@@ -27,6 +27,7 @@ from hydra.plugins.config_source import ConfigLoadError, ConfigResult, ConfigSou
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 from omegaconf import OmegaConf
 
+from vaelab.knobs import knobs_of
 from vaelab.registry import DATASETS, METRICS, OBJECTIVES, Registry
 
 KNOBS = "knobs"
@@ -38,7 +39,7 @@ composed: dict[str, str] = {}
 
 def knobs_node(name: str) -> dict[str, None]:
     composed["objective"] = name
-    return {knob.name: None for knob in OBJECTIVES.get(name).knobs}
+    return {knob.name: None for knob in knobs_of(name)}
 
 
 def defaults_of(function, skip: set[str] = frozenset()) -> dict[str, Any]:

@@ -27,6 +27,16 @@ class UserError(Exception):
     exit_code = 2
 
 
+class Refused(BaseException):
+    """An error raised where Hydra would turn it into a warning and go on (its callbacks:
+    vaelab/validation.py, vaelab/rundir.py): carried past Hydra to the CLI, which reports
+    ``error`` like any other."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class TrainingDiverged(UserError):
     """The loss or a gradient became NaN/inf: the run stops, its last checkpoint stays finite."""
 

@@ -18,9 +18,11 @@ import hydra.utils
 from omegaconf import DictConfig, OmegaConf
 
 from vaelab.checkpoint import load_checkpoint
-from vaelab.errors import UserError, check_real
+from vaelab.errors import UserError
 from vaelab.loggers import build_loggers, finish_run
 from vaelab.progress import SuiteProgress, on_terminal
+from vaelab.tables import save_and_log_tables
+from vaelab.validation import check_job
 
 log = logging.getLogger("vaelab")
 
@@ -58,17 +60,11 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
 
     if cfg.get("tune_malloc", True):
         tune_glibc_malloc()
-    given = [key for key in ("ckpt", "artifact", "codes") if cfg.get(key) is not None]
-    if len(given) != 1:
-        raise UserError(
-            "give exactly one of ckpt=PATH (a vaelab checkpoint), artifact=NAME:ALIAS (one logged to W&B) or codes=FILE.npz"
-        )
+    check_job(cfg, "eval")
     if cfg.get("artifact") is not None:
         wandb_cfg = (cfg.get("logger") or {}).get("wandb")  # the project and entity to look in, if W&B is selected
         cfg.ckpt = str(download_checkpoint_artifact(cfg.artifact, wandb_cfg, Path(cfg.paths.output_dir)))
     suite = OmegaConf.to_container(cfg.metrics.suite)
-    metrics.check_suite(suite)  # unknown metric names fail before any encoding
-    check_real("progress.every_s", cfg.progress.every_s, above=0.0)
     run_dir = Path(cfg.paths.output_dir)
     started = time.perf_counter()
     group = None
@@ -91,8 +87,9 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
         source = {"codes": str(Path(cfg.codes).resolve())}
 
     encoded = (lambda: represent.num_encoded) if cfg.ckpt is not None else None  # a codes file encodes nothing
+    tables = {}
     with SuiteProgress("metrics", list(suite), cfg.progress.every_s, on_terminal(), encoded) as progress:
-        scores = metrics.evaluate(dataset, represent, suite, seed=cfg.metrics.seed, progress=progress)
+        scores = metrics.evaluate(dataset, represent, suite, seed=cfg.metrics.seed, progress=progress, tables=tables)
     scores["metrics/seconds"] = time.perf_counter() - started
     log.info("metrics done in %.1f s: %s", scores["metrics/seconds"], progress.timings())
 
@@ -106,12 +103,13 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
             if "checkpoint_artifact" in source and hasattr(logger, "use_checkpoint_artifact"):
                 logger.use_checkpoint_artifact(source["checkpoint_artifact"])
             logger.log_metrics(scores, step=step)
+        save_and_log_tables(tables, run_dir, step, loggers)
         if cfg.ckpt is not None and cfg.images.num_images > 0:
             save_pictures(checkpoint, dataset, model, cfg.images, run_dir / "images", step, loggers)
         exit_code = 0
     finally:
         finish_run(loggers, exit_code)
-    print_table(scores, suite)
+    print_table(scores)
     print(json.dumps(scores))
     return scores
 
@@ -170,20 +168,14 @@ def save_pictures(checkpoint, dataset, model, images_cfg, directory: Path, step:
     log.info("pictures: %s", ", ".join(str(path) for path in paths.values()))
 
 
-def print_table(scores: dict[str, float], suite) -> None:
-    """The scores of the metrics ``suite`` as a table on stderr (stdout carries the JSON for scripts)."""
+def print_table(scores: dict[str, float]) -> None:
+    """The scores as a table on stderr (stdout carries the JSON for scripts)."""
     from rich.console import Console
     from rich.table import Table
-
-    from vaelab.metrics import headline_keys, metric_key
-
-    headlines = headline_keys(suite)
 
     table = Table(title="vaelab eval", show_lines=False)
     table.add_column("score")
     table.add_column("value", justify="right")
     for key, value in scores.items():
-        if key in headlines and metric_key(*headlines[key]) != key:
-            continue  # a headline repeats a row already shown
         table.add_row(key.removeprefix("metrics/"), f"{value:.4f}")
     Console(file=sys.stderr).print(table)

@@ -30,6 +30,7 @@ from pytorch_lightning.loggers import Logger, WandbLogger
 from vaelab.errors import DiskFull, RunStatus, UserError, is_disk_full, one_line, write_atomically
 # The files' readers live apart, free of Lightning (vaelab compare reads runs with them).
 from vaelab.history import HISTORY_FILE, METRICS_FILE, read_history, saved_history  # noqa: F401 - read_history: for callers
+from vaelab.provenance import code_state
 from vaelab.time_to_disentangle import first_steps_reaching, images_to
 
 log = logging.getLogger("vaelab")
@@ -275,7 +276,7 @@ def resolve_wandb_mode(mode: str) -> str:
         return os.environ["WANDB_MODE"]
     if wandb_api_key_configured():
         return "online"
-    log.info("W&B: no API key configured, logging offline (upload later with `wandb sync <run dir>/wandb`)")
+    log.info("W&B: no API key configured, logging offline")
     return "offline"
 
 
@@ -331,6 +332,12 @@ def wandb_logger(
         # metrics/ scores included, keeps W&B's default, its last value as a plain number (an
         # explicit summary="last" on a glob nests some keys as {"last": v}, unpredictably).
         run.define_metric("val/loss", step_metric="trainer/global_step", step_sync=True, summary="min,last")
+        run.config.update(code_state(), allow_val_change=True)  # which code made it
+        if run.offline:
+            where = Path(run.dir).parent  # wandb/offline-run-<time>-<id>
+            log.info("W&B: run %s saved offline in %s; upload it with `wandb sync %s`", run.id, where, where)
+        else:
+            log.info("W&B: %s", run.url)
     except Exception as error:  # noqa: BLE001 - any W&B failure must not stop training
         log.warning("W&B could not start (%s); training continues, figures go to metrics.json", one_line(error))
         return None
@@ -376,8 +383,9 @@ def _hydra_job_name() -> str | None:
 def wandb_settings():
     import wandb
 
-    # No console capture (Hydra already writes the log file) and no code/git scraping.
-    return wandb.Settings(console="off", save_code=False, disable_git=True, quiet=True)
+    # No console capture (Hydra already writes the log file) and no copy of the code; W&B records
+    # the working directory's git commit as it does by default (vaelab's own: vaelab/provenance.py).
+    return wandb.Settings(console="off", save_code=False, quiet=True)
 
 
 def finish_run(loggers: list[Logger], exit_code: int = 0) -> None:

@@ -49,7 +49,8 @@ def gather_global_batch(out: VAEOutput) -> VAEOutput:
 
 
 class VAEModule(pl.LightningModule):
-    """Logs every objective term under ``train/…`` and ``val/…``, plus ``beta_effective`` and ``kl_weight``."""
+    """Logs every objective term under ``train/…`` and ``val/…``. Its constants (``beta_effective``,
+    ``kl_weight``, the knobs) are in the run config and metrics.json's "objective", not series."""
 
     def __init__(
         self,
@@ -103,9 +104,6 @@ class VAEModule(pl.LightningModule):
             distributed = world > 1  # logged figures are means over the global batch
             for name, value in terms.items():
                 self.log(f"train/{name}", value, prog_bar=name == "loss", sync_dist=distributed)
-            for weight in ("beta_effective", "kl_weight"):  # None for objectives without that axis
-                if getattr(self.objective, weight) is not None:
-                    self.log(f"train/{weight}", getattr(self.objective, weight))
         return terms["loss"]
 
     def _forward(
@@ -157,8 +155,6 @@ class VAEModule(pl.LightningModule):
         for name, value in (self.objective(out, step=self.global_step) | decided).items():
             # sync_dist: under DDP each rank sees part of the validation set.
             self.log(f"val/{name}", value, batch_size=images.shape[0], prog_bar=name == "loss", sync_dist=True)
-        if self.objective.beta_effective is not None:
-            self.log("val/beta_effective", self.objective.beta_effective, batch_size=images.shape[0], sync_dist=True)
         # Validation after step N's update is logged at step N, beside that step's metrics/,
         # info/ and pictures (Lightning would log it at N-1, its count of batches before N).
         self.log("step", float(self.global_step), batch_size=images.shape[0], sync_dist=True)

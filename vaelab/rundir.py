@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,7 +38,7 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
-from vaelab.errors import UserError
+from vaelab.errors import Refused, UserError
 
 log = logging.getLogger("vaelab")
 
@@ -48,6 +47,12 @@ LOCK_NAME = ".vaelab.lock"
 # Directories whose lock this process holds: resolved path -> the open lock file's descriptor.
 _held: dict[Path, int] = {}
 _unlockable: set[Path] = set()  # directories on filesystems without flock: said once
+# Run and sweep directories this process created -> the first of their parents it created too
+# (outputs/<date>/ for outputs/<date>/<time>/), which remove_unused may remove.
+created: dict[Path, Path] = {}
+
+# What Hydra and the lock put in a run directory before the run itself writes anything.
+BOOKKEEPING = (".hydra", LOCK_NAME, "train.log", "eval.log")
 
 
 def lock_path(directory: str | os.PathLike) -> Path:
@@ -101,6 +106,31 @@ def acquire(directory: str | os.PathLike, *, what: str = "run", hint: str = "giv
     return True
 
 
+def remove_unused(directory: str | os.PathLike) -> bool:
+    """Remove ``directory`` if this process created it and it holds only Hydra's and the lock's
+    bookkeeping: a command refused before it wrote anything leaves no run behind (which
+    ``vaelab compare`` would list as failed). Anything else in it, and any directory that was
+    there before, is kept. True if removed."""
+    import shutil
+
+    directory = Path(directory).resolve()
+    if directory not in created or not directory.is_dir():
+        return False
+    if any(entry.name not in BOOKKEEPING for entry in directory.iterdir()):
+        return False
+    release(directory)
+    shutil.rmtree(directory, ignore_errors=True)
+    first_new = created.pop(directory)
+    for parent in directory.parents:  # the parents created with it, while nothing else is in them
+        if not parent.is_relative_to(first_new):
+            break
+        try:
+            parent.rmdir()
+        except OSError:
+            break
+    return True
+
+
 def release(directory: str | os.PathLike) -> None:
     """Let go of the lock on ``directory`` if this process holds it."""
     descriptor = _held.pop(Path(directory).resolve(), None)
@@ -151,15 +181,15 @@ class RunDirLockCallback(Callback):
         finally:
             hydra_config.cfg = previous
             OmegaConf.set_readonly(config.hydra, readonly)
+        first_new = next((d for d in reversed([directory, *directory.parents]) if not d.exists()), None)
         try:
             acquired = acquire(directory, what=what, hint=hint)
         except UserError as error:
-            # Hydra turns a callback's exception into a warning and runs on: stop here, as the
-            # CLI reports any UserError (one line, its exit code).
-            print(f"vaelab: error: {error}", file=sys.stderr)
-            raise SystemExit(error.exit_code) from None
+            raise Refused(error) from None  # past Hydra, which would warn and run on
         if acquired:
             self.directory = directory
+        if first_new is not None:
+            created[directory] = first_new
 
     def on_run_start(self, config: Any, **kwargs: Any) -> None:
         self._lock(config, "hydra.run.dir", "run", "give this run its own hydra.run.dir")

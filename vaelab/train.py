@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import WandbLogger
 
-from vaelab import objectives
+from vaelab import objectives, validation
 from vaelab.callbacks import InterruptCheckpoint, RunProgress, StepProgressBar
 from vaelab.checkpoint import (
     LAST,
@@ -26,13 +26,12 @@ from vaelab.checkpoint import (
 from vaelab.data.pairs import RANDOM_K, PairSampling
 from vaelab.data.stream import GroundTruthDataModule
 from vaelab.distributed import is_worker, launching_workers
-from vaelab.errors import DiskFull, UserError, check_int, check_real, is_disk_full
+from vaelab.errors import DiskFull, UserError, check_real, is_disk_full
 from vaelab.history import finished_figures
 from vaelab.loggers import build_loggers, finish_run
 from vaelab.module import VAEModule
 from vaelab.progress import on_terminal
 from vaelab.rundir import run_dir_lock
-from vaelab.search import check_optimized_metric
 from vaelab.system import check_bytes_fit, check_fits_in_memory, resolve_training_precision, set_num_threads, tune_glibc_malloc
 from vaelab.time_to_disentangle import CONFIG_KEY as TIME_TO_DISENTANGLE, check_thresholds, images_per_step
 
@@ -88,18 +87,6 @@ def logged_config(cfg: DictConfig, config: dict[str, Any], objective) -> dict[st
     return {k: v for k, v in logged.items() if not (k == "optimized_metric" and v is None)}
 
 
-def check_schedule(cfg: DictConfig) -> None:
-    """The step counts a run is scheduled by: integers in range, or one line naming the key."""
-    check_int("seed", cfg.seed, minimum=0)
-    check_int("trainer.max_steps", cfg.trainer.max_steps, minimum=1)
-    check_int("trainer.val_check_interval", cfg.trainer.val_check_interval, minimum=1)
-    check_int("trainer.log_every_n_steps", cfg.trainer.log_every_n_steps, minimum=1)
-    check_int("checkpoint.every_n_steps", cfg.checkpoint.every_n_steps, minimum=1)
-    for group in ("periodic_metrics", "information", "images"):
-        check_int(f"{group}.every_n_steps", cfg[group].every_n_steps, minimum=1, optional=True)
-    check_real("progress.every_s", cfg.progress.every_s, above=0.0)
-
-
 def _chain(error: BaseException | None):
     """``error`` and the exceptions it was raised from or while handling."""
     seen = set()
@@ -122,8 +109,7 @@ def check_run_fits(cfg: DictConfig, dataset, objective) -> None:
     from vaelab.metrics.representation import code_table_bytes
 
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
-    batch_size = check_int("data.batch_size", cfg.data.batch_size, minimum=1)
-    val_size = check_int("data.val_size", cfg.data.val_size, minimum=1)
+    batch_size, val_size = cfg.data.batch_size, cfg.data.val_size
     pairs = 2 if objective.trains_on_pairs else 1  # batch_size counts pairs then
     check_fits_in_memory("data.batch_size", batch_size * pairs, dataset.image_shape, "one batch", accelerator)
     check_fits_in_memory("data.val_size", val_size, dataset.image_shape, "the validation set", accelerator)
@@ -175,28 +161,13 @@ def check_optimizer(cfg: DictConfig):
     return factory
 
 
-def check_metric_suites(cfg: DictConfig) -> None:
-    """The final suite, and the periodic one if it runs: metric names, hyperparameter names and
-    the values a metric can check without data (a UserError before anything is trained)."""
-    from vaelab import metrics
-
-    suites = [cfg.metrics.suite]
-    if cfg.periodic_metrics.get("every_n_steps") is not None:
-        suites.append(cfg.periodic_metrics.suite)
-    for suite in suites:
-        if suite:
-            metrics.check_suite(OmegaConf.to_container(suite, resolve=True))
-
-
 def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> dict[str, float]:
     """Train one model; returns the final figures (also in <run dir>/metrics.json).
 
     ``extra_callbacks`` lets programs (benchmarks, notebooks) watch a run without a config.
     """
-    check_schedule(cfg)
+    validation.check_job(cfg, "train")  # again: a sweep's job, or a program's config
     thresholds = _time_to_disentangle_thresholds(cfg)
-    check_optimized_metric(cfg)  # a score the final suite never computes would cost a whole run first
-    check_metric_suites(cfg)  # likewise a metric name or setting that cannot run
     optimizer = check_optimizer(cfg)
     if cfg.get("tune_malloc", True):
         tune_glibc_malloc()

@@ -5,9 +5,9 @@ Every metric has the signature ``compute(dataset, represent, rng, **hparams) ->
 dict[str, float]`` and registers under its name where it is defined, declaring its headline
 scores (``@metric("mig", headline={"mig": "discrete_mig"})``, vaelab/registry.py).
 :func:`evaluate` runs a suite of them (name -> hparams, as in ``conf/metrics/*.yaml``),
-importing only those, and returns flat ``metrics/<metric>_<score>`` keys plus each headline
-score again as ``metrics/<headline>`` (:func:`headline_keys`), the figures ``vaelab compare``
-and W&B's summary show.
+importing only those, and returns each score once under a flat key: a headline score as
+``metrics/<headline>`` (:func:`headline_keys`: ``metrics/mig``), the figures ``vaelab compare``
+and W&B's summary show, every other as ``metrics/<metric>_<score>``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from vaelab.errors import UserError
-from vaelab.metrics._common import Represent
+from vaelab.metrics._common import Represent, ScoreTable, collecting_tables
 from vaelab.progress import SuiteProgress
 from vaelab.registry import METRICS, Metric
 
@@ -96,7 +96,12 @@ def _one_blas_thread():
 
 
 def evaluate(
-    dataset, represent: Represent, suite: Mapping[str, Mapping | None], seed: int, progress: SuiteProgress | None = None
+    dataset,
+    represent: Represent,
+    suite: Mapping[str, Mapping | None],
+    seed: int,
+    progress: SuiteProgress | None = None,
+    tables: dict[str, ScoreTable] | None = None,
 ) -> dict[str, float]:
     """Run every metric of ``suite`` (name -> hparams) and return flat, prefixed scores.
 
@@ -104,19 +109,20 @@ def evaluate(
     only on the seed, the metric's hparams and the representation, never on which
     other metrics ran or in what order. All names are checked before anything runs.
     ``progress`` (the CLI's; vaelab/progress.py) hears when each metric starts and ends.
+    ``tables``: filled with the breakdowns the metrics record (MIG per factor, DCI's importance
+    matrix; :class:`~vaelab.metrics._common.ScoreTable`), by name.
     """
     checked = check_suite(suite)
+    headline_of = {pair: headline for headline, pair in headline_keys(checked).items()}
     results: dict[str, float] = {}
     for name, hparams in checked.items():
         started = time.perf_counter()
         if progress is not None:
             progress.metric_started(name)
-        with _one_blas_thread():
+        with _one_blas_thread(), collecting_tables(tables):
             scores = registered(name).compute(dataset, represent, metric_rng(seed, name), **hparams)
-        for score, value in scores.items():
-            results[metric_key(name, score)] = float(value)
+        for score, value in scores.items():  # each once: a headline under its own name alone
+            results[headline_of.get((name, score), metric_key(name, score))] = float(value)
         if progress is not None:
             progress.metric_done(name, time.perf_counter() - started)
-    for headline, (name, score) in headline_keys(checked).items():
-        results[headline] = results[metric_key(name, score)]
     return results

@@ -10,11 +10,50 @@ mutual-information matrix is computed for all pairs with one ``np.bincount``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Callable, Protocol
 
 import numpy as np
 
 Represent = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class ScoreTable:
+    """A metric's score broken down (per factor, per code dimension): what its one number hides.
+    ``vaelab.metrics.evaluate(..., tables=)`` gathers them; runs write them as CSV and to W&B."""
+
+    columns: list[str]
+    rows: list[list]
+
+
+_tables: ContextVar[dict[str, ScoreTable] | None] = ContextVar("vaelab_score_tables", default=None)
+
+
+def record_table(name: str, columns: Sequence[str], rows: Sequence[Sequence]) -> None:
+    """Keep a breakdown of the running metric's score as ``name`` (ignored unless a caller of
+    ``evaluate`` asked for tables): a metric's signature stays ``-> dict[str, float]``."""
+    tables = _tables.get()
+    if tables is not None:
+        tables[name] = ScoreTable(list(columns), [list(row) for row in rows])
+
+
+@contextmanager
+def collecting_tables(tables: dict[str, ScoreTable] | None) -> Iterator[None]:
+    token = _tables.set(tables)
+    try:
+        yield
+    finally:
+        _tables.reset(token)
+
+
+def factor_names(dataset) -> list[str]:
+    """The dataset's factor names, or factor_0, factor_1, ... where it has none."""
+    names = getattr(dataset, "factor_names", None)
+    return list(names) if names else [f"factor_{k}" for k in range(num_factors(dataset))]
 
 
 class FactorSampler(Protocol):

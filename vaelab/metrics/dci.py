@@ -29,7 +29,7 @@ import scipy.stats
 from sklearn.ensemble import GradientBoostingClassifier
 
 from vaelab.errors import UserError
-from vaelab.metrics._common import FactorSampler, Represent, represent_many
+from vaelab.metrics._common import FactorSampler, Represent, factor_names, record_table, represent_many
 from vaelab.metrics._gbt import ExactGradientBoosting
 from vaelab.registry import metric
 
@@ -146,6 +146,8 @@ def compute(
     importances, train_acc, test_acc = importance_matrix(
         codes_train, factors_train, codes_test, factors_test, booster, seed
     )
+    # Which code dimensions predict which factor: one large entry per row and column is disentangled.
+    record_table("dci_importance", ["code", *factor_names(dataset)], [[f"z{i}", *map(float, row)] for i, row in enumerate(importances)])
     return {
         "disentanglement": disentanglement(importances),
         "completeness": completeness(importances),

@@ -17,7 +17,9 @@ from vaelab.metrics._common import (
     Represent,
     discrete_entropy,
     discrete_mutual_info,
+    factor_names,
     histogram_discretize,
+    record_table,
     represent_all,
 )
 from vaelab.registry import metric
@@ -46,4 +48,6 @@ def compute(
 ) -> dict[str, float]:
     factors = dataset.sample_factors(num_train, rng)
     codes = represent_all(represent, factors)
-    return {"discrete_mig": mig_from_codes(codes, factors, num_bins)}
+    per_factor = mig_per_factor(codes, factors, num_bins)
+    record_table("mig_per_factor", ["factor", "mig"], [[name, float(gap)] for name, gap in zip(factor_names(dataset), per_factor)])
+    return {"discrete_mig": float(np.mean(per_factor))}

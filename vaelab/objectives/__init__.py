@@ -1,7 +1,8 @@
 """Objectives: each turns one forward pass (:class:`~vaelab.models.VAEOutput`) into named loss terms.
 
 An objective is a class that describes itself (:class:`Objective`): its name, under which it
-registers when defined (vaelab/registry.py), its knobs, the weights it puts on the shared axes
+registers when defined (vaelab/registry.py), its knobs (vaelab's own are declared in
+vaelab/knobs.py, read there before torch loads), the weights it puts on the shared axes
 where it has them, and any trainable parts of its own. The config's top-level knob keys, the
 run config, the W&B config, ``metrics.json``, checkpoints and ``vaelab compare`` read that
 description; nothing else names an objective's knobs. Its yaml in conf/objective/ holds its
@@ -16,7 +17,6 @@ docs/objectives.md.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import hydra.utils
@@ -24,37 +24,11 @@ import torch
 from omegaconf import DictConfig
 
 from vaelab.errors import UserError, check_int, check_real  # noqa: F401 - check_real: the objectives import it from here
+from vaelab.knobs import Knob  # noqa: F401 - Knob: objectives outside vaelab import it from here
 from vaelab.information import MINIBATCH_SAMPLING, EncodingMemory, minibatch_information_terms
 from vaelab.models.vae import VAEOutput
+from vaelab.validation import weight_setting
 from vaelab.registry import OBJECTIVES
-
-# Top-level keys that set any objective's weight on a scale two or more objectives share:
-#   beta_effective: the β of the equivalent β-VAE (β; 1/(1+λ) for InfoMax, either estimator);
-#   kl_weight: the weight the loss puts on its own KL term relative to reconstruction
-#   (β; 1/(1+λ) for InfoMax derived; 1/λ on KL[q(z)||p(z)] for InfoMax native).
-# An objective without such a weight (β-TCVAE, ...) refuses them: its knobs are its own.
-SHARED_AXES = ("beta_effective", "kl_weight")
-
-
-@dataclass(frozen=True)
-class Knob:
-    """A number that sets an objective, read from the top-level config key ``name`` (sweepable:
-    ``vaelab train -m objective=betatcvae beta=2,6,10``). None there means ``default``."""
-
-    name: str  # the top-level config key
-    default: float
-    above: float  # valid values are > above
-    meaning: str  # one line: what it weighs
-    argument: str = ""  # the constructor argument and attribute ("" = name)
-
-    @property
-    def attribute(self) -> str:
-        return self.argument or self.name
-
-    def check(self, value: Any) -> float:
-        """``value`` as a float (None: the default), or a one-line UserError naming the key."""
-        return self.default if value is None else check_real(self.name, value, above=self.above)
-
 
 class Objective(torch.nn.Module):
     """The base of every objective.
@@ -166,19 +140,13 @@ def build(cfg: DictConfig, dataset_size: int) -> Objective:
     """Instantiate ``cfg.objective`` with its knobs' values from their top-level keys (another
     objective's knob is not in the config: its yaml brought in this one's alone)."""
     objective_class = hydra.utils.get_class(cfg.objective._target_)
-    own = [knob.name for knob in objective_class.knobs]
     extra = {knob.attribute: cfg.get(knob.name) for knob in objective_class.knobs}
     # Objectives that estimate log q(z) on minibatches need N; fill it in unless set.
     if cfg.objective.get("dataset_size", 0) is None:
         extra["dataset_size"] = dataset_size
     # One axis for several objectives (experiment=beta_vs_infomax sweeps beta_effective with
     # objective=…, experiment=infomax_study kl_weight).
-    axes = [axis for axis in SHARED_AXES if cfg.get(axis) is not None]
-    setters = axes + [key for key in own if cfg.get(key) is not None]
-    if axes and len(setters) > 1:
-        given = " and ".join(f"{key}={cfg.get(key)}" for key in setters)
-        raise UserError(f"{given} {'both' if len(setters) == 2 else 'all'} set the objective's weight; set one of them")
-    if axes:
-        (axis,) = axes
-        extra |= objective_class.knob_arguments(axis, check_real(axis, cfg.get(axis), above=0.0), cfg.objective)
+    axis = weight_setting(cfg, objective_class.knobs)
+    if axis is not None:
+        extra |= objective_class.knob_arguments(axis, float(cfg.get(axis)), cfg.objective)
     return hydra.utils.instantiate(cfg.objective, **extra)

@@ -19,15 +19,13 @@ import torch
 
 from vaelab.errors import check_int
 from vaelab.models.vae import VAEOutput
-from vaelab.objectives import Knob, Objective
+from vaelab.knobs import OBJECTIVE_KNOBS
+from vaelab.objectives import Objective
 
 
 class AnnealedVAE(Objective):
     name = "annealedvae"
-    knobs = (
-        Knob("c_max", 25.0, 0.0, "the capacity (nats of E KL[q(z|x)||p(z)]) reached after c_steps"),
-        Knob("gamma", 1000.0, 0.0, "weight of |E KL[q(z|x)||p(z)] - C|"),
-    )
+    knobs = OBJECTIVE_KNOBS["annealedvae"]
 
     def __init__(
         self, c_max: float | None = None, gamma: float | None = None, c_steps: int = 100_000, kl_warmup_steps: int = 0

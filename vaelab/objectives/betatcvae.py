@@ -26,12 +26,13 @@ import torch
 
 from vaelab.errors import UserError
 from vaelab.models.vae import VAEOutput
-from vaelab.objectives import Knob, MinibatchEstimate, Objective
+from vaelab.knobs import OBJECTIVE_KNOBS
+from vaelab.objectives import MinibatchEstimate, Objective
 
 
 class BetaTCVAE(MinibatchEstimate, Objective):
     name = "betatcvae"
-    knobs = (Knob("beta", 1.0, 0.0, "weight of the total correlation TC[q(z)]"),)
+    knobs = OBJECTIVE_KNOBS["betatcvae"]
 
     def __init__(
         self,

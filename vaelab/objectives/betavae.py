@@ -12,12 +12,13 @@ from __future__ import annotations
 import torch
 
 from vaelab.models.vae import VAEOutput
-from vaelab.objectives import Knob, Objective
+from vaelab.knobs import OBJECTIVE_KNOBS
+from vaelab.objectives import Objective
 
 
 class BetaVAE(Objective):
     name = "betavae"
-    knobs = (Knob("beta", 1.0, 0.0, "weight of E KL[q(z|x)||p(z)]"),)
+    knobs = OBJECTIVE_KNOBS["betavae"]
 
     @classmethod
     def knob_arguments(cls, axis: str, value: float, options) -> dict[str, float]:

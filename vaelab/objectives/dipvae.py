@@ -22,7 +22,8 @@ import torch
 
 from vaelab.errors import UserError
 from vaelab.models.vae import VAEOutput
-from vaelab.objectives import Knob, Objective, check_real
+from vaelab.knobs import OBJECTIVE_KNOBS
+from vaelab.objectives import Objective, check_real
 
 TYPES = ("i", "ii")
 LAMBDA_D_FACTOR = {"i": 10.0, "ii": 1.0}  # disentanglement_lib's study
@@ -36,7 +37,7 @@ def covariance_of_means(mu: torch.Tensor) -> torch.Tensor:
 
 class DIPVAE(Objective):
     name = "dipvae"
-    knobs = (Knob("lambda_od", 10.0, 0.0, "weight of the off-diagonal covariance penalty (lambda_d follows)"),)
+    knobs = OBJECTIVE_KNOBS["dipvae"]
 
     def __init__(
         self,

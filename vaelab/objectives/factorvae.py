@@ -36,7 +36,8 @@ from torch.func import functional_call
 
 from vaelab.errors import check_int
 from vaelab.models.vae import VAEOutput
-from vaelab.objectives import Knob, Objective, check_real
+from vaelab.knobs import OBJECTIVE_KNOBS
+from vaelab.objectives import Objective, check_real
 
 
 def shuffle_dimensions(z: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -57,7 +58,7 @@ def discriminator(latent_dim: int, hidden: int = 1000, layers: int = 6) -> nn.Se
 
 class FactorVAE(Objective):
     name = "factorvae"
-    knobs = (Knob("gamma", 10.0, 0.0, "weight of the discriminator's estimate of TC[q(z)]"),)
+    knobs = OBJECTIVE_KNOBS["factorvae"]
 
     def __init__(
         self,

@@ -26,15 +26,15 @@ import torch
 
 from vaelab.errors import UserError
 from vaelab.models.vae import VAEOutput
-from vaelab.objectives import Knob, MinibatchEstimate, Objective, check_real
+from vaelab.knobs import OBJECTIVE_KNOBS
+from vaelab.objectives import MinibatchEstimate, Objective, check_real
 
 ESTIMATORS = ("derived", "native")
 
 
 class InfoMax(MinibatchEstimate, Objective):
     name = "infomax"
-    # lambda <= -1 has no β-VAE counterpart (beta = 1/(1+lambda) would be infinite or negative).
-    knobs = (Knob("lambda", 0.0, -1.0, "weight of I(X;Z) against KL[q(z)||p(z)]", argument="lam"),)
+    knobs = OBJECTIVE_KNOBS["infomax"]
 
     @classmethod
     def knob_arguments(cls, axis: str, value: float, options) -> dict[str, float]:

@@ -1,0 +1,268 @@
+"""One pass over a composed config, before anything is built or written.
+
+``vaelab train`` and ``vaelab eval`` check here what their config alone can tell: the step
+counts, the objective's knobs, the keys that set its weight, keys added with ``+`` that
+nothing would read, the metric suites, the time-to-disentangle thresholds, the optimised
+metric, the files named. :class:`ValidationCallback` (first in ``hydra.callbacks``) runs the
+pass when a run or sweep starts, before Hydra creates the run directory and before torch is
+imported, so a mistyped command costs a fraction of a second and leaves nothing behind. Each
+job of a sweep, and ``train()`` called from a program, runs it again (it takes milliseconds).
+
+What needs the parts themselves (an optimiser's arguments, whether a batch fits in memory, a
+checkpoint's contents) is checked where they are built, still before training starts.
+
+Only the standard library, Hydra and vaelab's torch-free modules here.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from vaelab.errors import Refused, UserError, check_int, check_real
+from vaelab.knobs import SHARED_AXES, Knob, knobs_of
+
+# Nodes whose keys are names the user chooses (a metric, a callback, a logger): a key added
+# there is read by whatever checks that node's entries (a metric suite: vaelab.metrics.check_suite).
+NAMED_ENTRIES = ("time_to_disentangle", "metrics.suite", "periodic_metrics.suite", "callbacks", "logger")
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
+    """The candidate closest to ``word`` if one is close (difflib's ratio >= 0.75: a letter or two
+    off, not a word that merely shares some), else None."""
+    close = difflib.get_close_matches(word, sorted(set(candidates)), n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
+def closest_key(command: str, overrides: Sequence[str], key: str, value: str) -> str | None:
+    """For ``key=value``, a key the config of ``command`` lacks: the closest key it has at the same
+    place (``objective`` for ``objectiv``, ``trainer.max_steps`` for ``trainer.max_stpes``), from
+    the config composed without that override; at the top, config groups count too."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from vaelab import CONFIG_DIR
+
+    others = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != key]
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            cfg = compose(command, overrides=others, return_hydra_config=True)
+    except Exception:  # another override is wrong too: no advice rather than a wrong one
+        return None
+    finally:
+        GlobalHydra.instance().clear()
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    if not isinstance(node, DictConfig):
+        return None
+    candidates = [str(k) for k in node if k != "hydra"]
+    if not parent:
+        candidates += list(cfg.hydra.runtime.choices)  # the groups: objective, dataset, ...
+    close = did_you_mean(leaf, candidates)
+    return None if close is None else f"{parent}.{close}" if parent else close
+
+
+def foreign_knob_message(key: str, value: str, chosen: str) -> str | None:
+    """The one line for ``key=value`` where ``key`` is a knob of some registered objective but not
+    of ``chosen``; None when no objective has a knob ``key`` (vaelab's own are looked up
+    without importing them)."""
+    from vaelab.registry import OBJECTIVES
+
+    users = sorted(name for name in OBJECTIVES.names() if key in {knob.name for knob in knobs_of(name)})
+    if not users or chosen in users:
+        return None
+    own = [knob.name for knob in knobs_of(chosen)]
+    return (
+        f"{key}={value} is not used by objective={chosen}, whose knob{'s are' if len(own) > 1 else ' is'} "
+        f"{', '.join(own)}; drop {key}=... or choose an objective that uses it ({', '.join(users)})"
+    )
+
+
+def weight_setting(cfg: DictConfig, knobs: Sequence[Knob]) -> str | None:
+    """The shared axis (``beta_effective`` or ``kl_weight``) that sets the objective's weight, if one
+    does; refused when it is not > 0, or when two keys set the weight (an axis and a knob, or both
+    axes)."""
+    axes = [axis for axis in SHARED_AXES if cfg.get(axis) is not None]
+    setters = axes + [knob.name for knob in knobs if cfg.get(knob.name) is not None]
+    if axes and len(setters) > 1:
+        given = " and ".join(f"{key}={cfg.get(key)}" for key in setters)
+        raise UserError(f"{given} {'both' if len(setters) == 2 else 'all'} set the objective's weight; set one of them")
+    if not axes:
+        return None
+    check_real(axes[0], cfg.get(axes[0]), above=0.0)
+    return axes[0]
+
+
+def check_knobs(cfg: DictConfig, objective: str) -> None:
+    """The chosen objective's knobs: each in its range (or unset), at most one key setting its weight."""
+    knobs = knobs_of(objective)
+    for knob in knobs:
+        knob.check(cfg.get(knob.name))
+    weight_setting(cfg, knobs)
+
+
+def check_schedule(cfg: DictConfig) -> None:
+    """The step counts a run is scheduled by: integers in range, or one line naming the key."""
+    check_int("seed", cfg.seed, minimum=0)
+    check_int("trainer.max_steps", cfg.trainer.max_steps, minimum=1)
+    check_int("trainer.val_check_interval", cfg.trainer.val_check_interval, minimum=1)
+    check_int("trainer.log_every_n_steps", cfg.trainer.log_every_n_steps, minimum=1)
+    check_int("checkpoint.every_n_steps", cfg.checkpoint.every_n_steps, minimum=1)
+    for group in ("periodic_metrics", "information", "images"):
+        check_int(f"{group}.every_n_steps", cfg[group].every_n_steps, minimum=1, optional=True)
+    check_int("data.batch_size", cfg.data.batch_size, minimum=1)
+    check_int("data.val_size", cfg.data.val_size, minimum=1)
+    check_real("progress.every_s", cfg.progress.every_s, above=0.0)
+
+
+def check_metric_suites(cfg: DictConfig, *, periodic: bool = True) -> None:
+    """The final suite, and the periodic one if it runs: metric names, hyperparameter names and
+    the values a metric can check without data."""
+    from vaelab import metrics
+
+    suites = [cfg.metrics.suite]
+    if periodic and cfg.periodic_metrics.get("every_n_steps") is not None:
+        suites.append(cfg.periodic_metrics.suite)
+    for suite in suites:
+        if suite:
+            metrics.check_suite(OmegaConf.to_container(suite, resolve=True))
+
+
+def added_keys(overrides: Iterable[str]) -> dict[str, str]:
+    """The keys a command line adds with a single ``+`` (``+data.x=1``), by key: its value as typed.
+    Config groups (``+experiment=…``, ``+group/option``) and ``++`` (add or override: the user
+    vouches for it) are not keys that nothing may read."""
+    added = {}
+    for override in overrides:
+        if override.startswith("+") and not override.startswith("++") and "=" in override:
+            key, value = override[1:].split("=", 1)
+            if "/" not in key and "@" not in key:
+                added[key] = value
+    return added
+
+
+def _takes(target: str, argument: str) -> bool:
+    """Whether the callable ``target`` (a ``_target_``) accepts the keyword ``argument``."""
+    import hydra.utils
+
+    try:
+        parameters = inspect.signature(hydra.utils.get_object(target)).parameters.values()
+    except Exception:  # a target that cannot be looked at: its own build reports it
+        return True
+    return any(p.kind is p.VAR_KEYWORD or (p.name == argument and p.kind is not p.VAR_POSITIONAL) for p in parameters)
+
+
+def check_added_keys(cfg: DictConfig, overrides: Iterable[str], objective: str | None) -> None:
+    """Refuse ``+key=value`` where nothing would read ``key``: at the top level (whose keys are all
+    there already), or in a settings node (``data``, ``images``, …) that lacks it; a node built
+    from a ``_target_`` reads what its target accepts, and a node of named entries
+    (:data:`NAMED_ENTRIES`) checks its own."""
+    for key, value in added_keys(overrides).items():
+        parent, _, leaf = key.rpartition(".")
+        if parent.split(".")[0] == "hydra" or parent in NAMED_ENTRIES or parent.rpartition(".")[0] in NAMED_ENTRIES:
+            continue
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        if not isinstance(node, DictConfig):
+            continue  # under a list or a value: Hydra has refused it already
+        if "_target_" in node:
+            if _takes(str(node._target_), leaf):
+                continue
+            reads = f"{node._target_} takes no argument {leaf}"
+        else:
+            if objective is not None and not parent:
+                message = foreign_knob_message(leaf, value, objective)
+                if message is not None:
+                    raise UserError(message)
+            reads = f"nothing reads {key}"
+        siblings = [k for k in node if k != leaf and not str(k).startswith("_")]
+        close = did_you_mean(leaf, siblings)
+        prefix = f"{parent}." if parent else ""
+        advice = f"; did you mean {prefix}{close}={value}?" if close else ""
+        raise UserError(f"+{key}={value}: {reads}{advice}")
+
+
+def check_train(cfg: DictConfig, overrides: Iterable[str] = (), objective: str | None = None) -> None:
+    """Everything ``vaelab train``'s config alone can tell is wrong (module docstring).
+    ``overrides``: the command line's (for keys added with ``+``); ``objective``: the registered
+    name of the chosen objective (whose knobs the config holds), when known."""
+    from vaelab.search import check_optimized_metric
+    from vaelab.time_to_disentangle import CONFIG_KEY, check_thresholds
+
+    check_added_keys(cfg, overrides, objective)
+    check_schedule(cfg)
+    if objective is not None:
+        check_knobs(cfg, objective)
+    thresholds = cfg.get(CONFIG_KEY)
+    check_thresholds(OmegaConf.to_container(thresholds, resolve=True) if isinstance(thresholds, DictConfig) else thresholds)
+    resume = cfg.get("resume")
+    if resume not in (None, "auto") and not Path(str(resume)).is_file():
+        raise UserError(f"resume={resume}: no such file (resume=auto continues this run directory)")
+    check_optimized_metric(cfg)  # a score the final suite never computes would cost a whole run first
+    check_metric_suites(cfg)  # likewise a metric name or setting that cannot run (imports the metrics)
+
+
+def check_eval(cfg: DictConfig, overrides: Iterable[str] = ()) -> None:
+    """Everything ``vaelab eval``'s config alone can tell is wrong: one source of codes, which
+    exists, and a suite that can run."""
+    check_added_keys(cfg, overrides, None)
+    given = [key for key in ("ckpt", "artifact", "codes") if cfg.get(key) is not None]
+    if len(given) != 1:
+        raise UserError(
+            "give exactly one of ckpt=PATH (a vaelab checkpoint), artifact=NAME:ALIAS (one logged to W&B) or codes=FILE.npz"
+        )
+    for key in ("ckpt", "codes"):
+        path = cfg.get(key)
+        if path is not None and not Path(str(path)).expanduser().is_file():
+            raise UserError(f"{key}={path}: no such file")
+    check_metric_suites(cfg, periodic=False)
+    check_real("progress.every_s", cfg.progress.every_s, above=0.0)
+
+
+def check(cfg: DictConfig, command: str, overrides: Iterable[str] = ()) -> None:
+    """The pass for ``command`` (``train`` or ``eval``, Hydra's job name) on ``cfg``."""
+    from vaelab import config_source
+
+    if command == "eval":
+        check_eval(cfg, overrides)
+    else:
+        check_train(cfg, overrides, config_source.composed.get("objective"))
+
+
+def check_job(cfg: DictConfig, command: str) -> None:
+    """The pass inside a job (``cfg`` without its ``hydra`` node), with the command line's overrides
+    where Hydra ran it."""
+    from hydra.core.hydra_config import HydraConfig
+
+    overrides = OmegaConf.to_container(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    check(cfg, command, overrides)
+
+
+class ValidationCallback(Callback):
+    """Hydra callback, first in ``hydra.callbacks`` (conf/train.yaml, conf/eval.yaml): the pass on
+    a run's config, or on a sweep's shared config, before Hydra creates a directory. Hydra turns
+    a callback's Exception into a warning, so a refusal leaves as :class:`~vaelab.errors.Refused`,
+    which the CLI reports as it reports any UserError."""
+
+    def _check(self, config: DictConfig) -> None:
+        from vaelab.rundir import launched_as_worker
+
+        if launched_as_worker():  # rank 0 checked the same config
+            return
+        try:
+            check(config, str(config.hydra.job.name), OmegaConf.to_container(config.hydra.overrides.task))
+        except Exception as error:  # a UserError, or a value OmegaConf cannot resolve
+            raise Refused(error) from None
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # The sweep's parameters (beta=1,2,4) are not in this config: each job checks its own.
+        self._check(config)

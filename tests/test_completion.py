@@ -83,9 +83,10 @@ def test_zsh_gets_the_bash_function_through_bashcompinit(monkeypatch, capsys):
 
 @pytest.mark.parametrize("request_", [["-sc", "install=fish"], ["-sc"], ["--shell-completion", "query"]])
 def test_unknown_completion_requests_are_one_line_errors(request_, capsys):
-    from vaelab.cli import MAINS
-    from vaelab.completion import main
+    from vaelab.cli import main
 
-    assert main(request_, MAINS) == 2
+    with pytest.raises(SystemExit) as stop:
+        main(request_)
+    assert stop.value.code == 2
     error = capsys.readouterr().err
     assert error.startswith("vaelab: error: shell completion: expected") and error.count("\n") == 1

@@ -296,7 +296,7 @@ def _bad_files(tmp_path):
         "codes must be a 2-D": _save(tmp_path, "d.npz", factors=factors, codes=codes[:, 0]),
         "rows but factors has": _save(tmp_path, "e.npz", factors=factors, codes=codes[:-1]),
         "NaN or infinite": _save(tmp_path, "f.npz", factors=factors, codes=nan_codes),
-        "more than once": _save(tmp_path, "g.npz", factors=dup, codes=codes),
+        "exactly once (11520 rows for 11520 combinations: 1 missing, 1 repeated)": _save(tmp_path, "g.npz", factors=dup, codes=codes),
         "do not cover the full grid": _save(tmp_path, "h.npz", factors=factors[:-1], codes=codes[:-1]),
         "outside 0..1": _save(tmp_path, "i.npz", factors=factors, codes=codes, factor_sizes=np.array([2, 6, 10, 8, 8])),
         "factor_sizes must be": _save(tmp_path, "j.npz", factors=factors, codes=codes, factor_sizes=np.array([3, 6])),

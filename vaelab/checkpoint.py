@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from vaelab import CONFIG_DIR
-from vaelab.errors import UserError, write_atomically
+from vaelab.errors import UserError, one_line, write_atomically
 
 LAST = Path("checkpoints") / "last.ckpt"
 
@@ -166,10 +166,7 @@ def load_checkpoint(
         reason = next((line.strip() for line in str(error).splitlines() if line.strip().startswith("Unsupported")), "not a checkpoint's pickle")
         raise UserError(f"{where}: not a readable checkpoint, or truncated (UnpicklingError: {reason})") from None
     except Exception as error:  # noqa: BLE001 - any unreadable file is the user's to fix
-        reason = (str(error).strip().splitlines() or [""])[0]
-        raise UserError(
-            f"{where}: not a readable checkpoint, or truncated ({type(error).__name__}: {reason})"
-        ) from error
+        raise UserError(f"{where}: not a readable checkpoint, or truncated ({one_line(error)})") from error
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "vaelab_config" not in checkpoint:
         raise UserError(f"{where}: not a vaelab checkpoint (no state_dict / vaelab_config)")
     check_stored_config(checkpoint["vaelab_config"], where, trust=trust, allowed=allowed, trust_option=trust_option)

@@ -16,7 +16,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from vaelab import CONFIG_DIR, config_source
-from vaelab.errors import Refused, UserError, user_error_in
+from vaelab.errors import Refused, UserError, one_line, user_error_in
 
 DIRNAME_LIMIT = 120  # characters of the overrides in a sweep job's directory name (filesystems allow 255)
 
@@ -121,7 +121,7 @@ def _message_and_exit_code(error: BaseException) -> tuple[str, int]:
         # A config value a class rejected, e.g. trainer.max_steps=abc reaching Lightning.
         cause = error.__cause__
         target = text.split("'")[1] if text.count("'") >= 2 else "a config target"
-        return f"{target}: {type(cause).__name__}: {str(cause).strip().splitlines()[0]}", 2
+        return f"{target}: {one_line(cause)}", 2
     parts = []
     for line in text.splitlines():
         line = line.strip()
@@ -305,15 +305,17 @@ def main(argv: list[str] | None = None) -> None:
     from vaelab import completion
 
     if completion.is_completion_request(argv):  # before dispatch: one script for all subcommands
-        sys.exit(completion.main(argv, MAINS))
+        try:
+            sys.exit(completion.main(argv, MAINS))
+        except UserError as error:
+            sys.exit(_report(error))
     command = argv[0]
     if command == "compare":  # not a Hydra app: it reads finished runs
         from vaelab.compare import main as compare_main
 
         sys.exit(compare_main(argv[1:]))
     if command not in MAINS:
-        print(f"vaelab: error: unknown command {command!r}; expected one of: {', '.join(SUBCOMMANDS)}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(_report(UserError(f"unknown command {command!r}; expected one of: {', '.join(SUBCOMMANDS)}")))
     # Hydra reads sys.argv: drop the subcommand (hydra.job.name says which one ran).
     sys.argv = [sys.argv[0], *argv[1:]]
     # The Optuna sweeper imports alembic, which announces each of its plugins at INFO level.

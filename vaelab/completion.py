@@ -18,6 +18,8 @@ import os
 import re
 import sys
 
+from vaelab.errors import UserError
+
 SHELLS = ("bash", "zsh")
 
 # The shell function: it hands vaelab the line up to the cursor and filters the answer
@@ -61,9 +63,8 @@ def main(argv: list[str], hydra_mains: dict) -> int:
     request = argv[1] if len(argv) == 2 else ""
     match = re.fullmatch(r"(install|uninstall|query)=(\w+)", request)
     if match is None or match.group(2) not in SHELLS:
-        print(f"vaelab: error: shell completion: expected -sc install=SHELL, uninstall=SHELL or query=SHELL "
-              f"with SHELL one of {', '.join(SHELLS)}; got {' '.join(argv[1:]) or 'nothing'}", file=sys.stderr)  # fmt: skip
-        return 2
+        raise UserError(f"shell completion: expected -sc install=SHELL, uninstall=SHELL or query=SHELL "
+                        f"with SHELL one of {', '.join(SHELLS)}; got {' '.join(argv[1:]) or 'nothing'}")  # fmt: skip
     action, shell = match.groups()
     if action == "install":
         print((ZSH_PREAMBLE if shell == "zsh" else "") + BASH_SCRIPT, end="")

@@ -101,10 +101,16 @@ def user_error_in(error: BaseException | None) -> UserError | None:
     return None
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of ``error``'s message (its type's name when it has none): how an error
+    from a library is quoted inside vaelab's one-line messages."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
 def one_line(error: BaseException) -> str:
     """``Type: first line of the message``: an error reported in passing (W&B failures and the like)."""
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}"
+    return f"{type(error).__name__}: {first_line(error)}"
 
 
 def is_disk_full(error: BaseException) -> bool:

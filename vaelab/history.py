@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from vaelab.errors import RunStatus, UserError
+from vaelab.errors import RunStatus, UserError, first_line
 
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "metrics_history.jsonl"
@@ -60,7 +60,7 @@ def saved_history(run_dir: str | os.PathLike) -> list[tuple[bytes, dict[str, Any
             raise ValueError("its history is not a list of {step: …} entries")
         return [(json.dumps(entry, allow_nan=True).encode() + b"\n", entry) for entry in history]
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        reason = first_line(error)
         if isinstance(error, KeyError):
             reason = f"no {reason} key"
         raise UserError(
@@ -89,8 +89,7 @@ def figure_histories(run_dir: str | os.PathLike, keys: list[str]) -> dict[str, l
             if not all(isinstance(entry, dict) and isinstance(entry.get("step"), int) for entry in entries):
                 raise ValueError("not a {step: …} entry")
         except (OSError, ValueError) as error:
-            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            raise UserError(f"{history_path} is damaged ({reason})") from None
+            raise UserError(f"{history_path} is damaged ({first_line(error)})") from None
     else:
         entries = [entry for _, entry in saved_history(run_dir)]
     histories = {}

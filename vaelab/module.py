@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 import torch
 
 from vaelab.checkpoint import load_checkpoint, plain
-from vaelab.errors import TrainingDiverged, UserError
+from vaelab.errors import TrainingDiverged, UserError, first_line
 from vaelab.models.vae import VAE, VAEOutput
 from vaelab.objectives import Objective
 
@@ -246,5 +246,5 @@ def vae_from_checkpoint(checkpoint: dict[str, Any], dataset=None) -> VAE:
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
-        raise UserError(f"checkpoint weights do not fit its model config: {str(error).splitlines()[0]}") from error
+        raise UserError(f"checkpoint weights do not fit its model config: {first_line(error)}") from error
     return model.eval()

@@ -26,7 +26,7 @@ from vaelab.checkpoint import (
 from vaelab.data.pairs import RANDOM_K, PairSampling
 from vaelab.data.stream import GroundTruthDataModule
 from vaelab.distributed import is_worker, launching_workers
-from vaelab.errors import DiskFull, UserError, check_real, is_disk_full
+from vaelab.errors import DiskFull, UserError, check_real, first_line, is_disk_full
 from vaelab.history import finished_figures
 from vaelab.loggers import build_loggers, finish_run
 from vaelab.module import VAEModule
@@ -157,7 +157,7 @@ def check_optimizer(cfg: DictConfig):
         factory([torch.zeros(1, requires_grad=True)])
     except (ValueError, TypeError) as error:
         target = cfg.optimizer.get("_target_", "optimizer")
-        raise UserError(f"optimizer ({target}): {str(error).strip().splitlines()[0]}") from None
+        raise UserError(f"optimizer ({target}): {first_line(error)}") from None
     return factory
 
 

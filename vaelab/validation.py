@@ -208,11 +208,23 @@ def check_train(cfg: DictConfig, overrides: Iterable[str] = (), objective: str |
     check_metric_suites(cfg)  # likewise a metric name or setting that cannot run (imports the metrics)
 
 
-def check_eval(cfg: DictConfig, overrides: Iterable[str] = ()) -> None:
+def swept_keys(overrides: Iterable[str]) -> set[str]:
+    """The keys a multirun's command line sweeps (``ckpt=a.ckpt,b.ckpt``, ``seed=range(0,5)``):
+    a sweep's shared config holds their defaults, each job its own value."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except Exception:  # Hydra reports an override that does not parse itself
+        return set()
+    return {override.key_or_group.lstrip("+~") for override in parsed if override.is_sweep_override()}
+
+
+def check_eval(cfg: DictConfig, overrides: Iterable[str] = (), swept: set[str] = frozenset()) -> None:
     """Everything ``vaelab eval``'s config alone can tell is wrong: one source of codes, which
-    exists, and a suite that can run."""
+    exists, and a suite that can run (``swept``: keys each job of a sweep sets, not this config)."""
     check_added_keys(cfg, overrides, None)
-    given = [key for key in ("ckpt", "artifact", "codes") if cfg.get(key) is not None]
+    given = [key for key in ("ckpt", "artifact", "codes") if cfg.get(key) is not None or key in swept]
     if len(given) != 1:
         raise UserError(
             "give exactly one of ckpt=PATH (a vaelab checkpoint), artifact=NAME:ALIAS (one logged to W&B) or codes=FILE.npz"
@@ -225,12 +237,13 @@ def check_eval(cfg: DictConfig, overrides: Iterable[str] = ()) -> None:
     check_real("progress.every_s", cfg.progress.every_s, above=0.0)
 
 
-def check(cfg: DictConfig, command: str, overrides: Iterable[str] = ()) -> None:
-    """The pass for ``command`` (``train`` or ``eval``, Hydra's job name) on ``cfg``."""
+def check(cfg: DictConfig, command: str, overrides: Iterable[str] = (), swept: set[str] = frozenset()) -> None:
+    """The pass for ``command`` (``train`` or ``eval``, Hydra's job name) on ``cfg``; ``swept``: keys
+    a sweep sets job by job (the pass on a sweep's shared config)."""
     from vaelab import config_source
 
     if command == "eval":
-        check_eval(cfg, overrides)
+        check_eval(cfg, overrides, swept)
     else:
         check_train(cfg, overrides, config_source.composed.get("objective"))
 
@@ -250,13 +263,14 @@ class ValidationCallback(Callback):
     a callback's Exception into a warning, so a refusal leaves as :class:`~vaelab.errors.Refused`,
     which the CLI reports as it reports any UserError."""
 
-    def _check(self, config: DictConfig) -> None:
+    def _check(self, config: DictConfig, sweep: bool = False) -> None:
         from vaelab.rundir import launched_as_worker
 
         if launched_as_worker():  # rank 0 checked the same config
             return
+        overrides = OmegaConf.to_container(config.hydra.overrides.task)
         try:
-            check(config, str(config.hydra.job.name), OmegaConf.to_container(config.hydra.overrides.task))
+            check(config, str(config.hydra.job.name), overrides, swept_keys(overrides) if sweep else set())
         except Exception as error:  # a UserError, or a value OmegaConf cannot resolve
             raise Refused(error) from None
 
@@ -265,4 +279,4 @@ class ValidationCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # The sweep's parameters (beta=1,2,4) are not in this config: each job checks its own.
-        self._check(config)
+        self._check(config, sweep=True)

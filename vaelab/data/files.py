@@ -15,11 +15,12 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from functools import partial
 
 import numpy as np
 import torch
 
-from vaelab.data.grid import FactorGrid, GroundTruthDataset
+from vaelab.data.grid import FactorGrid, GroundTruthDataset, grid_rows, read_factor_labels
 from vaelab.data.storage import PACK_BITS, StoredArray, file_error, open_source, pixel_array
 from vaelab.errors import UserError
 
@@ -59,36 +60,6 @@ class ImageTable:
         if pixels.dtype == np.uint8 and self.packed_width is None:
             return images.float().div_(255.0)
         return images.float()
-
-
-def row_of_index_for(
-    factors: np.ndarray, factor_sizes: Sequence[int], factor_names: Sequence[str], path, what: str
-) -> np.ndarray | None:
-    """The file row of each flat grid index, or None when the rows are already in grid order.
-
-    ``factors`` (N, K) holds each row's integer factor indices (``what`` names that array in
-    errors). Every grid point must appear exactly once.
-    """
-    sizes = np.asarray(factor_sizes, dtype=np.int64)
-    outside = (factors < 0) | (factors >= sizes)
-    if outside.any():
-        column = int(np.argmax(outside.any(axis=0)))
-        raise file_error(path, f"{what}: factor {factor_names[column]!r} has indices outside 0..{sizes[column] - 1}")
-    expected = int(np.prod(sizes))
-    flat = np.ravel_multi_index(tuple(factors.T), tuple(int(s) for s in sizes))
-    counts = np.bincount(flat, minlength=expected)
-    missing, repeated = int((counts == 0).sum()), int((counts > 1).sum())
-    if missing or repeated:
-        raise file_error(
-            path,
-            f"{what} do not cover the full grid of factor sizes {sizes.tolist()} exactly once "
-            f"({len(factors)} rows for {expected} combinations: {missing} missing, {repeated} repeated)",
-        )
-    if np.array_equal(flat, np.arange(expected)):
-        return None
-    row_of_index = np.empty(expected, dtype=np.int64)
-    row_of_index[flat] = np.arange(expected)
-    return row_of_index
 
 
 def _check_options(in_memory, cache_dir) -> None:
@@ -180,7 +151,7 @@ class DSpritesFile(FileDataset):
             sizes = tuple(int(s) for s in factors.max(axis=0) + 1)
             names = self.FACTOR_NAMES[1:]
             _check_varying(path, names, sizes)
-            row_of_index = row_of_index_for(factors, sizes, names, path, "latents_classes")
+            row_of_index = grid_rows(factors, sizes, names, partial(file_error, path), "latents_classes")
             factor_values = []
             for k, size in enumerate(sizes):
                 column = np.zeros(size)
@@ -220,7 +191,7 @@ class Shapes3D(FileDataset):
             factors = np.stack([inverse.reshape(-1) for _, inverse in classes], axis=1)
             sizes = tuple(len(v) for v in values)
             _check_varying(path, self.FACTOR_NAMES, sizes)
-            row_of_index = row_of_index_for(factors, sizes, self.FACTOR_NAMES, path, "labels")
+            row_of_index = grid_rows(factors, sizes, self.FACTOR_NAMES, partial(file_error, path), "labels")
             pixels = pixel_array(h5, "images", in_memory=in_memory, cache_dir=cache_dir)
         grid = FactorGrid(self.FACTOR_NAMES, sizes, values)
         super().__init__(grid, ImageTable(pixels), row_of_index, False, correlation, path)
@@ -284,11 +255,8 @@ class NpzDataset(FileDataset):
         _check_options(in_memory, cache_dir)
         with open_source(path, "npz") as archive:
             images = archive.info("images")
-            factors = archive.load("factors")
-            if factors.ndim != 2 or factors.shape[1] == 0 or factors.dtype.kind not in "iu":
-                raise file_error(path, f"factors must be (N, K) integers, got {factors.shape} {factors.dtype}")
-            factors = factors.astype(np.int64)
-            num_factors = factors.shape[1]
+            factors, names, sizes = read_factor_labels(archive.load, archive.names, partial(file_error, path))
+            _check_varying(path, names, sizes)
             if len(images.shape) not in (3, 4) or (len(images.shape) == 4 and images.shape[3] not in (1, 3)):
                 expected = "(N, H, W) or (N, H, W, C) with C 1 or 3"
                 raise file_error(path, f"images has shape {images.shape}, expected {expected}")
@@ -296,9 +264,7 @@ class NpzDataset(FileDataset):
                 raise file_error(path, f"images has {images.shape[0]} rows but factors has {len(factors)}")
             if images.dtype.kind not in "buf" or (images.dtype.kind == "u" and images.dtype != np.uint8):
                 raise file_error(path, f"images must be uint8, bool or float, got {images.dtype}")
-            names = self._factor_names(archive, num_factors, path)
-            sizes = self._factor_sizes(archive, factors, names, path)
-            row_of_index = row_of_index_for(factors, sizes, names, path, "factors")
+            row_of_index = grid_rows(factors, sizes, names, partial(file_error, path))
             pixels = pixel_array(archive, "images", in_memory=in_memory, cache_dir=cache_dir)
         if images.dtype.kind == "f":
             first = np.arange(min(len(pixels), 256))
@@ -307,29 +273,3 @@ class NpzDataset(FileDataset):
                 raise file_error(path, "float images must lie in [0, 1] (store uint8 for 0..255)")
         grid = FactorGrid(names, sizes, tuple(np.arange(s, dtype=np.float64) for s in sizes))
         super().__init__(grid, ImageTable(pixels), row_of_index, images.dtype == np.bool_, correlation, path)
-
-    @staticmethod
-    def _factor_names(archive, num_factors: int, path) -> tuple[str, ...]:
-        if "factor_names" not in archive.names:
-            return tuple(f"factor_{k}" for k in range(num_factors))
-        names = archive.load("factor_names")
-        if names.ndim != 1 or names.dtype.kind not in "US" or len(names) != num_factors:
-            raise file_error(path, f"factor_names must be {num_factors} strings, got {names.shape} {names.dtype}")
-        names = tuple(str(n.decode() if isinstance(n, bytes) else n) for n in names)
-        if len(set(names)) != len(names):
-            raise file_error(path, f"factor_names must be distinct, got {list(names)}")
-        return names
-
-    @staticmethod
-    def _factor_sizes(archive, factors: np.ndarray, names, path) -> tuple[int, ...]:
-        if "factor_sizes" in archive.names:
-            sizes = archive.load("factor_sizes")
-            if sizes.ndim != 1 or sizes.dtype.kind not in "iu" or len(sizes) != len(names) or (sizes < 1).any():
-                raise file_error(path, f"factor_sizes must be {len(names)} positive integers, got {sizes.tolist()!r}")
-            sizes = tuple(int(s) for s in sizes)
-        else:
-            if len(factors) == 0 or (factors < 0).any():
-                raise file_error(path, "factors must hold non-negative indices")
-            sizes = tuple(int(s) for s in factors.max(axis=0) + 1)
-        _check_varying(path, names, sizes)
-        return sizes

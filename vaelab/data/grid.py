@@ -13,12 +13,75 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
 from vaelab.data.correlation import FactorCorrelation
 from vaelab.registry import DATASETS
+
+
+def read_factor_labels(
+    load: Callable[[str], np.ndarray], present: Collection[str], fail: Callable[[str], Exception]
+) -> tuple[np.ndarray, tuple[str, ...], tuple[int, ...]]:
+    """A file's factor labels, checked: ``factors`` (N, K) integer indices, and the optional
+    ``factor_names`` (K,) distinct strings (default factor_0, …) and ``factor_sizes`` (K,)
+    positive integers (default: each factor's largest index + 1). ``load(name)`` reads an array
+    of the file, ``present`` names those it has; ``fail(problem)`` is the error to raise. The one
+    reader of this table, for dataset files (dataset=npz) and codes files (vaelab eval codes=)."""
+    factors = load("factors")
+    if factors.ndim != 2 or factors.shape[1] == 0 or factors.dtype.kind not in "iu":
+        raise fail(f"factors must be a 2-D (N, K) array of integer factor indices, got shape {factors.shape} dtype {factors.dtype}")
+    factors = factors.astype(np.int64)
+    num_factors = factors.shape[1]
+    names = tuple(f"factor_{k}" for k in range(num_factors))
+    if "factor_names" in present:
+        given = load("factor_names")
+        if given.ndim != 1 or given.dtype.kind not in "US" or len(given) != num_factors:
+            raise fail(f"factor_names must be {num_factors} strings, got shape {given.shape} dtype {given.dtype}")
+        names = tuple(str(n.decode() if isinstance(n, bytes) else n) for n in given)
+        if len(set(names)) != len(names):
+            raise fail(f"factor_names must be distinct, got {list(names)}")
+    if "factor_sizes" in present:
+        given = load("factor_sizes")
+        if given.ndim != 1 or given.dtype.kind not in "iu" or len(given) != num_factors or (given < 1).any():
+            raise fail(f"factor_sizes must be {num_factors} positive integers, got {given.tolist()!r}")
+        sizes = tuple(int(s) for s in given)
+    else:
+        if len(factors) == 0 or (factors < 0).any():
+            raise fail("factors must hold non-negative indices")
+        sizes = tuple(int(s) for s in factors.max(axis=0) + 1)
+    return factors, names, sizes
+
+
+def grid_rows(
+    factors: np.ndarray, factor_sizes: Sequence[int], factor_names: Sequence[str], fail: Callable[[str], Exception], what: str = "factors"
+) -> np.ndarray | None:
+    """The row of ``factors`` (N, K) at each flat grid index, or None when the rows are in grid
+    order already. Every point of the grid must be there exactly once (``what`` names the array
+    in the error ``fail`` makes)."""
+    sizes = np.asarray(factor_sizes, dtype=np.int64)
+    if factors.shape[1] != len(sizes):
+        raise fail(f"{what} has {factors.shape[1]} columns but there are {len(sizes)} factors")
+    outside = (factors < 0) | (factors >= sizes)
+    if outside.any():
+        column = int(np.argmax(outside.any(axis=0)))
+        raise fail(f"{what}: factor {factor_names[column]!r} has indices outside 0..{sizes[column] - 1}")
+    expected = int(np.prod(sizes))
+    flat = np.ravel_multi_index(tuple(factors.T), tuple(int(s) for s in sizes))
+    counts = np.bincount(flat, minlength=expected)
+    missing, repeated = int((counts == 0).sum()), int((counts > 1).sum())
+    if missing or repeated:
+        raise fail(
+            f"{what} do not cover the full grid of factor sizes {sizes.tolist()} exactly once "
+            f"({len(factors)} rows for {expected} combinations: {missing} missing, {repeated} repeated)"
+        )
+    if np.array_equal(flat, np.arange(expected)):
+        return None
+    row_of_index = np.empty(expected, dtype=np.int64)
+    row_of_index[flat] = np.arange(expected)
+    return row_of_index
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vaelab.errors import UserError
+from vaelab.errors import UserError, first_line
 
 log = logging.getLogger("vaelab")
 
@@ -61,11 +61,6 @@ READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, st
 def file_error(path: str | os.PathLike, problem: str) -> UserError:
     """The one-line error for a dataset file: ``dataset.path=FILE: problem``."""
     return UserError(f"dataset.path={os.fspath(path)}: {problem}")
-
-
-def _reason(error: BaseException) -> str:
-    text = str(error).splitlines()[0] if str(error) else ""
-    return text or type(error).__name__
 
 
 def default_cache_dir() -> Path:
@@ -174,7 +169,7 @@ class NpzArchive:
         try:
             self._zip = zipfile.ZipFile(self.path)
         except READ_ERRORS as error:
-            raise file_error(path, f"not an .npz (zip) archive, or truncated ({_reason(error)})") from None
+            raise file_error(path, f"not an .npz (zip) archive, or truncated ({first_line(error)})") from None
         self.names = tuple(n.removesuffix(".npy") for n in self._zip.namelist() if n.endswith(".npy"))
         self._infos: dict[str, tuple[ArrayInfo, bool]] = {}
 
@@ -201,7 +196,7 @@ class NpzArchive:
             except UserError:
                 raise
             except READ_ERRORS as error:
-                raise file_error(self.path, f"array {name!r} is unreadable ({_reason(error)})") from None
+                raise file_error(self.path, f"array {name!r} is unreadable ({first_line(error)})") from None
             self._infos[name] = (ArrayInfo(tuple(shape), np.dtype(dtype)), fortran)
         return self._infos[name][0]
 
@@ -212,7 +207,7 @@ class NpzArchive:
             with self._zip.open(name + ".npy") as stream:
                 return np.lib.format.read_array(stream, allow_pickle=False)
         except READ_ERRORS as error:
-            raise file_error(self.path, f"array {name!r} is unreadable ({_reason(error)})") from None
+            raise file_error(self.path, f"array {name!r} is unreadable ({first_line(error)})") from None
 
     def stored(self, name: str) -> StoredArray | None:
         """The member read in place, or None if it is compressed (or Fortran-ordered)."""
@@ -231,7 +226,7 @@ class NpzArchive:
                 _read_npy_header(raw)
                 offset = raw.tell()
         except READ_ERRORS as error:
-            raise file_error(self.path, f"array {name!r} is unreadable ({_reason(error)})") from None
+            raise file_error(self.path, f"array {name!r} is unreadable ({first_line(error)})") from None
         return _stored_in(self.path, offset, info, f"array {name!r}")
 
     def iter_rows(self, name: str, rows_per_chunk: int) -> Iterator[np.ndarray]:
@@ -249,7 +244,7 @@ class NpzArchive:
                     yield np.frombuffer(data, dtype=info.dtype).reshape((rows, *info.shape[1:]))
                 stream.read()  # reaching the end checks the member's CRC
         except READ_ERRORS as error:
-            raise file_error(self.path, f"array {name!r} is corrupt or truncated ({_reason(error)})") from None
+            raise file_error(self.path, f"array {name!r} is corrupt or truncated ({first_line(error)})") from None
 
 
 class H5File:
@@ -268,7 +263,7 @@ class H5File:
         try:
             self._file = h5py.File(self.path, "r")
         except READ_ERRORS as error:
-            raise file_error(path, f"not a readable HDF5 file, or truncated ({_reason(error)})") from None
+            raise file_error(path, f"not a readable HDF5 file, or truncated ({first_line(error)})") from None
         self.names = tuple(name for name, item in self._file.items() if isinstance(item, h5py.Dataset))
 
     def close(self) -> None:
@@ -293,7 +288,7 @@ class H5File:
         try:
             return self._dataset(name)[()]
         except READ_ERRORS as error:
-            raise file_error(self.path, f"dataset {name!r} is unreadable ({_reason(error)})") from None
+            raise file_error(self.path, f"dataset {name!r} is unreadable ({first_line(error)})") from None
 
     def stored(self, name: str) -> StoredArray | None:
         """The dataset read in place if its storage is contiguous and unfiltered, else None."""
@@ -311,7 +306,7 @@ class H5File:
             for start in range(0, dataset.shape[0], rows_per_chunk):
                 yield dataset[start : start + rows_per_chunk]
         except READ_ERRORS as error:
-            raise file_error(self.path, f"dataset {name!r} is corrupt or truncated ({_reason(error)})") from None
+            raise file_error(self.path, f"dataset {name!r} is corrupt or truncated ({first_line(error)})") from None
 
 
 def open_source(path: str | os.PathLike, kind: str) -> NpzArchive | H5File:
@@ -479,7 +474,7 @@ def pixel_array(
     try:
         _build_cache(source, name, target, expected, transform, record)
     except OSError as error:  # unwritable directory, disk full (read errors are UserErrors already)
-        raise UserError(f"dataset.cache_dir={cache_root}: cannot write the cache ({_reason(error)})") from None
+        raise UserError(f"dataset.cache_dir={cache_root}: cannot write the cache ({first_line(error)})") from None
     cached, _ = _open_cache(target, expected, record)
     if cached is None:  # pragma: no cover - the file was just written
         raise UserError(f"dataset.cache_dir={cache_root}: the cache {target.name} could not be read back")

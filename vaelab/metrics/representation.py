@@ -20,8 +20,8 @@ from typing import Callable
 
 import numpy as np
 
-from vaelab.data.grid import FactorGrid
-from vaelab.errors import UserError
+from vaelab.data.grid import FactorGrid, grid_rows, read_factor_labels
+from vaelab.errors import UserError, first_line
 from vaelab.system import native_bf16_cpu
 
 EncodeImages = Callable[..., np.ndarray]  # float32 torch tensor (n, C, H, W) -> (n, D)
@@ -170,24 +170,6 @@ def encoder_representation(model, dataset, device=None, *, batch_size: int = 102
     return CachedEncoder(dataset, MeanEncoder(model, device, precision), batch_size)
 
 
-def _grid_problem(factor_sizes: tuple[int, ...], factors: np.ndarray) -> str | None:
-    """Why ``factors`` is not exactly one row per point of the grid, or None."""
-    sizes = np.asarray(factor_sizes)
-    if factors.shape[1] != len(sizes):
-        return f"factors has {factors.shape[1]} columns but there are {len(sizes)} factors"
-    below, above = factors < 0, factors >= sizes
-    if below.any() or above.any():
-        col = int(np.argmax((below | above).any(axis=0)))
-        return f"factor {col} has values outside 0..{sizes[col] - 1}"
-    expected = int(np.prod(sizes, dtype=np.int64))
-    counts = np.bincount(np.ravel_multi_index(tuple(factors.T), tuple(sizes)), minlength=expected)
-    if (counts > 1).any():
-        return f"{int((counts > 1).sum())} factor combinations appear more than once"
-    if len(factors) != expected:
-        return f"{len(factors)} rows do not cover the full grid {list(map(int, sizes))} ({expected} combinations)"
-    return None
-
-
 class LookupRepresentation:
     """``represent`` from precomputed codes of a full grid (rows in any order)."""
 
@@ -196,9 +178,7 @@ class LookupRepresentation:
         codes = np.asarray(codes, dtype=np.float64)
         if factors.ndim != 2 or codes.ndim != 2 or len(factors) != len(codes):
             raise ValueError(f"factors {factors.shape} and codes {codes.shape} must be (N, K) and (N, D)")
-        problem = _grid_problem(grid.factor_sizes, factors)
-        if problem:
-            raise ValueError(problem)
+        grid_rows(factors, grid.factor_sizes, grid.factor_names, ValueError)  # each grid point once
         self.grid = grid
         self.table = np.empty_like(codes)
         self.table[grid.factors_to_index(factors)] = codes
@@ -226,25 +206,20 @@ def load_codes_file(path: str | os.PathLike) -> tuple[FactorGrid, LookupRepresen
     try:
         loaded = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise fail(f"cannot be read as an .npz archive ({reason})") from None
+        raise fail(f"cannot be read as an .npz archive ({first_line(err)})") from None
     if not isinstance(loaded, np.lib.npyio.NpzFile):  # a bare .npy array
         raise fail("not an .npz archive (save it with np.savez(path, factors=..., codes=...))")
     try:
         with loaded:
             arrays = {name: loaded[name] for name in loaded.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise fail(f"has an unreadable array ({reason})") from None
+        raise fail(f"has an unreadable array ({first_line(err)})") from None
 
     missing = [name for name in ("factors", "codes") if name not in arrays]
     if missing:
         raise fail(f"missing array(s) {', '.join(missing)}; found {', '.join(sorted(arrays)) or 'none'}")
-    factors, codes = arrays["factors"], arrays["codes"]
-    if factors.ndim != 2 or factors.shape[1] == 0:
-        raise fail(f"factors must be a 2-D (N, K) array, got shape {factors.shape}")
-    if factors.dtype.kind not in "iu":
-        raise fail(f"factors must hold integer factor indices, got dtype {factors.dtype}")
+    factors, factor_names, factor_sizes = read_factor_labels(arrays.__getitem__, arrays, fail)
+    codes = arrays["codes"]
     if codes.ndim != 2 or codes.shape[1] == 0:
         raise fail(f"codes must be a 2-D (N, D) array, got shape {codes.shape}")
     if codes.dtype.kind not in "iuf":
@@ -253,30 +228,7 @@ def load_codes_file(path: str | os.PathLike) -> tuple[FactorGrid, LookupRepresen
         raise fail(f"codes has {len(codes)} rows but factors has {len(factors)}")
     if not np.all(np.isfinite(codes)):
         raise fail(f"codes contain {int((~np.isfinite(codes)).sum())} NaN or infinite values")
-    factors = factors.astype(np.int64)
-    num_factors = factors.shape[1]
-
-    if "factor_sizes" in arrays:
-        sizes = arrays["factor_sizes"]
-        if sizes.ndim != 1 or sizes.dtype.kind not in "iu" or len(sizes) != num_factors or (sizes < 1).any():
-            raise fail(f"factor_sizes must be {num_factors} positive integers, got {sizes.tolist()!r}")
-        factor_sizes = tuple(int(s) for s in sizes)
-    else:
-        if (factors < 0).any():
-            raise fail("factors contain negative indices")
-        factor_sizes = tuple(int(s) for s in factors.max(axis=0) + 1)
-
-    if "factor_names" in arrays:
-        names = arrays["factor_names"]
-        if names.ndim != 1 or names.dtype.kind not in "US" or len(names) != num_factors:
-            raise fail(f"factor_names must be {num_factors} strings, got shape {names.shape} dtype {names.dtype}")
-        factor_names = tuple(str(n.decode() if isinstance(n, bytes) else n) for n in names)
-    else:
-        factor_names = tuple(f"factor_{k}" for k in range(num_factors))
-
-    problem = _grid_problem(factor_sizes, factors)
-    if problem:
-        raise fail(problem)
+    grid_rows(factors, factor_sizes, factor_names, fail)
     grid = FactorGrid(
         factor_names=factor_names,
         factor_sizes=factor_sizes,

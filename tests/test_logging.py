@@ -225,3 +225,44 @@ def test_a_notebook_loads_a_checkpoint_without_hydra_and_encodes_as_the_run_did(
     _, model = model_from_checkpoint(torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False))
     with torch.no_grad():
         assert torch.equal(model.encode(seen.images)[0], codes)
+
+
+def test_run_loggers_share_one_interface_and_the_wandb_adapter_finds_what_it_reads(tmp_path, monkeypatch):
+    """The run files, W&B and CSV are told vaelab's events through one interface (RunLogger);
+    a Lightning logger vaelab does not adapt gets scalars and config only. GuardedWandbLogger
+    is the one place that reads Lightning's and W&B's private attributes: if a new Lightning or
+    W&B renames them, this fails here rather than in a user's run."""
+    from pytorch_lightning.loggers import CSVLogger
+
+    from vaelab.errors import RunStatus
+    from vaelab.loggers import CsvLogger, GuardedWandbLogger, MetricsFileLogger, run_loggers, wandb_logger
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    for var in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(var, str(tmp_path / "wandb-home"))
+    files, csv, plain = MetricsFileLogger(tmp_path), CsvLogger(save_dir=tmp_path), CSVLogger(save_dir=tmp_path)
+    wandb = wandb_logger(save_dir=str(tmp_path), project="vaelab-test", log_model=False)
+    assert isinstance(wandb, GuardedWandbLogger)
+    assert run_loggers([files, csv, plain, wandb]) == [files, csv, wandb]
+    for private in ("_experiment", "_log_model", "_wandb_init"):
+        assert hasattr(wandb, private), f"WandbLogger.{private} is gone: update GuardedWandbLogger"
+    identity = wandb.identity()
+    assert identity["id"] == wandb.experiment.id and identity["project"] == "vaelab-test"
+    assert files.identity() is None and csv.identity() is None
+    picture = tmp_path / "p.png"
+    from PIL import Image
+
+    Image.new("RGB", (4, 4)).save(picture)
+    for logger in run_loggers([files, csv, wandb]):
+        logger.log_picture("images/p", picture, step=1)
+        logger.log_score_table("tables/t", ["factor", "mig"], [["shape", 0.5]], step=1)
+    from vaelab.loggers import finish_run
+
+    finish_run([files, csv, plain, wandb], exit_code=0)
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == RunStatus.SUCCESS.value
+    from tests.wandb_offline import read_offline_run
+
+    (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
+    logged = read_offline_run(run_dir)
+    assert logged.exit_code == 0 and logged.summary["status"] == "success"
+    assert {"images/p/_type", "tables/t/_type"} <= set().union(*(entry.keys() for entry in logged.history))

@@ -16,6 +16,7 @@ import torch
 from pytorch_lightning.callbacks import Checkpoint, TQDMProgressBar
 
 from vaelab.errors import INTERRUPTED_EXIT_CODES
+from vaelab.loggers import run_loggers
 from vaelab.progress import Heartbeat, SuiteProgress, duration
 
 
@@ -293,9 +294,8 @@ class PeriodicCheckpoint(Checkpoint):
                 self._announce(trainer, step, final=False)
 
     def _announce(self, trainer: pl.Trainer, step: int, final: bool) -> None:
-        for logger in trainer.loggers:
-            if hasattr(logger, "log_checkpoint"):
-                logger.log_checkpoint(self.path, step, final=final)
+        for logger in run_loggers(trainer.loggers):
+            logger.log_checkpoint(self.path, step, final=final)
 
 
 class InterruptCheckpoint(pl.Callback):

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vaelab.checkpoint import load_checkpoint
 from vaelab.errors import UserError
-from vaelab.loggers import build_loggers, finish_run
+from vaelab.loggers import build_loggers, finish_run, run_loggers
 from vaelab.progress import SuiteProgress, on_terminal
 from vaelab.tables import save_and_log_tables
 from vaelab.validation import check_job
@@ -100,9 +100,10 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
         step = source.get("global_step") or 0
         for logger in loggers:
             logger.log_hyperparams({k: v for k, v in config.items() if k not in ("paths", "logger")})
-            if "checkpoint_artifact" in source and hasattr(logger, "use_checkpoint_artifact"):
-                logger.use_checkpoint_artifact(source["checkpoint_artifact"])
             logger.log_metrics(scores, step=step)
+        if "checkpoint_artifact" in source:
+            for logger in run_loggers(loggers):
+                logger.link_checkpoint(source["checkpoint_artifact"])
         save_and_log_tables(tables, run_dir, step, loggers)
         if cfg.ckpt is not None and cfg.images.num_images > 0:
             save_pictures(checkpoint, dataset, model, cfg.images, run_dir / "images", step, loggers)

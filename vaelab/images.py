@@ -14,8 +14,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from vaelab.errors import write_atomically
+from vaelab.errors import one_line, write_atomically
 from vaelab.information import kl_conditional_per_dim
+from vaelab.loggers import run_loggers
 
 log = logging.getLogger("vaelab")
 
@@ -116,7 +117,7 @@ def model_pictures(model, images: torch.Tensor, steps: int = 9, extent: float = 
 
 def save_and_log(pictures: dict, directory: Path, step: int, loggers=()) -> dict[str, Path]:
     """``<name>_step<step>.png`` (``.gif`` for frame lists) in ``directory``, then to every logger
-    with ``log_image`` (W&B) under ``images/<name>`` (an animation with ``log_video``); a logger that fails is told about once
+    (:meth:`~vaelab.loggers.RunLogger.log_picture`; W&B shows an animation as a video) under ``images/<name>``; a logger that fails is told about once
     here and never stops the caller. Returns the paths written."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -132,15 +133,9 @@ def save_and_log(pictures: dict, directory: Path, step: int, loggers=()) -> dict
             path = directory / f"{name}_step{step}.png"
             write_atomically(path, lambda file, image=picture: image.save(file, format="PNG"))
         paths[name] = path
-        for logger in loggers:
-            # An animation (GIF) is a video in W&B: a still image there would show its first frame.
-            method = "log_video" if isinstance(picture, list) else "log_image"
-            if hasattr(logger, method):
-                try:
-                    if method == "log_video":
-                        logger.log_video(key=f"images/{name}", videos=[str(path)], step=step)
-                    else:
-                        logger.log_image(key=f"images/{name}", images=[str(path)], step=step)
-                except Exception as error:  # noqa: BLE001 - pictures must not stop training or eval
-                    log.warning("could not log %s to %s (%s)", name, type(logger).__name__, error)
+        for logger in run_loggers(loggers):
+            try:
+                logger.log_picture(f"images/{name}", path, step)
+            except Exception as error:  # noqa: BLE001 - pictures must not stop training or eval
+                log.warning("could not log %s to %s (%s)", name, type(logger).__name__, one_line(error))
     return paths

@@ -21,11 +21,11 @@ import json
 import logging
 import netrc
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
-from pytorch_lightning.loggers import Logger, WandbLogger
+from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 
 from vaelab.errors import DiskFull, RunStatus, UserError, is_disk_full, one_line, write_atomically
 # The files' readers live apart, free of Lightning (vaelab compare reads runs with them).
@@ -36,13 +36,81 @@ from vaelab.time_to_disentangle import first_steps_reaching, images_to
 log = logging.getLogger("vaelab")
 
 
+@runtime_checkable
+class RunLogger(Protocol):
+    """What vaelab tells a run's loggers beyond Lightning's scalars and config. The run files
+    (:class:`MetricsFileLogger`), W&B (:class:`GuardedWandbLogger`, the one adapter that touches
+    Lightning's and W&B's private attributes) and CSV (:class:`CsvLogger`) implement it; another
+    Lightning logger a config names gets the scalars and the config alone. Each method does
+    what its logger can show and nothing otherwise (:class:`RunLoggerDefaults`), and never
+    stops the run for its own failure."""
+
+    def identity(self) -> dict[str, Any] | None:
+        """The run's identity where the logger has one (W&B: id, group, name, project, entity),
+        kept in the checkpoint so that a resume continues the run and an eval joins its group."""
+
+    def log_picture(self, key: str, path: Path, step: int) -> None:
+        """A picture written at ``path`` (PNG, or a GIF animation: shown as a video)."""
+
+    def log_score_table(self, key: str, columns: Sequence[str], rows: Sequence[Sequence], step: int) -> None:
+        """A metric's breakdown (vaelab/tables.py)."""
+
+    def log_checkpoint(self, path: Path, step: int, final: bool) -> None:
+        """A checkpoint vaelab wrote."""
+
+    def link_checkpoint(self, name: str) -> None:
+        """This run (an eval) scored the logged checkpoint ``name``."""
+
+    def summary(self) -> dict[str, Any]:
+        """Figures every logger's summary gets at the end (the run files: the time to disentangle)."""
+
+    def finish(self, status: RunStatus, exit_code: int, summary: Mapping[str, Any]) -> None:
+        """The run ended with ``status`` / ``exit_code``; ``summary``: every logger's :meth:`summary`."""
+
+
+class RunLoggerDefaults:
+    """Every :class:`RunLogger` method, doing nothing: a logger overrides what it shows."""
+
+    def identity(self) -> dict[str, Any] | None:
+        return None
+
+    def log_picture(self, key: str, path: Path, step: int) -> None:
+        pass
+
+    def log_score_table(self, key: str, columns: Sequence[str], rows: Sequence[Sequence], step: int) -> None:
+        pass
+
+    def log_checkpoint(self, path: Path, step: int, final: bool) -> None:
+        pass
+
+    def link_checkpoint(self, name: str) -> None:
+        pass
+
+    def summary(self) -> dict[str, Any]:
+        return {}
+
+    def finish(self, status: RunStatus, exit_code: int, summary: Mapping[str, Any]) -> None:
+        pass
+
+
+def run_loggers(loggers: Iterable[Logger]) -> list[RunLogger]:
+    """The loggers among ``loggers`` (a trainer's, or :func:`build_loggers`') that are told
+    vaelab's events (:class:`RunLogger`); the others get Lightning's scalars and config only."""
+    return [logger for logger in loggers if isinstance(logger, RunLogger)]
+
+
+class CsvLogger(RunLoggerDefaults, CSVLogger):
+    """Lightning's CSVLogger (``logger=csv``: <run dir>/csv/version_0/metrics.csv): the scalars;
+    pictures and tables are in the run directory already."""
+
+
 def write_json_atomic(path: Path, payload: Any) -> None:
     """``payload`` as JSON at ``path``, all or nothing (a full disk: DiskFull, the old file whole)."""
     text = json.dumps(payload, indent=1, allow_nan=True).encode()
     write_atomically(path, lambda file: file.write(text))
 
 
-class MetricsFileLogger(Logger):
+class MetricsFileLogger(RunLoggerDefaults, Logger):
     """A Lightning logger that keeps every scalar in ``metrics_history.jsonl`` and the run's
     status and last values in ``metrics.json``. Each call writes a bounded number of bytes:
     its own line, and the summary, whose size depends on the keys, not on the steps."""
@@ -144,6 +212,13 @@ class MetricsFileLogger(Logger):
         """Lightning's end of training (:meth:`RunStatus.of_lightning`)."""
         self.end(RunStatus.of_lightning(status))
 
+    def summary(self) -> dict[str, Any]:
+        """The time to disentangle, null where not reached (metrics.json holds it too)."""
+        return self.images_to() if self.images_per_step else {}
+
+    def finish(self, status: RunStatus, exit_code: int, summary: Mapping[str, Any]) -> None:
+        self.end(status)
+
     def end(self, status: RunStatus) -> None:
         """Record how the run ended in metrics.json and close the history."""
         if self._history_file is not None:
@@ -202,9 +277,11 @@ def _as_float(value: Any) -> float:
     return float(value.item() if hasattr(value, "item") else value)
 
 
-class GuardedWandbLogger(WandbLogger):
+class GuardedWandbLogger(RunLoggerDefaults, WandbLogger):
     """Lightning's WandbLogger, except that a W&B failure mid-run is reported once and then
-    ignored: training goes on and every figure still reaches metrics.json."""
+    ignored: training goes on and every figure still reaches metrics.json. The one place that
+    reads Lightning's and W&B's private attributes (``_experiment``, ``_log_model``,
+    ``_wandb_init``; tests/test_logging.py fails when they change)."""
 
     _failed = False
 
@@ -227,6 +304,37 @@ class GuardedWandbLogger(WandbLogger):
     def after_save_checkpoint(self, checkpoint_callback) -> None:
         self._guarded(super().after_save_checkpoint, checkpoint_callback)
 
+    def identity(self) -> dict[str, Any] | None:
+        if self._experiment is None or self._failed:
+            return None
+        run = self.experiment
+        return {"id": run.id, "group": run.group or None, "name": run.name, "project": run.project, "entity": run.entity or None}
+
+    def log_picture(self, key: str, path: Path, step: int) -> None:
+        # An animation is a video in W&B: as an image it would show its first frame.
+        if Path(path).suffix == ".gif":
+            self._guarded(self.log_video, key=key, videos=[str(path)], step=step)
+        else:
+            self._guarded(self.log_image, key=key, images=[str(path)], step=step)
+
+    def log_score_table(self, key: str, columns: Sequence[str], rows: Sequence[Sequence], step: int) -> None:
+        self._guarded(self.log_table, key=key, columns=list(columns), data=[list(row) for row in rows], step=step)
+
+    def finish(self, status: RunStatus, exit_code: int, summary: Mapping[str, Any]) -> None:
+        """The status and ``summary`` into the W&B summary; an interrupted run is marked preempting
+        (W&B's state for a run that will resume); finished with the same exit code: without
+        ``finish()`` a multirun logs all its jobs into one run."""
+        if self._experiment is None:
+            return
+        try:
+            run = self.experiment
+            run.summary.update({"status": status.value, **summary})
+            if status == RunStatus.INTERRUPTED:
+                run.mark_preempting()
+            run.finish(exit_code=exit_code)
+        except Exception as error:  # noqa: BLE001
+            log.warning("W&B finish failed (%s); the offline run files are kept", one_line(error))
+
     def log_checkpoint(self, path: str | os.PathLike, step: int, final: bool) -> None:
         """A checkpoint vaelab wrote (``last.ckpt``: Lightning never sees it saved) as a version of
         the run's model artifact ``model-<run id>``, aliases ``latest`` and ``step-<N>``, as
@@ -234,7 +342,7 @@ class GuardedWandbLogger(WandbLogger):
         if self._log_model == "all" or (self._log_model is True and final):
             self._guarded(self._log_checkpoint, Path(path), step)
 
-    def use_checkpoint_artifact(self, name: str) -> None:
+    def link_checkpoint(self, name: str) -> None:
         """Link this run (an eval) to the model artifact it scored, online; offline runs (which W&B
         cannot link) keep ``name`` in their config as ``checkpoint_artifact``."""
         if self._experiment is None or self.experiment.offline:
@@ -389,25 +497,10 @@ def wandb_settings():
 
 
 def finish_run(loggers: list[Logger], exit_code: int = 0) -> None:
-    """End every logger as a run ending with ``exit_code`` ends (:meth:`RunStatus.of_exit_code`).
-
-    metrics.json gets the status; the W&B run gets it and the time to disentangle in its summary, is marked preempting
-    (W&B's state for a run that will resume) when interrupted, and is finished with the same
-    exit code: without ``finish()`` a multirun logs all its jobs into one run.
-    """
+    """End every logger as a run ending with ``exit_code`` ends (:meth:`RunStatus.of_exit_code`):
+    each gets the status and the summary figures all of them contribute (:meth:`RunLogger.finish`)."""
     status = RunStatus.of_exit_code(exit_code)
-    # The time to disentangle (null where not reached) joins the summary: metrics.json holds it too.
-    reached = {key: value for logger in loggers if isinstance(logger, MetricsFileLogger) and logger.images_per_step
-               for key, value in logger.images_to().items()}  # fmt: skip
-    for logger in loggers:
-        if isinstance(logger, MetricsFileLogger):
-            logger.end(status)
-        elif isinstance(logger, WandbLogger) and logger._experiment is not None:
-            try:
-                run = logger.experiment
-                run.summary.update({"status": status.value, **reached})
-                if status == RunStatus.INTERRUPTED:
-                    run.mark_preempting()
-                run.finish(exit_code=exit_code)
-            except Exception as error:  # noqa: BLE001
-                log.warning("W&B finish failed (%s); the offline run files are kept", one_line(error))
+    told = run_loggers(loggers)
+    summary = {key: value for logger in told for key, value in logger.summary().items()}
+    for logger in told:
+        logger.finish(status, exit_code, summary)

@@ -60,6 +60,7 @@ def save_and_log_tables(tables: dict[str, ScoreTable], run_dir: Path, step: int,
     tables and pictures; a logger that fails is told about once here and stops nothing.
     Returns the CSV paths by table name."""
     from vaelab.images import save_and_log
+    from vaelab.loggers import run_loggers
 
     if not tables:
         return {}
@@ -71,12 +72,11 @@ def save_and_log_tables(tables: dict[str, ScoreTable], run_dir: Path, step: int,
         write_csv(table, paths[name])
         if name.endswith("_importance"):
             pictures[name] = heatmap(f"{name} (step {step})", table)
-        for logger in loggers:
-            if hasattr(logger, "log_table"):
-                try:
-                    logger.log_table(key=f"tables/{name}", columns=table.columns, data=table.rows, step=step)
-                except Exception as error:  # noqa: BLE001 - tables must not stop training or eval
-                    log.warning("could not log table %s to %s (%s)", name, type(logger).__name__, one_line(error))
+        for logger in run_loggers(loggers):
+            try:
+                logger.log_score_table(f"tables/{name}", table.columns, table.rows, step)
+            except Exception as error:  # noqa: BLE001 - tables must not stop training or eval
+                log.warning("could not log table %s to %s (%s)", name, type(logger).__name__, one_line(error))
     if pictures:
         save_and_log(pictures, Path(run_dir) / "images", step, loggers)
     return paths

@@ -9,7 +9,6 @@ from typing import Any
 import hydra.utils
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.loggers import WandbLogger
 
 from vaelab import objectives, validation
 from vaelab.callbacks import InterruptCheckpoint, RunProgress, StepProgressBar
@@ -28,7 +27,7 @@ from vaelab.data.stream import GroundTruthDataModule
 from vaelab.distributed import is_worker, launching_workers
 from vaelab.errors import DiskFull, UserError, check_real, first_line, is_disk_full
 from vaelab.history import finished_figures
-from vaelab.loggers import build_loggers, finish_run
+from vaelab.loggers import build_loggers, finish_run, run_loggers
 from vaelab.module import VAEModule
 from vaelab.progress import on_terminal
 from vaelab.rundir import run_dir_lock
@@ -243,12 +242,9 @@ def _train_in(
         metrics_file, loggers = build_loggers(
             cfg.get("logger"), run_dir, resume_step, objective.describe(), thresholds=thresholds, run_id=wandb_id
         )
-    for logger in loggers:
-        if isinstance(logger, WandbLogger):
-            # Kept in the checkpoint: `vaelab eval` joins the group, a resume the run.
-            run = logger.experiment
-            config["wandb"] = {"id": run.id, "group": run.group or None, "name": run.name,
-                               "project": run.project, "entity": run.entity or None}  # fmt: skip
+    for logger in run_loggers(loggers):
+        if logger.identity() is not None:  # kept in the checkpoint: `vaelab eval` joins the group, a resume the run
+            config["wandb"] = logger.identity()
     for logger in loggers:
         logger.log_hyperparams(logged_config(cfg, config, objective))
 

@@ -97,6 +97,12 @@ def one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0] if text else ''}"
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of the message (the type's name when there is none): a parser's complaint
+    quoted inside a message of vaelab's own, e.g. why a file is damaged."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
 def is_disk_full(error: BaseException) -> bool:
     """An OSError saying the disk or the quota is full."""
     return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)

@@ -80,7 +80,7 @@ def compare(args: argparse.Namespace) -> int:
     across_seeds.check_syntax(args)  # before UDR's minutes of encoding
     udr_lines = udr.add_udr(runs, args.udr, trust=args.trust_checkpoints) if args.udr else []
     cells = groups(runs)
-    present = {key for run in runs if run.status == "success" for key in run.figures}
+    present = {key for run in runs if run.succeeded for key in run.figures}
     across = across_seeds.AcrossSeeds.of_arguments(args, cells, present, shown(runs))
 
     out.mkdir(parents=True, exist_ok=True)
@@ -95,7 +95,7 @@ def compare(args: argparse.Namespace) -> int:
     tables.write_seed_tables(across.rows, out)
     drawn = plots.plot_figures(runs, cells, out) | plots.plot_curves(across, out) | plots.plot_paired_contrasts(across, out)
     for run in runs:
-        if run.status != "success":
+        if not run.succeeded:
             print(f"{run.status}: {run.path}" + (f" ({run.reason})" if run.reason else ""), file=sys.stderr)
     print(f"wrote compare.csv, compare_summary.csv/.md, compare_seeds.csv/.md and {len(drawn)} plots to {out}", file=sys.stderr)
     if args.wandb:

@@ -34,10 +34,15 @@ def figures() -> list[str]:
     return [*headline_keys(), *OTHER_FIGURES]
 
 
+def present_figures(runs: list[Run]) -> list[str]:
+    """The figures() that some run has."""
+    return [f for f in figures() if any(f in run.figures for run in runs)]
+
+
 def shown(runs: list[Run]) -> list[str]:
     """The figures that some run has, then UDR's scores when `--udr` added them."""
     udr_keys = sorted({key for run in runs for key in run.figures if key.startswith(UDR_PREFIXES)})
-    return [f for f in figures() if any(f in run.figures for run in runs)] + udr_keys
+    return present_figures(runs) + udr_keys
 
 
 @dataclass
@@ -74,7 +79,7 @@ def groups(runs: list[Run]) -> list[Group]:
     import numpy as np
     import pandas as pd
 
-    finished = [run for run in runs if run.status == "success"]
+    finished = [run for run in runs if run.succeeded]
     if not finished:
         return []
     index = pd.MultiIndex.from_arrays(

@@ -48,6 +48,11 @@ def _pyplot():
     return plt
 
 
+def png_path(out: Path, kind: str, figure: str, number: int = 1) -> Path:
+    """``out/compare_<kind><figure>[_<number>].png``, the figure's slashes as underscores."""
+    return out / f"compare_{kind}{figure.replace('/', '_')}{f'_{number}' if number > 1 else ''}.png"
+
+
 def _save(fig, path: Path) -> None:
     write_atomically(path, lambda file: fig.savefig(file, format="png", dpi=100))
     _pyplot().close(fig)
@@ -108,7 +113,7 @@ def plot(runs: list[Run], figure: str, path: Path, cells: list[Group] | None = N
     for panel in panels[0]:
         if panel.get_legend_handles_labels()[0]:
             panel.legend(fontsize=8)
-    skipped = sum(run.status != "success" for run in runs)
+    skipped = sum(not run.succeeded for run in runs)
     note = f"  ({skipped} failed/unfinished runs not shown)" if skipped else ""
     fig.suptitle(f"{figure}: mean ± std over seeds, dots: each seed{note}", fontsize=10)
     fig.tight_layout()
@@ -118,7 +123,7 @@ def plot(runs: list[Run], figure: str, path: Path, cells: list[Group] | None = N
 
 def plot_figures(runs: list[Run], cells: list[Group], out: Path) -> dict[str, Path]:
     """compare_<figure>.png for each figure compare shows that some finished run has. {figure: path}."""
-    paths = {figure: out / f"compare_{figure.replace('/', '_')}.png" for figure in figures()}
+    paths = {figure: png_path(out, "", figure) for figure in figures()}
     return {figure: path for figure, path in paths.items() if plot(runs, figure, path, cells)}
 
 
@@ -151,9 +156,8 @@ def plot_paired_contrasts(across: AcrossSeeds, out: Path) -> dict[str, Path]:
     contrasts): each seed's B against its A. {name: path}."""
     paths: dict[str, Path] = {}
     for figure, a, b, line in across.paired_contrasts:
-        stem = f"compare_paired_{figure.replace('/', '_')}"
         count = sum(name.startswith(f"paired/{figure}") for name in paths)
-        path = out / (f"{stem}.png" if count == 0 else f"{stem}_{count + 1}.png")
+        path = png_path(out, "paired_", figure, count + 1)
         plot_pairs(figure, a, b, line, path)
         paths[f"paired/{figure}" + (f"_{count + 1}" if count else "")] = path
     return paths
@@ -194,7 +198,7 @@ def plot_curves(across: AcrossSeeds, out: Path) -> dict[str, Path]:
     metrics = [figure for figure in across.figures if figure.startswith("metrics/")]
     for figure, cell_curves in curves(across.cells, metrics).items():
         lines = sorted({threshold for name, threshold in thresholds if name == figure})
-        path = out / f"compare_images_{figure.replace('/', '_')}.png"
+        path = png_path(out, "images_", figure)
         if plot_against_images(figure, cell_curves, lines, path):
             paths[f"images/{figure}"] = path
     return paths

@@ -38,6 +38,11 @@ class Run:
     name: str = ""  # the objective's config name (objective=adainfomax), where its label differs
 
     @property
+    def succeeded(self) -> bool:
+        """It finished training (the others are listed, never compared)."""
+        return self.status == RunStatus.SUCCESS.value
+
+    @property
     def reconstruction(self) -> float | None:
         return self.figures.get(RECONSTRUCTION)
 

@@ -70,7 +70,7 @@ def print_runs(runs: list[Run]) -> None:
                *images_keys]  # fmt: skip
     rows = []
     for run in sorted(runs, key=lambda r: (r.objective, tuple(r.knobs.values()), r.seed or 0)):
-        status = run.status if run.status == "success" else f"[red]{run.status}[/red]"
+        status = run.status if run.succeeded else f"[red]{run.status}[/red]"
         values = [f"{run.figures[f]:.3f}" if f in run.figures else "" for f in figures]
         values += [images_to_text(run, key) for key in images_keys]
         rows.append([run.path.name, run.objective, run.knob_text, number(run.beta_effective), number(run.kl_weight),

@@ -43,7 +43,7 @@ def add_udr(runs: list[Run], correlation: str, num_images: int = 1000, seed: int
     does not ship (vaelab/checkpoint.py)."""
     from vaelab.metrics import udr
 
-    scored = [run for run in runs if run.status == "success" and run.path.joinpath(*CHECKPOINT).is_file()]
+    scored = [run for run in runs if run.succeeded and run.path.joinpath(*CHECKPOINT).is_file()]
     if len(scored) < 2:
         raise UserError(f"compare --udr: needs at least 2 finished runs with checkpoints, found {len(scored)}")
     codes, kls, dataset_config = [], [], None

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from vaelab.compare.groups import figures, groups
+from vaelab.compare.groups import groups, present_figures
 from vaelab.compare.runs import RECONSTRUCTION, RUN_COLUMNS, Run
 from vaelab.errors import one_line
 
@@ -20,7 +20,7 @@ def line_plots(runs: list[Run]) -> dict[str, Any]:
     Keys ``compare/<figure>_vs_<axis>``; the points are the table ``compare/settings``."""
     import wandb
 
-    shown = [figure for figure in figures() if any(figure in run.figures for run in runs)]
+    shown = present_figures(runs)
     columns = ["objective", "knobs", "seeds", "beta_effective", "kl_weight", *shown]
     rows = []
     for cell in groups(runs):
@@ -63,7 +63,7 @@ def log_to_wandb(runs: list[Run], plots: dict[str, Path], out: Path, sweep_dir: 
             table.add_data(str(path), *fields, *(r.figures.get(k) for k in keys))
         run.log({"compare/runs": table, **{f"compare/{figure}": wandb.Image(str(path)) for figure, path in plots.items()}})
         run.log(line_plots(runs))
-        run.summary.update({"runs": len(runs), "failed_or_unfinished": sum(r.status != "success" for r in runs)})
+        run.summary.update({"runs": len(runs), "failed_or_unfinished": sum(not r.succeeded for r in runs)})
         run_dir = run.dir
         run.finish()
         wandb.teardown()  # compare exits next: wait until the run's file is written whole

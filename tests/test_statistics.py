@@ -1,4 +1,4 @@
-"""Statistics across seeds (vaelab/seed_statistics.py) against direct computations on fixed numbers;
+"""Statistics across seeds (vaelab/compare/seed_statistics.py) against direct computations on fixed numbers;
 the time to disentangle from made-up histories; `vaelab compare --threshold/--contrast` on fake runs."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import call_vaelab
 from tests.test_compare import fake_run
-from vaelab import seed_statistics
+from vaelab.compare import seed_statistics
 from vaelab.errors import RunStatus, UserError
 from vaelab.objectives.betavae import BetaVAE
 from vaelab.objectives.infomax import InfoMax
@@ -310,8 +310,9 @@ def test_a_contrast_names_cells_by_config_name_where_the_label_differs(tmp_path,
 
 
 def test_the_curves_are_each_cells_seeds_against_images(study):
-    from vaelab.compare import find_runs, groups
-    from vaelab.compare_seeds import curves
+    from vaelab.compare.across_seeds import curves
+    from vaelab.compare.groups import groups
+    from vaelab.compare.runs import find_runs
 
     (betavae,) = [cell for cell in groups(find_runs([study])) if cell.objective == "betavae"]
     ((cell, images, values),) = curves([betavae], ["metrics/mig"])["metrics/mig"]

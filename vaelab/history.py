@@ -31,7 +31,7 @@ def history_lines(path: Path) -> list[tuple[bytes, dict[str, Any]]]:
             if not isinstance(entry, dict) or not isinstance(entry.get("step"), int):
                 raise ValueError("not a {step: …} entry")
         except ValueError as error:
-            raise ValueError(f"line {number}: {(str(error).splitlines() or [''])[0]}") from None
+            raise ValueError(f"line {number}: {first_line(error)}") from None
         pairs.append((line + b"\n", entry))
     return pairs
 
@@ -46,31 +46,23 @@ def merge_history(entries) -> list[dict[str, Any]]:
 
 
 def saved_history(run_dir: str | os.PathLike) -> list[tuple[bytes, dict[str, Any]]]:
-    """The (line, entry) pairs a run logged: from ``metrics_history.jsonl``, or from the
-    "history" of an older run's metrics.json. A damaged file is a one-line UserError (the
-    history is only ever appended to, whole lines at a time, and metrics.json written
-    atomically, so only a bad copy or a disk error damages them)."""
-    history_path, metrics_path = Path(run_dir) / HISTORY_FILE, Path(run_dir) / METRICS_FILE
-    path = history_path if history_path.is_file() else metrics_path
+    """The (line, entry) pairs a run logged to ``metrics_history.jsonl`` (none when it has no
+    such file yet). A damaged file is a one-line UserError (the history is only ever appended
+    to, whole lines at a time, so only a bad copy or a disk error damages it)."""
+    path = Path(run_dir) / HISTORY_FILE
+    if not path.is_file():
+        return []
     try:
-        if path == history_path:
-            return history_lines(path)
-        history = json.loads(path.read_text()).get("history", [])  # none: nothing was logged yet
-        if not isinstance(history, list) or not all(isinstance(e, dict) and isinstance(e["step"], int) for e in history):
-            raise ValueError("its history is not a list of {step: …} entries")
-        return [(json.dumps(entry, allow_nan=True).encode() + b"\n", entry) for entry in history]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-        reason = first_line(error)
-        if isinstance(error, KeyError):
-            reason = f"no {reason} key"
+        return history_lines(path)
+    except (OSError, ValueError) as error:
         raise UserError(
-            f"{path} is damaged ({reason}); restore it, or move it aside to resume without the figures logged so far"
+            f"{path} is damaged ({first_line(error)}); restore it, or move it aside to resume without the figures logged so far"
         ) from None
 
 
 def read_history(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
     """Every figure a run logged, one merged entry per step in step order (what W&B's history
-    holds), from either layout (:func:`saved_history`)."""
+    holds)."""
     return merge_history(entry for _, entry in saved_history(run_dir))
 
 
@@ -78,20 +70,19 @@ def figure_histories(run_dir: str | os.PathLike, keys: list[str]) -> dict[str, l
     """For each figure in ``keys``: (step, value) of every number logged for it, in step order (a
     step logged twice: its last value). Only the history lines that name one of ``keys`` are
     parsed: a figure logged at each periodic evaluation is a small part of a long history. A
-    damaged file: UserError, as in :func:`saved_history`."""
+    damaged file: UserError naming it."""
     history_path = Path(run_dir) / HISTORY_FILE
     needles = [json.dumps(key).encode() for key in keys]
-    if history_path.is_file():
-        try:
-            lines = history_path.read_bytes().split(b"\n")[:-1]  # after the last newline: a line never written whole
-            # One parse of the lines that matter, as a JSON array: a line each would cost several times more.
-            entries = json.loads(b"[" + b",".join(line for line in lines if any(needle in line for needle in needles)) + b"]")
-            if not all(isinstance(entry, dict) and isinstance(entry.get("step"), int) for entry in entries):
-                raise ValueError("not a {step: …} entry")
-        except (OSError, ValueError) as error:
-            raise UserError(f"{history_path} is damaged ({first_line(error)})") from None
-    else:
-        entries = [entry for _, entry in saved_history(run_dir)]
+    if not history_path.is_file():
+        return {key: [] for key in keys}
+    try:
+        lines = history_path.read_bytes().split(b"\n")[:-1]  # after the last newline: a line never written whole
+        # One parse of the lines that matter, as a JSON array: a line each would cost several times more.
+        entries = json.loads(b"[" + b",".join(line for line in lines if any(needle in line for needle in needles)) + b"]")
+        if not all(isinstance(entry, dict) and isinstance(entry.get("step"), int) for entry in entries):
+            raise ValueError("not a {step: …} entry")
+    except (OSError, ValueError) as error:
+        raise UserError(f"{history_path} is damaged ({first_line(error)})") from None
     histories = {}
     for key in keys:
         by_step = {entry["step"]: entry[key] for entry in entries if isinstance(entry.get(key), (int, float))}

@@ -11,8 +11,7 @@ Every scalar that reaches Lightning's loggers also lands in the run directory, i
   small, rewritten atomically (write, then rename) after every logging call: a crash never
   leaves it half-written, and a killed run stays "running".
 
-A run can thus be read without W&B. Runs written before the history moved to its own
-file keep it in metrics.json under "history"; :func:`read_history` reads those too.
+A run can thus be read without W&B (vaelab/history.py reads the two files).
 """
 
 from __future__ import annotations

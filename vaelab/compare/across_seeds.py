@@ -1,46 +1,38 @@
 """`vaelab compare`'s view across seeds: per-cell statistics, contrasts between two cells, and
 figures against training images.
 
-A cell is one objective at one setting of its knobs (vaelab/compare.py's ``Group``): its runs
+A cell is one objective at one setting of its knobs (groups.py's ``Group``): its runs
 differ only by seed. For each cell and figure the seed table gives the number of seeds, mean ±
 std, median and interquartile range, a bootstrap 95% interval of the mean and, per
 ``--threshold``, how many seeds are at or above it; and, for each time to disentangle a run
 recorded (``images_to/…``), how many seeds reached it and the median images (a seed that never
 reached it counts as never: the median is "not reached" when half of them did not). A contrast
 is one line a reader can quote: the difference of two cells' means, its bootstrap interval and
-a permutation-test p-value (vaelab/seed_statistics.py has the maths); with ``--paired``, the
-same for the per-seed differences of the seeds both cells ran, and a sign-flip p-value, and a
-picture of each seed's two values. The curves are each
-figure's periodic values against the training images seen, median and interquartile band over
-a cell's seeds, from each run's history.
+a permutation-test p-value (seed_statistics.py has the maths); with ``--paired``, the
+same for the per-seed differences of the seeds both cells ran, and a sign-flip p-value. The
+curves are each figure's periodic values against the training images seen, over a cell's
+seeds, from each run's history.
 
-Cells here are anything with ``objective``, ``knobs``, ``knob_text``, ``beta_effective``,
-``kl_weight``, ``runs`` and ``values(figure)``; runs, anything with ``path``, ``seed``,
-``figures``, ``images_to`` and ``images_per_step``: compare.py imports this module, not the reverse.
+This module computes what the flags ask for; tables.py and plots.py show it.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import math
-import sys
 from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from vaelab import seed_statistics
-from vaelab.errors import UserError, write_atomically
+from vaelab.compare import seed_statistics
+from vaelab.compare.runs import NOT_REACHED, images_to_keys
+from vaelab.errors import UserError
 from vaelab.history import figure_histories
-from vaelab.time_to_disentangle import parse_threshold_key
 
 SEEDS_HEADER = ["objective", "knobs", "figure", "seeds", "mean ± std", "median", "IQR",
                 "bootstrap 95% CI of the mean", "at or above threshold"]  # fmt: skip
-NOT_REACHED = "not reached"
 CONTRAST_DEFAULT = "metrics/mig"
 
 
@@ -75,19 +67,6 @@ def check_syntax(args: argparse.Namespace) -> None:
         parse_contrast(items)
     if args.paired and not args.contrast:
         raise UserError("compare --paired: pairs the seeds of a --contrast; give one, e.g. --contrast objective=betavae objective=infomax_native")
-
-
-def images_to_keys(runs: list) -> list[str]:
-    """The time-to-disentangle figures any run recorded."""
-    return sorted({key for run in runs for key in run.images_to})
-
-
-def images_to_text(run, key: str) -> str:
-    """A run's images to a threshold, "not reached" (recorded null), or "" (not recorded)."""
-    if key not in run.images_to:
-        return ""
-    value = run.images_to[key]
-    return NOT_REACHED if value is None else f"{value:.0f}"
 
 
 def parse_threshold(text: str) -> tuple[str, float]:
@@ -203,35 +182,6 @@ def paired_values(figure: str, a, b) -> tuple[list[int], list[float], list[float
     return seeds, [by_seed_a[s] for s in seeds], [by_seed_b[s] for s in seeds], unpaired
 
 
-def plot_pairs(figure: str, a, b, line: str, path: Path) -> None:
-    """One PNG of a paired contrast: each seed's value in cell B against its value in cell A, the
-    diagonal where they are equal, and the contrast line as the title."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    seeds, values_a, values_b, _ = paired_values(figure, a, b)
-    fig, panel = plt.subplots(figsize=(5.5, 5.5))
-    low = min(*values_a, *values_b)
-    high = max(*values_a, *values_b)
-    margin = 0.05 * (high - low or 1.0)
-    panel.plot([low - margin, high + margin], [low - margin, high + margin], color="grey", linestyle="--", linewidth=1)
-    panel.scatter(values_a, values_b, s=18, zorder=3)
-    for seed, x, y in zip(seeds, values_a, values_b):
-        panel.annotate(str(seed), (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7, color="dimgrey")
-    panel.set_xlabel(f"{figure}: {cell_name(a)}")
-    panel.set_ylabel(f"{figure}: {cell_name(b)}")
-    panel.set_aspect("equal")
-    panel.grid(True, alpha=0.3)
-    # The quotable line, wrapped: above the diagonal, B beat A on that seed.
-    head, _, tail = line.partition(" [")
-    panel.set_title(f"{head}\n[{tail}".replace("], p", "],\np").replace("; paired", ";\npaired"), fontsize=7)
-    fig.tight_layout()
-    write_atomically(path, lambda file: fig.savefig(file, format="png", dpi=100))
-    plt.close(fig)
-
-
 def contrast_line(figure: str, a, b, paired: bool = False) -> str:
     """``figure: B − A = d [bootstrap 95% CI lo, hi; R resamples], p = … (test; n_B vs n_A seeds)``;
     ``paired``: the mean per-seed difference over the seeds both cells ran, with a sign-flip test."""
@@ -297,39 +247,12 @@ def seed_rows(cells: list, figures: list[str], thresholds: list[tuple[str, float
     return rows
 
 
-def write_seed_tables(rows: list[list[str]], out: Path) -> None:
-    """compare_seeds.csv and compare_seeds.md (a Markdown table for results pages)."""
-    text = io.StringIO()
-    writer = csv.writer(text)
-    writer.writerow(SEEDS_HEADER)
-    writer.writerows(rows)
-    csv_bytes = text.getvalue().encode()
-    write_atomically(out / "compare_seeds.csv", lambda file: file.write(csv_bytes))
-    lines = ["| " + " | ".join(SEEDS_HEADER) + " |", "|" + " --- |" * len(SEEDS_HEADER)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    markdown = ("\n".join(lines) + "\n").encode()
-    write_atomically(out / "compare_seeds.md", lambda file: file.write(markdown))
-
-
-def print_seed_table(rows: list[list[str]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    title = (f"across seeds (bootstrap: {seed_statistics.BOOTSTRAP_RESAMPLES:,} resamples, seed "
-             f"{seed_statistics.BOOTSTRAP_SEED}; IQR: first to third quartile)")  # fmt: skip
-    table = Table(title=title)
-    for column in SEEDS_HEADER:
-        table.add_column(column, justify="left" if column in ("objective", "knobs", "figure") else "right")
-    for row in rows:
-        table.add_row(*row)
-    # Piped to a file or another program, every column whole (as compare's run table).
-    Console(width=None if sys.stdout.isatty() else 10_000).print(table)
-
-
 def curves(cells: list, figures: list[str]) -> dict[str, list[tuple[Any, np.ndarray, np.ndarray]]]:
     """For each figure: per cell, (cell, images, values over seeds: (seeds, points) with NaN where
     a seed has no value at that point). Runs without a known images_per_step are left out; a
     run whose history cannot be read too (compare lists damaged runs already)."""
+    import pandas as pd
+
     found: dict[str, list] = defaultdict(list)
     for cell in cells:
         per_figure: dict[str, list[dict[int, float]]] = defaultdict(list)
@@ -344,41 +267,9 @@ def curves(cells: list, figures: list[str]) -> dict[str, list[tuple[Any, np.ndar
                 if history:
                     per_figure[figure].append({step * run.images_per_step: value for step, value in history})
         for figure, seeds in per_figure.items():
-            images = np.array(sorted({x for seed in seeds for x in seed}), dtype=float)
-            values = np.array([[seed.get(x, math.nan) for x in images] for seed in seeds])
-            found[figure].append((cell, images, values))
+            aligned = pd.DataFrame(seeds, dtype=float).sort_index(axis=1)  # a column per point, in images order
+            found[figure].append((cell, aligned.columns.to_numpy(dtype=float), aligned.to_numpy()))
     return found
-
-
-def plot_against_images(figure: str, cell_curves: list, thresholds: list[float], path: Path) -> bool:
-    """One PNG of ``figure`` against training images: per cell, the median over seeds and the
-    band between the quartiles; dashed lines at ``thresholds``. False when nothing has two points."""
-    drawn = [(cell, images, values) for cell, images, values in cell_curves if len(images) >= 2]
-    if not drawn:
-        return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, panel = plt.subplots(figsize=(7, 4.5))
-    for cell, images, values in drawn:
-        # nanpercentile goes column by column: only where some seed lacks a point.
-        percentiles = np.nanpercentile if np.isnan(values).any() else np.percentile
-        q1, median, q3 = percentiles(values, [25, 50, 75], axis=0)
-        (line,) = panel.plot(images, median, marker="o", markersize=3, label=f"{cell_name(cell)}, {len(values)} seeds")
-        panel.fill_between(images, q1, q3, color=line.get_color(), alpha=0.2, linewidth=0)
-    for threshold in thresholds:
-        panel.axhline(threshold, color="grey", linestyle="--", linewidth=1)
-    panel.set_xlabel("training images seen (step × images per step)")
-    panel.set_ylabel(figure)
-    panel.grid(True, alpha=0.3)
-    panel.legend(fontsize=7)
-    panel.set_title(f"{figure} against training images: median and interquartile band over seeds", fontsize=9)
-    fig.tight_layout()
-    write_atomically(path, lambda file: fig.savefig(file, format="png", dpi=100))
-    plt.close(fig)
-    return True
 
 
 @dataclass
@@ -415,38 +306,3 @@ class AcrossSeeds:
                 if args.paired:
                     paired.append((figure, a, b, lines[-1]))
         return cls(cells, figures, thresholds, seed_rows(cells, figures, thresholds), lines, paired)
-
-    def print(self) -> None:
-        """The seed table, then the contrast lines (stdout)."""
-        print_seed_table(self.rows)
-        for line in self.contrast_lines:
-            print(line)
-
-    def write_tables(self, out: Path) -> None:
-        write_seed_tables(self.rows, out)
-
-    def plot_pairs(self, out: Path) -> dict[str, Path]:
-        """compare_paired_<figure>.png for each --paired contrast (_2, _3, … for a figure's later
-        contrasts): each seed's B against its A. {name: path}."""
-        plots: dict[str, Path] = {}
-        for figure, a, b, line in self.paired_contrasts:
-            stem = f"compare_paired_{figure.replace('/', '_')}"
-            count = sum(name.startswith(f"paired/{figure}") for name in plots)
-            path = out / (f"{stem}.png" if count == 0 else f"{stem}_{count + 1}.png")
-            plot_pairs(figure, a, b, line, path)
-            plots[f"paired/{figure}" + (f"_{count + 1}" if count else "")] = path
-        return plots
-
-    def plot_curves(self, out: Path) -> dict[str, Path]:
-        """compare_images_<figure>.png for each metric of the seed table that runs logged at two
-        points or more; the --threshold and time-to-disentangle thresholds dashed. {name: path}."""
-        recorded = [parse_threshold_key(key) for key in images_to_keys([run for cell in self.cells for run in cell.runs])]
-        thresholds = [*self.thresholds, *filter(None, recorded)]
-        plots = {}
-        metrics = [figure for figure in self.figures if figure.startswith("metrics/")]
-        for figure, cell_curves in curves(self.cells, metrics).items():
-            lines = sorted({threshold for name, threshold in thresholds if name == figure})
-            path = out / f"compare_images_{figure.replace('/', '_')}.png"
-            if plot_against_images(figure, cell_curves, lines, path):
-                plots[f"images/{figure}"] = path
-        return plots

@@ -38,7 +38,7 @@ VALIDATE_EVERY = 100
 def run(seed: int, precision: str, steps: int, overrides: list[str]) -> dict:
     import vaelab.train
     from tests.conftest import compose_train
-    from vaelab.loggers import read_history
+    from vaelab.runfiles import read_history
 
     run_overrides = [
         f"seed={seed}", f"trainer.max_steps={steps}", f"trainer.val_check_interval={VALIDATE_EVERY}",

@@ -32,7 +32,7 @@ def write_runs(root: Path, runs: int, history: int) -> None:
     from omegaconf import OmegaConf
 
     from vaelab.cli import CONFIG_DIR
-    from vaelab.loggers import HISTORY_FILE, write_json_atomic
+    from vaelab.runfiles import HISTORY_FILE, write_json_atomic
     from vaelab.objectives.betavae import BetaVAE
     from vaelab.objectives.infomax import InfoMax
 

@@ -28,7 +28,8 @@ def main() -> None:
     parser.add_argument("--keys", type=int, default=10)
     args = parser.parse_args()
     from vaelab.errors import RunStatus
-    from vaelab.loggers import HISTORY_FILE, METRICS_FILE, MetricsFileLogger
+    from vaelab.loggers import MetricsFileLogger
+    from vaelab.runfiles import HISTORY_FILE, METRICS_FILE
 
     rng = random.Random(0)
     keys = [f"train/term_{k}" for k in range(args.keys)]

@@ -9,7 +9,7 @@ import torch
 from scipy.special import logsumexp
 
 from vaelab.errors import UserError
-from vaelab.loggers import read_history
+from vaelab.runfiles import read_history
 from vaelab.models import MLPVAE
 from vaelab.objectives.annealedvae import AnnealedVAE
 from vaelab.objectives.betatcvae import BetaTCVAE

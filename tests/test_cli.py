@@ -13,7 +13,7 @@ import torch
 from tests.conftest import REPO, call_vaelab, cli_env, run_vaelab
 from tests.wandb_offline import read_offline_run
 from vaelab import CONFIG_DIR
-from vaelab.loggers import read_history
+from vaelab.runfiles import read_history
 
 QUICK = (
     "experiment=quick",

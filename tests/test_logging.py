@@ -7,7 +7,7 @@ import json
 import torch
 
 from tests.conftest import call_vaelab, compose_train
-from vaelab.loggers import read_history
+from vaelab.runfiles import read_history
 
 TINY_RUN = [
     "model=mlp", "model.hidden=[32]", "data.val_size=64", "metrics=none", "information.num_samples=0",

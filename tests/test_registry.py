@@ -128,3 +128,4 @@ def test_every_shipped_objective_reads_its_knobs_from_the_one_table():
     assert set(OBJECTIVE_KNOBS) == set(SHIPPED["objectives"])
     for name, knobs in OBJECTIVE_KNOBS.items():
         assert OBJECTIVES.get(name).knobs == knobs, name
+

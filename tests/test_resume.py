@@ -32,7 +32,7 @@ RUN = (
 
 
 def _history(run_dir: Path) -> list[dict]:
-    from vaelab.loggers import read_history
+    from vaelab.runfiles import read_history
 
     return read_history(run_dir)
 

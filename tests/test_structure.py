@@ -43,8 +43,8 @@ def top_level_imports() -> dict[str, set[str]]:
                 imported |= {f"{base}.{alias.name}" for alias in node.names}  # `from vaelab import metrics`
         graph[name] = imported
     for name, imported in graph.items():
-        # importing a.b.c runs a and a.b first
-        graph[name] = {parent for module in imported for parent in _with_parents(module)} - {name}
+        # importing a.b.c runs a and a.b first; a module's own packages are running already
+        graph[name] = {parent for module in imported for parent in _with_parents(module)} - set(_with_parents(name))
     return graph
 
 

@@ -1,22 +1,13 @@
-"""Where figures go: the run's metrics files, and the loggers ``logger=`` selects (conf/logger/).
+"""Where figures go: the run files, always, and the loggers ``logger=`` selects (conf/logger/).
 
-Every scalar that reaches Lightning's loggers also lands in the run directory, in two files:
-
-- ``metrics_history.jsonl``: one JSON line ``{"step": n, key: value, ...}`` per logging call,
-  appended and flushed, so a call costs the same at step 10 and at step 10^6. One step
-  can span several lines (train, val, metrics): :func:`read_history` merges them.
-- ``metrics.json``: ``{"status": "running" | "success" | "failed" | "interrupted",
-  "objective": {...}, "images_per_step": n, "images_to": {key: images or null},
-  "final": {key: last value}}`` (images_to: the time to disentangle, vaelab/time_to_disentangle.py),
-  small, rewritten atomically (write, then rename) after every logging call: a crash never
-  leaves it half-written, and a killed run stays "running".
-
-A run can thus be read without W&B (vaelab/history.py reads the two files).
+Every scalar that reaches Lightning's loggers also lands in the run directory
+(:class:`MetricsFileLogger`, vaelab/runfiles.py describes the files), so a run can be read
+without W&B. vaelab's own events (pictures, score tables, checkpoints, the run's end) reach
+the loggers through one interface, :class:`RunLogger`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import netrc
 import os
@@ -26,11 +17,9 @@ from typing import Any, Protocol, runtime_checkable
 
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 
-from vaelab.errors import DiskFull, RunStatus, UserError, is_disk_full, one_line, write_atomically
-# The files' readers live apart, free of Lightning (vaelab compare reads runs with them).
-from vaelab.history import HISTORY_FILE, METRICS_FILE, read_history, saved_history  # noqa: F401 - read_history: for callers
+from vaelab.errors import RunStatus, UserError, one_line
 from vaelab.provenance import code_state
-from vaelab.time_to_disentangle import first_steps_reaching, images_to
+from vaelab.runfiles import RunFiles
 
 log = logging.getLogger("vaelab")
 
@@ -103,16 +92,9 @@ class CsvLogger(RunLoggerDefaults, CSVLogger):
     pictures and tables are in the run directory already."""
 
 
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """``payload`` as JSON at ``path``, all or nothing (a full disk: DiskFull, the old file whole)."""
-    text = json.dumps(payload, indent=1, allow_nan=True).encode()
-    write_atomically(path, lambda file: file.write(text))
-
-
-class MetricsFileLogger(RunLoggerDefaults, Logger):
-    """A Lightning logger that keeps every scalar in ``metrics_history.jsonl`` and the run's
-    status and last values in ``metrics.json``. Each call writes a bounded number of bytes:
-    its own line, and the summary, whose size depends on the keys, not on the steps."""
+class MetricsFileLogger(RunLoggerDefaults, RunFiles, Logger):
+    """The run files (vaelab/runfiles.py: RunFiles) as a Lightning logger, always among a run's
+    loggers: Lightning's figures go to ``metrics_history.jsonl`` and ``metrics.json``."""
 
     def __init__(
         self,
@@ -121,36 +103,8 @@ class MetricsFileLogger(RunLoggerDefaults, Logger):
         objective: dict[str, Any] | None = None,
         thresholds: Mapping[str, float] | None = None,
     ) -> None:
-        """``resume_step``: continue the files of a run resumed from that step, dropping what
-        was logged after it (the resumed run logs those steps again, with the same values).
-        ``objective``: the trained objective's description (``Objective.describe``), which
-        ``vaelab compare`` reads; kept under "objective". ``thresholds``: the time to
-        disentangle's {figure: threshold} (vaelab/time_to_disentangle.py), kept under
-        "images_to" once :attr:`images_per_step` is set (the trainer knows its world size)."""
-        super().__init__()
-        self.path = Path(run_dir) / METRICS_FILE
-        self.history_path = Path(run_dir) / HISTORY_FILE
-        self.objective = objective
-        self.thresholds = dict(thresholds or {})
-        self.images_per_step: int | None = None
-        self.reached: dict[str, int] = {}  # threshold key -> the first step at or above it
-        self.final: dict[str, float] = {}
-        self.last_step = 0  # where a figure logged without a step goes
-        self.status = RunStatus.RUNNING
-        self._history_file = None  # opened at the first figure
-        # A new run in a directory that has a history (an earlier run's) starts it afresh, at its
-        # first figure; a resumed run goes on with the history up to its checkpoint.
-        self._history_mode = "ab" if resume_step is not None else "wb"
-        self._saved = False  # metrics.json says what this logger holds
-        if resume_step is not None and (self.history_path.is_file() or self.path.is_file()):
-            kept = [(line, entry) for line, entry in saved_history(run_dir) if entry["step"] <= resume_step]
-            for _, entry in kept:
-                self.last_step = max(self.last_step, entry["step"])
-                self.final.update({key: value for key, value in entry.items() if key != "step"})
-            self.reached = first_steps_reaching((entry for _, entry in kept), self.thresholds)
-            # The history up to the checkpoint, whole lines as they were; the run appends to it.
-            lines = b"".join(line for line, _ in kept)
-            write_atomically(self.history_path, lambda file: file.write(lines))
+        Logger.__init__(self)
+        RunFiles.__init__(self, run_dir, resume_step, objective, thresholds)
 
     @property
     def name(self) -> str:
@@ -164,52 +118,7 @@ class MetricsFileLogger(RunLoggerDefaults, Logger):
         pass  # the config lives in .hydra/config.yaml
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        values = {key: _as_float(value) for key, value in metrics.items() if key != "epoch"}
-        if not values:
-            return
-        # One step arrives in several calls (train, val, metrics): read_history merges them.
-        step = int(step) if step is not None else self.last_step
-        self.last_step = max(self.last_step, step)
-        self._append(json.dumps({"step": step, **values}, allow_nan=True).encode() + b"\n")
-        self.final.update(values)
-        self.reached = {**first_steps_reaching([{"step": step, **values}], self.thresholds), **self.reached}  # first stays
-        self._saved = False
-        self.save()
-
-    def _append(self, line: bytes) -> None:
-        """``line`` at the end of the history, whole or not at all (a full disk: DiskFull, the
-        partial line removed, so the file still holds whole lines only)."""
-        if self._history_file is None:
-            self.history_path.parent.mkdir(parents=True, exist_ok=True)
-            self._history_file = open(self.history_path, self._history_mode, buffering=0)
-            self._history_mode = "ab"
-        file = self._history_file
-        start = file.seek(0, os.SEEK_END)
-        try:
-            written = 0
-            while written < len(line):
-                written += file.write(line[written:])
-        except OSError as error:
-            file.truncate(start)
-            if is_disk_full(error):
-                raise DiskFull(self.history_path) from error
-            raise
-
-    def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        header = {"objective": self.objective} if self.objective is not None else {}
-        if self.thresholds and self.images_per_step is not None:
-            header |= {"images_per_step": self.images_per_step, "images_to": self.images_to()}
-        write_json_atomic(self.path, {"status": self.status.value, **header, "final": self.final})
-        self._saved = True
-
-    def images_to(self) -> dict[str, int | None]:
-        """Each threshold's training images at its first logged value at or above it; None: not (yet) reached."""
-        return images_to(self.thresholds, self.reached, self.images_per_step or 0)
-
-    def finalize(self, status: str) -> None:
-        """Lightning's end of training (:meth:`RunStatus.of_lightning`)."""
-        self.end(RunStatus.of_lightning(status))
+        self.log(metrics, step)
 
     def summary(self) -> dict[str, Any]:
         """The time to disentangle, null where not reached (metrics.json holds it too)."""
@@ -218,21 +127,9 @@ class MetricsFileLogger(RunLoggerDefaults, Logger):
     def finish(self, status: RunStatus, exit_code: int, summary: Mapping[str, Any]) -> None:
         self.end(status)
 
-    def end(self, status: RunStatus) -> None:
-        """Record how the run ended in metrics.json and close the history."""
-        if self._history_file is not None:
-            self._history_file.close()
-            self._history_file = None
-        if status == self.status and self._saved:
-            return
-        self.status = status
-        try:
-            self.save()
-        except DiskFull:
-            if status == RunStatus.SUCCESS:
-                raise
-            # The run is already stopping with its own error (most likely this full disk);
-            # the file keeps its last complete state, which says "running": resumable.
+    def finalize(self, status: str) -> None:
+        """Lightning's end of training (:meth:`RunStatus.of_lightning`)."""
+        self.end(RunStatus.of_lightning(status))
 
 
 def build_loggers(
@@ -269,11 +166,6 @@ def build_loggers(
         if external is not None:
             loggers.append(external)
     return metrics_file, loggers
-
-
-def _as_float(value: Any) -> float:
-    # NaN/inf are kept (JSON NaN/Infinity): a diverged run must show as diverged.
-    return float(value.item() if hasattr(value, "item") else value)
 
 
 class GuardedWandbLogger(RunLoggerDefaults, WandbLogger):

@@ -26,7 +26,7 @@ from vaelab.data.pairs import RANDOM_K, PairSampling
 from vaelab.data.stream import GroundTruthDataModule
 from vaelab.distributed import is_worker, launching_workers
 from vaelab.errors import DiskFull, UserError, check_real, first_line, is_disk_full
-from vaelab.history import finished_figures
+from vaelab.runfiles import finished_figures
 from vaelab.loggers import build_loggers, finish_run, run_loggers
 from vaelab.module import VAEModule
 from vaelab.progress import on_terminal

@@ -29,7 +29,7 @@ import numpy as np
 from vaelab.compare import seed_statistics
 from vaelab.compare.runs import NOT_REACHED, images_to_keys
 from vaelab.errors import UserError
-from vaelab.history import figure_histories
+from vaelab.runfiles import figure_histories
 
 SEEDS_HEADER = ["objective", "knobs", "figure", "seeds", "mean ± std", "median", "IQR",
                 "bootstrap 95% CI of the mean", "at or above threshold"]  # fmt: skip

@@ -2,7 +2,7 @@
 
 A training run is a directory with ``.hydra/config.yaml`` whose config names an objective; what
 it trained, how it ended and its last figures are in its ``metrics.json`` (vaelab/loggers.py
-writes it; vaelab/history.py names the run's files). A run that cannot be read is kept, as
+writes it; vaelab/runfiles.py names the run's files). A run that cannot be read is kept, as
 damaged, with the reason: compare lists every run, never silently drops one.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vaelab.errors import RunStatus, first_line
-from vaelab.history import METRICS_FILE
+from vaelab.runfiles import METRICS_FILE
 from vaelab.time_to_disentangle import images_per_step_of_config
 
 RECONSTRUCTION = "val/reconstruction"

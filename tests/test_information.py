@@ -29,12 +29,16 @@ from vaelab.information import (
     information_decomposition,
     kl_conditional,
     kl_marginal,
-    kl_marginal_minibatch,
     minibatch_information_terms,
     minibatch_log_density,
     mutual_info,
     total_correlation,
 )
+
+
+def kl_marginal_minibatch(z, mu, logvar, dataset_size, sampling="mss", memory=None):
+    """KL_hat[q(z)||p(z)] on a minibatch: the KL term of InfoMax native's loss."""
+    return minibatch_information_terms(z, mu, logvar, dataset_size, sampling, memory)["kl_marginal_mb"]
 
 F64 = torch.float64
 SIGMA_X_CHOLESKY = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.8, 0.0], [-0.3, 0.2, 0.7]], dtype=F64)

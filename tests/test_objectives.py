@@ -157,7 +157,7 @@ def test_defaults_are_the_plain_vae(tmp_path):
 
 
 def test_native_infomax_is_minibatch_marginal_kl_plus_lambda_reconstruction():
-    from vaelab.information import kl_marginal_minibatch
+    from tests.test_information import kl_marginal_minibatch
 
     model = _tiny_model()
     images = (torch.rand(32, 1, 8, 8, generator=torch.Generator().manual_seed(1)) > 0.5).float()

@@ -469,20 +469,3 @@ def minibatch_information_terms(
         "total_correlation_mb": (log_qz - log_qz_dims.sum(dim=1)).mean(),
         "dimwise_kl_mb": (log_qz_dims - log_pz_dims).sum(dim=1).mean(),
     }
-
-
-def kl_marginal_minibatch(
-    z: torch.Tensor,
-    mu: torch.Tensor,
-    logvar: torch.Tensor,
-    dataset_size: int,
-    sampling: str = "mss",
-    memory: tuple[torch.Tensor, torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """KL_hat[q(z)||p(z)] = mean_i (log q_hat(z_i) - log p(z_i)) on a minibatch (differentiable scalar).
-
-    The KL term of the native InfoMax loss KL_hat[q(z)||p(z)] + lambda * reconstruction.
-    """
-    log_qz, _ = _minibatch_log_q(z, mu, logvar, dataset_size, sampling, per_dim=False, memory=memory)
-    log_pz = gaussian_log_density(z, torch.zeros_like(z), torch.zeros_like(z)).sum(dim=1)
-    return (log_qz - log_pz).mean()

@@ -119,11 +119,6 @@ class FactorGrid:
         """n factor vectors drawn i.i.d. and uniformly from the full grid (with replacement)."""
         return np.stack([rng.integers(0, size, size=n) for size in self.factor_sizes], axis=1)
 
-    def factor_values_of(self, factors: np.ndarray) -> np.ndarray:
-        """(N, K) integer factor indices -> (N, K) float factor values."""
-        factors = np.asarray(factors, dtype=np.int64)
-        return np.stack([self.factor_values[k][factors[:, k]] for k in range(self.num_factors)], axis=1)
-
 
 class GroundTruthDataset(ABC):
     """A full factor grid plus a renderer: ``images(factors)`` for any factor vectors.

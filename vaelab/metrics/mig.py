@@ -33,10 +33,6 @@ def mig_per_factor(codes: np.ndarray, factors: np.ndarray, num_bins: int = 20) -
     return (top[0] - top[1]) / entropy
 
 
-def mig_from_codes(codes: np.ndarray, factors: np.ndarray, num_bins: int = 20) -> float:
-    return float(np.mean(mig_per_factor(codes, factors, num_bins)))
-
-
 @metric("mig", headline={"mig": "discrete_mig"})
 def compute(
     dataset: FactorSampler,

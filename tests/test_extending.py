@@ -72,16 +72,16 @@ def install_examples(site: Path) -> Path:
 
 @pytest.mark.slow
 def test_installed_examples_train_sweep_and_compare_from_the_cli_like_vaelabs_own(tmp_path):
-    """objective=free_bits free_nats=…, dataset=bars, metrics=mcc: plain overrides, no yaml, no
-    hydra.searchpath; the sweep's runs are compared on free_nats with metrics/mcc beside MIG,
-    and W&B's summary has metrics/mcc."""
+    """objective=free_bits free_nats=…, dataset=bars, metrics=mcc, logger=[wandb,report]: plain
+    overrides, no yaml, no hydra.searchpath; the sweep's runs are compared on free_nats with
+    metrics/mcc beside MIG, W&B's summary has metrics/mcc, and each run has its report.md."""
     site = install_examples(tmp_path / "site")
     env = {"PYTHONPATH": f"{REPO}:{site}"}
     sweep = tmp_path / "sweep"
     result = run_vaelab(
         "train", "-m", "objective=free_bits", "free_nats=0.25,1", "dataset=bars", "metrics=mcc",
         "metrics.suite.mcc.num_train=500", "model=mlp", "model.hidden=[64]", "trainer.max_steps=20",
-        "trainer.log_every_n_steps=10", "trainer.val_check_interval=20", "data.val_size=64", "logger=wandb",
+        "trainer.log_every_n_steps=10", "trainer.val_check_interval=20", "data.val_size=64", "logger=[wandb,report]",
         "metrics@periodic_metrics=none", "information.num_samples=0", "images.num_images=2", f"hydra.sweep.dir={sweep}",
         cwd=tmp_path, env=env,
     )  # fmt: skip
@@ -93,6 +93,9 @@ def test_installed_examples_train_sweep_and_compare_from_the_cli_like_vaelabs_ow
         assert metrics_file["objective"]["knobs"] == {"free_nats": free_nats}
         assert {"train/kl_charged", "val/kl_charged", "metrics/mcc"} <= metrics_file["final"].keys()
         assert (run / "images").is_dir()
+        report = (run / "report.md").read_text()  # examples/report.py: the logger from its entry point
+        assert "status: **success**" in report and "| metrics/mcc |" in report
+        assert "![images/reconstructions](images/reconstructions_step20.png)" in report
     (wandb_dir,) = (runs[0] / "wandb").glob("offline-run-*")
     logged = read_offline_run(wandb_dir)
     assert logged.config["free_nats"] == 0.25 and "metrics/mcc" in logged.summary

@@ -5,9 +5,9 @@
   (``defaults: [{/knobs@_global_: betavae}]``), so ``vaelab train objective=X knob=1`` and
   ``-m knob=1,2`` are plain overrides of a key that exists, and a knob of another objective,
   or a mistyped one, is not in the config at all: Hydra refuses it (cli.py says whose it is).
-- ``objective/<name>``, ``dataset/<name>``, ``metrics/<name>``: a part registered without a
-  yaml of its own (an installed package's entry point) is selected like a shipped one,
-  ``objective=free_bits``, ``dataset=bars``, ``metrics=mcc``: an objective's or a dataset's
+- ``objective/<name>``, ``dataset/<name>``, ``metrics/<name>``, ``logger/<name>``: a part
+  registered without a yaml of its own (an installed package's entry point) is selected like a
+  shipped one, ``objective=free_bits``, ``dataset=bars``, ``metrics=mcc``, ``logger=report``: an objective's or a dataset's
   node is its ``_target_`` and its arguments' defaults (an objective's knobs at the top), a
   metric's a suite of it alone at its hyperparameters' defaults; each is then a plain
   override (``metrics.suite.mcc.num_train=1000``). A yaml of the same name, in conf/ or on
@@ -18,6 +18,7 @@ Only the node asked for is built, and only the part it names is imported.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from hydra.core.config_search_path import ConfigSearchPath
@@ -28,10 +29,10 @@ from hydra.plugins.search_path_plugin import SearchPathPlugin
 from omegaconf import OmegaConf
 
 from vaelab.knobs import knobs_of
-from vaelab.registry import DATASETS, METRICS, OBJECTIVES, Registry
+from vaelab.registry import DATASETS, LOGGERS, METRICS, OBJECTIVES, Registry
 
 KNOBS = "knobs"
-GROUPS: dict[str, Registry] = {KNOBS: OBJECTIVES, "objective": OBJECTIVES, "dataset": DATASETS, "metrics": METRICS}
+GROUPS: dict[str, Registry] = {KNOBS: OBJECTIVES, "objective": OBJECTIVES, "dataset": DATASETS, "metrics": METRICS, "logger": LOGGERS}
 
 # The objective whose knobs were composed last: a knob override Hydra refuses is named with it (cli.py).
 composed: dict[str, str] = {}
@@ -45,8 +46,6 @@ def knobs_node(name: str) -> dict[str, None]:
 def defaults_of(function, skip: set[str] = frozenset()) -> dict[str, Any]:
     """The arguments of ``function`` that have a plain default, by name: what a node lists so
     that each is a plain override (``dataset.correlation=…``)."""
-    import inspect
-
     plain = (type(None), bool, int, float, str, list, tuple)
     return {p.name: list(p.default) if isinstance(p.default, tuple) else p.default
             for p in inspect.signature(function).parameters.values()
@@ -64,6 +63,11 @@ def part_node(group: str, name: str) -> dict[str, Any]:
     if group == "objective":
         node["defaults"] = [{f"/{KNOBS}@_global_": name}, "_self_"]
         return node | defaults_of(part, skip={knob.attribute for knob in part.knobs})  # knobs: top-level keys
+    if group == "logger":  # under its name, like conf/logger/*.yaml (logger=[wandb,report]); files in the run directory
+        settings = defaults_of(part, skip={"save_dir"})
+        if "save_dir" in inspect.signature(part).parameters:
+            settings["save_dir"] = "${paths.output_dir}"
+        return {name: node | settings}
     return node | defaults_of(part)
 
 

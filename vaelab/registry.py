@@ -6,8 +6,8 @@ A part registers itself when it is defined: an objective or a dataset class by s
 
 - vaelab's own parts: :data:`SHIPPED` maps each name to the module that defines it, so a run
   imports only the parts it uses (``objective=infomax`` imports ``vaelab.objectives.infomax``);
-- an installed package: an entry point in the group ``vaelab.objectives``, ``vaelab.metrics``
-  or ``vaelab.datasets`` (its pyproject.toml: ``[project.entry-points."vaelab.objectives"]
+- an installed package: an entry point in the group ``vaelab.objectives``, ``vaelab.metrics``,
+  ``vaelab.datasets`` or ``vaelab.loggers`` (its pyproject.toml: ``[project.entry-points."vaelab.objectives"]
   free_bits = "mypackage.free_bits:FreeBitsVAE"``), loaded when the name is first asked for;
 - any other module: importing it registers what it defines.
 
@@ -44,6 +44,9 @@ SHIPPED: dict[str, dict[str, str]] = {
         **{name: "vaelab.data.dsprites" for name in ("dsprites", "color_dsprites", "noisy_dsprites")},
         **{name: "vaelab.data.files" for name in ("dsprites_file", "shapes3d", "mpi3d", "npz")},
     },
+    # vaelab's own loggers (wandb, csv) are chosen by their yaml in conf/logger/; another
+    # package's registers here by its entry point (vaelab/loggers.py: RunLogger).
+    "loggers": {},
 }
 
 
@@ -107,6 +110,7 @@ def _where(part: Any) -> str:
 OBJECTIVES = Registry("objectives")
 METRICS = Registry("metrics")
 DATASETS = Registry("datasets")
+LOGGERS = Registry("loggers")
 
 
 @dataclass(frozen=True)

@@ -96,15 +96,10 @@ class MetricsFileLogger(RunLoggerDefaults, RunFiles, Logger):
     """The run files (vaelab/runfiles.py: RunFiles) as a Lightning logger, always among a run's
     loggers: Lightning's figures go to ``metrics_history.jsonl`` and ``metrics.json``."""
 
-    def __init__(
-        self,
-        run_dir: str | os.PathLike,
-        resume_step: int | None = None,
-        objective: dict[str, Any] | None = None,
-        thresholds: Mapping[str, float] | None = None,
-    ) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """RunFiles' arguments: the run directory, ``resume_step``, ``objective``, ``thresholds``."""
         Logger.__init__(self)
-        RunFiles.__init__(self, run_dir, resume_step, objective, thresholds)
+        RunFiles.__init__(self, *args, **kwargs)
 
     @property
     def name(self) -> str:

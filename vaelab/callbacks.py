@@ -63,6 +63,10 @@ class PeriodicEvaluation(pl.Callback, ABC):
         return Heartbeat(f"step {trainer.global_step}: {self.title}", *RunProgress.settings(trainer))
 
     def _evaluate_once(self, trainer: pl.Trainer, pl_module) -> None:
+        # A run stopped by a non-finite step evaluates nothing after it (every rank checks: the
+        # check is the same on each, so they stop together).
+        if hasattr(pl_module, "check_non_finite"):
+            pl_module.check_non_finite()
         if self.enabled and trainer.is_global_zero and trainer.global_step != self.last_evaluated_step:
             started = time.perf_counter()
             with self.heartbeat(trainer) as self.progress:
@@ -342,6 +346,8 @@ class StepProgressBar(TQDMProgressBar):
     def get_metrics(self, trainer: pl.Trainer, pl_module) -> dict[str, Any]:
         metrics = super().get_metrics(trainer, pl_module)
         metrics.pop("v_num", None)  # the logger's version: noise on the bar
+        if getattr(pl_module, "progress_loss", None) is not None:  # updated at logging steps (VAEModule)
+            metrics["loss"] = f"{pl_module.progress_loss:.4g}"
         run = RunProgress.of(trainer)  # the bar's own ETA counts steps only
         if run is not None and run.eta is not None:
             metrics["run ETA"] = run.eta

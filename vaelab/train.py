@@ -33,7 +33,8 @@ from vaelab.module import VAEModule
 from vaelab.progress import on_terminal
 from vaelab.rundir import run_dir_lock
 from vaelab.search import check_optimized_metric
-from vaelab.system import check_bytes_fit, check_fits_in_memory, resolve_training_precision, set_num_threads, tune_glibc_malloc
+from vaelab.device import lightning_placement, resolve_training_precision, training_device
+from vaelab.system import check_bytes_fit, check_fits_in_memory, set_num_threads, tune_glibc_malloc
 from vaelab.time_to_disentangle import CONFIG_KEY as TIME_TO_DISENTANGLE, check_thresholds, images_per_step
 
 log = logging.getLogger("vaelab")
@@ -121,19 +122,19 @@ def check_run_fits(cfg: DictConfig, dataset, objective) -> None:
     from vaelab.information import evaluation_set_bytes
     from vaelab.metrics.representation import code_table_bytes
 
-    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    device = training_device(cfg.trainer)
     batch_size = check_int("data.batch_size", cfg.data.batch_size, minimum=1)
     val_size = check_int("data.val_size", cfg.data.val_size, minimum=1)
     pairs = 2 if objective.trains_on_pairs else 1  # batch_size counts pairs then
-    check_fits_in_memory("data.batch_size", batch_size * pairs, dataset.image_shape, "one batch", accelerator)
-    check_fits_in_memory("data.val_size", val_size, dataset.image_shape, "the validation set", accelerator)
+    check_fits_in_memory("data.batch_size", batch_size * pairs, dataset.image_shape, "one batch", device)
+    check_fits_in_memory("data.val_size", val_size, dataset.image_shape, "the validation set", device)
     with torch.device("meta"):
         model = hydra.utils.instantiate(cfg.model, image_shape=tuple(dataset.image_shape), binary_data=dataset.binary)
     parameters = sum(p.numel() for p in (*model.parameters(), *objective.parameters()))
     dims = model.latent_dim
     setting = f"model.latent_dim={dims}"
     what = f"the model ({parameters:,} parameters, with their gradients and Adam's two moments)"
-    check_bytes_fit(setting, what, 16 * parameters, accelerator)
+    check_bytes_fit(setting, what, 16 * parameters, device)
     if cfg.metrics.suite or (cfg.periodic_metrics.suite and cfg.periodic_metrics.every_n_steps is not None):
         grid = int(np.prod(dataset.factor_sizes, dtype=np.int64))
         what = f"the metrics' code table (a float64 code for each of the dataset's {grid:,} images)"
@@ -200,9 +201,11 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     optimizer = check_optimizer(cfg)
     if cfg.get("tune_malloc", True):
         tune_glibc_malloc()
+    # cuda:N becomes Lightning's accelerator and device index; a name that is no device here, one line.
+    cfg.trainer.accelerator, cfg.trainer.devices = lightning_placement(cfg.trainer)
     set_num_threads(cfg.get("num_threads", "auto"), cfg.trainer)
     # Recorded resolved (checkpoint, W&B config), so a run says what it trained in.
-    cfg.trainer.precision = resolve_training_precision(cfg.trainer.precision, str(cfg.trainer.accelerator))
+    cfg.trainer.precision = resolve_training_precision(cfg.trainer.precision, training_device(cfg.trainer))
     run_dir = Path(cfg.paths.output_dir)
     resume_from = resume_checkpoint_path(cfg.resume, run_dir)
     if resume_from is not None and resume_from.is_file():

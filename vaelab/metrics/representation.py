@@ -21,8 +21,8 @@ from typing import Callable
 import numpy as np
 
 from vaelab.data.grid import FactorGrid
+from vaelab.device import native_bf16_cpu
 from vaelab.errors import UserError
-from vaelab.system import native_bf16_cpu
 
 EncodeImages = Callable[..., np.ndarray]  # float32 torch tensor (n, C, H, W) -> (n, D)
 

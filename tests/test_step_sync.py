@@ -80,14 +80,17 @@ def host_reads(monkeypatch):
     return counter
 
 
-@pytest.mark.parametrize("objective", ["betavae", "factorvae", "adagvae"])
-def test_steps_that_write_nothing_never_read_a_tensor_on_the_host(tmp_path, host_reads, objective):
+@pytest.mark.parametrize(("objective", "render_on_device"), [("betavae", False), ("betavae", True), ("factorvae", True), ("adagvae", True)])
+def test_steps_that_write_nothing_never_read_a_tensor_on_the_host(tmp_path, host_reads, objective, render_on_device):
+    """render_on_device: images rendered after the transfer, as on a GPU (tests/test_device_data.py)."""
+    from tests.test_device_data import RenderOnDevice
     from vaelab.train import train
 
     overrides = [f"objective={objective}"]
     if objective == "factorvae":
         overrides += ["objective.discriminator_hidden=32", "objective.discriminator_layers=2"]
-    train(compose_train([*TINY_RUN, *overrides], tmp_path), extra_callbacks=[host_reads])
+    callbacks = [host_reads, *([RenderOnDevice()] if render_on_device else [])]
+    train(compose_train([*TINY_RUN, *overrides], tmp_path), extra_callbacks=callbacks)
     assert host_reads.quiet_steps_seen == 12  # steps 1-3, 6-8, 11-13, 16-18
     assert sum(host_reads.logging_steps.values()) > 0  # the counting works: logging reads values
     assert not host_reads.quiet_steps, host_reads.where.most_common(5)

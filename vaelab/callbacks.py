@@ -198,11 +198,16 @@ class InformationEvaluation(PeriodicEvaluation):
         started = time.perf_counter()
         dataset = trainer.datamodule.dataset
         factors = dataset.sample_factors(self.num_samples, np.random.default_rng([self.seed, 1]))
+        # Rendered, encoded and estimated on the module's device; the noise comes from a CPU
+        # generator, so every device draws the same z.
         encodings = [
-            pl_module.encode_posterior(dataset.images(factors[i : i + 1024])) for i in range(0, len(factors), 1024)
+            pl_module.encode_posterior(dataset.images_on(factors[i : i + 1024], pl_module.device))
+            for i in range(0, len(factors), 1024)
         ]
-        mu = torch.cat([m for m, _ in encodings]).cpu()
-        logvar = torch.cat([v for _, v in encodings]).cpu()
+        mu = torch.cat([m for m, _ in encodings])
+        logvar = torch.cat([v for _, v in encodings])
+        if mu.device.type == "mps":  # no float64 there
+            mu, logvar = mu.cpu(), logvar.cpu()
         info = information_decomposition(mu, logvar, generator=torch.Generator().manual_seed(self.seed))
         figures = {f"info/{key}": value for key, value in info.items()}
         figures["info/seconds"] = time.perf_counter() - started

@@ -84,6 +84,7 @@ def test_bad_device_names_through_the_cli_are_one_line(tmp_path, monkeypatch, ca
     cases = [
         (("train", "trainer.accelerator=cuda:one"), "vaelab: error: trainer.accelerator='cuda:one': expected one of auto, cpu, cuda, cuda:N, mps"),
         (("eval", "codes=missing.npz", "device=gpu0"), "vaelab: error: device='gpu0': expected one of auto, cpu, cuda, cuda:N, mps"),
+        (("train", "trainer.compile=maybe"), "vaelab: error: trainer.compile='maybe': expected auto, true or false"),
     ]
     if not torch.cuda.is_available():
         cases.append((("train", "trainer.accelerator=cuda:1"), "vaelab: error: trainer.accelerator=cuda:1: torch sees no CUDA GPU here"))

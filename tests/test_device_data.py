@@ -99,3 +99,17 @@ def test_a_run_rendered_after_the_transfer_trains_exactly_like_one_rendered_on_t
     host, device = (torch.load(tmp_path / name / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
                     for name in ("host", "device"))  # fmt: skip
     assert host.keys() == device.keys() and all(torch.equal(host[key], device[key]) for key in host)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_metrics_encode_images_rendered_on_the_device_to_the_host_codes(device):
+    from vaelab.metrics.representation import CachedEncoder
+
+    def encode(images):  # a code per image that any changed pixel would change
+        return (images.flatten(1) * torch.arange(1, 4097, device=images.device)).sum(1, keepdim=True).cpu().numpy()
+
+    dataset = ProceduralDSprites()
+    factors = dataset.sample_factors(600, np.random.default_rng(1))
+    host, on_device = CachedEncoder(dataset, encode, 256), CachedEncoder(dataset, encode, 256, render_on=device)
+    assert on_device.render_on == device
+    assert np.array_equal(host(factors), on_device(factors))

@@ -112,3 +112,23 @@ def resolve_training_precision(precision, device: torch.device) -> str:
     if str(precision) != "auto":
         return precision
     return "bf16-mixed" if native_bf16(device) else "32-true"
+
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def resolve_compile(setting, device: torch.device, mode: str = "default") -> bool:
+    """``trainer.compile``: true or false as given; ``auto``: compiled where it was measured to
+    train faster than the eager step and to compile in under 30 s (docs/performance.md,
+    "Compiled step"). ``mode``: ``trainer.compile_mode``, one of torch.compile's."""
+    if not (isinstance(setting, bool) or setting == "auto"):
+        raise UserError(f"trainer.compile={setting!r}: expected auto, true or false")
+    if mode not in COMPILE_MODES:
+        raise UserError(f"trainer.compile_mode={mode!r}: expected one of {', '.join(COMPILE_MODES)}")
+    if setting != "auto":
+        return bool(setting)
+    return device.type in COMPILED_BY_DEFAULT
+
+
+# Where trainer.compile=auto compiles: filled from measurements only (docs/performance.md).
+COMPILED_BY_DEFAULT: tuple[str, ...] = ()

@@ -60,10 +60,15 @@ class VAEModule(pl.LightningModule):
         config: dict[str, Any] | None = None,
         on_non_finite: str = "stop",
         model_inputs: dict[str, Any] | None = None,
+        compile_step: bool = False,
+        compile_mode: str = "default",
     ) -> None:
         """``model_inputs``: what the model was built from besides ``config.model`` (the dataset's
         ``image_shape`` and ``binary_data``), kept in checkpoints so that
-        :meth:`load_from_checkpoint` rebuilds the model without the dataset."""
+        :meth:`load_from_checkpoint` rebuilds the model without the dataset.
+        ``compile_step``: the model's training forward pass (encoder, sampling, decoder and the
+        per-example reconstruction and KL terms; its backward with it) through ``torch.compile``
+        with ``compile_mode`` (``trainer.compile``, vaelab/device.py)."""
         super().__init__()
         if on_non_finite not in ("stop", "skip"):
             raise UserError(f"on_non_finite={on_non_finite!r}: expected stop or skip")
@@ -82,6 +87,9 @@ class VAEModule(pl.LightningModule):
         self.skipped_steps = 0
         self.non_finite_guard: NonFiniteGuard | None = None  # made on the device at the first step
         self.progress_loss: float | None = None  # train/loss at the last logging step, for the progress bar
+        self.compile_step = compile_step
+        self.compile_mode = compile_mode
+        self._compiled: dict[str, Callable] = {}  # made at the first training step that calls them
         self._step_terms: dict[str, torch.Tensor] = {}
 
     def forward(self, images: torch.Tensor):
@@ -121,9 +129,19 @@ class VAEModule(pl.LightningModule):
         2B images) with the pairs' shared latents averaged before sampling, and what the
         objective decided about them (logged beside its terms)."""
         if not self.objective.trains_on_pairs:
-            return self.model(images, noise), {}
-        mu, logvar, decided = self.objective.pair_posteriors(*self.model.encode(images), factors)
-        return self.model.from_posterior(images, mu, logvar, noise), decided
+            return self._model_call("forward")(images, noise), {}
+        mu, logvar, decided = self.objective.pair_posteriors(*self._model_call("encode")(images), factors)
+        return self._model_call("from_posterior")(images, mu, logvar, noise), decided
+
+    def _model_call(self, name: str) -> Callable:
+        """The model's method ``name``; compiled while training with ``compile_step`` (validation
+        and evaluation run eagerly: another mode would be another graph to compile)."""
+        if not (self.compile_step and self.model.training):
+            return getattr(self.model, name)
+        if name not in self._compiled:
+            # dynamic=False: every training batch has one shape; a resumed run compiles anew.
+            self._compiled[name] = torch.compile(getattr(self.model, name), mode=self.compile_mode, dynamic=False)
+        return self._compiled[name]
 
     def _logger_writes_this_step(self) -> bool:
         """Whether Lightning writes this step's ``train/…`` values (every ``trainer.log_every_n_steps``).

@@ -8,7 +8,7 @@ from typing import Any
 
 import hydra.utils
 import pytorch_lightning as pl
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.loggers import WandbLogger
 
 from vaelab import objectives
@@ -25,6 +25,7 @@ from vaelab.checkpoint import (
 )
 from vaelab.data.pairs import RANDOM_K, PairSampling
 from vaelab.data.stream import GroundTruthDataModule
+from vaelab.device import lightning_placement, resolve_compile, resolve_training_precision, training_device
 from vaelab.distributed import is_worker, launching_workers
 from vaelab.errors import DiskFull, UserError, check_int, check_real, is_disk_full
 from vaelab.history import finished_figures
@@ -33,7 +34,6 @@ from vaelab.module import VAEModule
 from vaelab.progress import on_terminal
 from vaelab.rundir import run_dir_lock
 from vaelab.search import check_optimized_metric
-from vaelab.device import lightning_placement, resolve_training_precision, training_device
 from vaelab.system import check_bytes_fit, check_fits_in_memory, set_num_threads, tune_glibc_malloc
 from vaelab.time_to_disentangle import CONFIG_KEY as TIME_TO_DISENTANGLE, check_thresholds, images_per_step
 
@@ -206,6 +206,8 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     set_num_threads(cfg.get("num_threads", "auto"), cfg.trainer)
     # Recorded resolved (checkpoint, W&B config), so a run says what it trained in.
     cfg.trainer.precision = resolve_training_precision(cfg.trainer.precision, training_device(cfg.trainer))
+    with open_dict(cfg.trainer):  # a trainer config of one's own may lack vaelab's keys
+        cfg.trainer.compile = resolve_compile(cfg.trainer.get("compile", "auto"), training_device(cfg.trainer), cfg.trainer.get("compile_mode", "default"))
     run_dir = Path(cfg.paths.output_dir)
     resume_from = resume_checkpoint_path(cfg.resume, run_dir)
     if resume_from is not None and resume_from.is_file():
@@ -265,7 +267,8 @@ def _train_in(
             return finished
         wandb_id = (checkpoint["vaelab_config"].get("wandb") or {}).get("id")
         log.info("resuming %s from step %d (%s)", run_dir, resume_step, resume_from)
-    module = VAEModule(model, objective, optimizer, cfg.seed, config, cfg.on_non_finite, model_inputs)
+    module = VAEModule(model, objective, optimizer, cfg.seed, config, cfg.on_non_finite, model_inputs,
+                       compile_step=cfg.trainer.compile, compile_mode=cfg.trainer.get("compile_mode", "default"))  # fmt: skip
 
     # A resumed run continues its W&B run (same id) unless one is given. DDP workers
     # (ranks > 0) log nothing and touch no file: rank 0 writes the metrics files and the one W&B run.
@@ -300,6 +303,8 @@ def _train_in(
     # vaelab's checkpoint writer. A spec with _target_ is built; a name Lightning knows goes as it is.
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     specs = trainer_cfg.pop("plugins", None) or []
+    for vaelab_setting in ("compile", "compile_mode"):  # the module's (above), not Lightning's
+        trainer_cfg.pop(vaelab_setting, None)
     plugins = [hydra.utils.instantiate(spec) if isinstance(spec, dict) else spec for spec in (specs if isinstance(specs, list) else [specs])]
     trainer: pl.Trainer = hydra.utils.instantiate(
         trainer_cfg,

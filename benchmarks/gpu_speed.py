@@ -94,7 +94,7 @@ def main(argv=None) -> list[dict]:
 
         for key, value in gpu_description().items():
             add(f"gpu_{key}" if key != "gpu" else "gpu", value, "")
-        overrides = (*ON_GPU, "trainer.val_check_interval=100000")
+        overrides = ON_GPU
         for batch_size in args.batch_sizes:
             steps = max(50, args.steps * 64 // batch_size)
             eager, compiled, compile_seconds = [], [], []

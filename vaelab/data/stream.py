@@ -121,16 +121,16 @@ def made_ahead(batches, depth: int, pin_memory: bool):
                     batch = {key: value.pin_memory() if isinstance(value, torch.Tensor) else value for key, value in batch.items()}
                 if not offer(batch):
                     return
-            offer(_Failed(None))  # the end
+            offer(_ThreadEnded(None))  # the end
         except BaseException as error:  # noqa: BLE001 - handed to the consumer, which raises it
-            offer(_Failed(error))
+            offer(_ThreadEnded(error))
 
     thread = threading.Thread(target=work, name="vaelab-batches", daemon=True)
     thread.start()
     try:
         while True:
             item = ready.get()
-            if isinstance(item, _Failed):
+            if isinstance(item, _ThreadEnded):
                 if item.error is None:
                     return
                 raise item.error
@@ -139,7 +139,7 @@ def made_ahead(batches, depth: int, pin_memory: bool):
         stop.set()
 
 
-class _Failed:
+class _ThreadEnded:
     """What ends :func:`made_ahead`'s thread: its error, or None at the end of the batches."""
 
     def __init__(self, error: BaseException | None) -> None:

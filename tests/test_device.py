@@ -56,7 +56,10 @@ def test_a_gpu_this_machine_lacks_is_one_line(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(UserError, match=r"^device=cuda:0: torch sees no CUDA GPU here"):
         device.resolve_device("cuda:0")
-    assert device.resolve_device("auto").type in ("cpu", "mps")
+    monkeypatch.setattr(device, "_mps_available", lambda: False)
+    assert device.resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(UserError, match=r"^device=mps: this machine has no MPS device"):
+        device.resolve_device("mps")
 
 
 @pytest.mark.parametrize(

@@ -76,11 +76,13 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("overrides", nargs="*", help="config overrides after --")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
-    from vaelab.system import machine_description, resolve_training_precision
+    from vaelab.device import resolve_device, resolve_training_precision
+    from vaelab.system import machine_description
 
     bf16 = "bf16-simulated" if args.simulate else "bf16-mixed"
     accelerator = next((o.split("=", 1)[1] for o in args.overrides if o.startswith("trainer.accelerator=")), "auto")
-    native = resolve_training_precision("auto", accelerator) == "bf16-mixed"  # what trainer.precision=auto decides
+    device = resolve_device(accelerator, "trainer.accelerator")
+    native = resolve_training_precision("auto", device) == "bf16-mixed"  # what trainer.precision=auto decides
     if bf16 == "bf16-mixed" and not native and not args.allow_emulated:
         parser.error("this CPU emulates bfloat16 (several times slower than float32): use --simulate, or --allow-emulated")
     figures = [{"name": "machine", "value": machine_description(), "unit": ""}]

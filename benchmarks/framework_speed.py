@@ -1,6 +1,6 @@
 """Training throughput of disent's β-VAE through its own Lightning loop, as a reference for vaelab.
 
-    ~/disent-venv/bin/python benchmarks/framework_speed.py [--batch-sizes 64 256] [--steps 100]
+    ~/disent-venv/bin/python benchmarks/framework_speed.py [--batch-sizes 64 256] [--steps 100] [--accelerator cuda]
 
 Times disent's `BetaVae` framework (Bernoulli/BCE-with-logits reconstruction summed per
 image, beta 1, Adam lr 5e-4: vaelab's defaults) on `AutoEncoder(EncoderConv64, DecoderConv64)`,
@@ -105,7 +105,7 @@ class StepTimer(pl.Callback):
             self.elapsed = time.perf_counter() - self.started
 
 
-def train_images_per_second(batch_size: int, steps: int) -> float:
+def train_images_per_second(batch_size: int, steps: int, accelerator: str = "cpu") -> float:
     torch.manual_seed(0)
     model = AutoEncoder(
         encoder=EncoderConv64(x_shape=(1, 64, 64), z_size=10, z_multiplier=2),  # mean and log-variance
@@ -117,7 +117,7 @@ def train_images_per_second(batch_size: int, steps: int) -> float:
     timer = StepTimer()
     trainer = pl.Trainer(
         max_steps=WARMUP_STEPS + steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, accelerator="cpu", devices=1, callbacks=[timer],
+        enable_model_summary=False, accelerator=accelerator, devices=1, callbacks=[timer],
     )  # fmt: skip
     trainer.fit(framework, loader)
     return timer.steps * batch_size / timer.elapsed
@@ -127,12 +127,13 @@ def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=100, help="timed steps after the warm-up")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 256])
+    parser.add_argument("--accelerator", default="cpu", help="Lightning's accelerator: cpu, or cuda for the GPU section of make bench")
     args = parser.parse_args(argv)
     torch.set_num_threads(len(os.sched_getaffinity(0)))  # as vaelab's num_threads=auto for a single run
     warnings.filterwarnings("ignore", ".*does not have many workers.*")  # num_workers=0 is deliberate
     figures = []
     for batch_size in args.batch_sizes:
-        rate = train_images_per_second(batch_size, args.steps)
+        rate = train_images_per_second(batch_size, args.steps, args.accelerator)
         figures.append({"name": f"disent_train_images_per_s_batch{batch_size}", "value": round(rate, 4), "unit": "images/s"})
     for figure in figures:
         print(f"{figure['name']:<40} {figure['value']:>10} {figure['unit']}")

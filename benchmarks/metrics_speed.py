@@ -157,7 +157,7 @@ def default_precisions() -> list[str]:
     """Encode precisions timed unless asked: bf16 only where the CPU computes it natively. Where it
     is emulated it runs hundreds of times slower than fp32, and vaelab never picks it there
     (metrics.encode_precision=auto), so timing it would only keep the benchmark from finishing."""
-    from vaelab.system import native_bf16_cpu
+    from vaelab.device import native_bf16_cpu
 
     return ["fp32", "bf16"] if native_bf16_cpu() else ["fp32"]
 

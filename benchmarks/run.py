@@ -9,7 +9,8 @@ the same run. Timings on a shared 2-core machine are noisy: run on an otherwise 
 machine and compare medians. ``--peak-memory`` adds the slow peak-memory run of
 train_speed.py (a default run cut to 1,000 steps, final metric suite included);
 ``--disent-python`` times disent's β-VAE beside vaelab's (benchmarks/framework_speed.py
-says how to install it). The whole takes under 10 minutes on a 2-core AVX2 CPU.
+says how to install it). The whole takes under 10 minutes on a 2-core AVX2 CPU. The GPU
+section (gpu_speed.py) measures only where torch sees a CUDA GPU, and says so otherwise.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ BENCHMARKS = {
     "information_speed.py": ([], ["--repeats", "1"]),
     "metrics_file_speed.py": ([], ["--calls", "5000"]),
     "error_latency.py": ([], ["--repeats", "3"]),
+    # CUDA only: training eager and compiled, the full suite end to end, disent if importable
+    "gpu_speed.py": ([], ["--steps", "100", "--repeats", "1", "--batch-sizes", "64"]),
 }
 
 

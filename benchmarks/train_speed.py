@@ -54,12 +54,20 @@ class StepTimer(pl.Callback):
             self.started = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == 1:  # the first step: where torch.compile compiles
+            self.first_step_seconds = time.perf_counter() - self.first_step_at
         if self.started is not None:
             self.steps += 1
             self.elapsed = time.perf_counter() - self.started
 
 
 def train_images_per_second(batch_size: int, steps: int, precision: str = "32-true", objective: str = "betavae") -> float:
+    return timed_run(batch_size, steps, precision, objective).images_per_second
+
+
+def timed_run(batch_size: int, steps: int, precision: str = "32-true", objective: str = "betavae", compile: bool = False,
+              overrides: tuple[str, ...] = ()) -> StepTimer:  # fmt: skip
+    """A run of `vaelab.train.train` timed by a StepTimer (``images_per_second``, ``first_step_seconds``)."""
     import vaelab.train
     from tests.conftest import compose_train
 
@@ -71,18 +79,20 @@ def train_images_per_second(batch_size: int, steps: int, precision: str = "32-tr
                 f"objective={objective}", *knob, f"trainer.precision={precision}",
                 f"data.batch_size={batch_size}", f"trainer.max_steps={steps + WARMUP_STEPS}",
                 "logger=none", "metrics=none", "metrics@periodic_metrics=none", "information.num_samples=0", "trainer.val_check_interval=100000",
-                f"checkpoint.every_n_steps={10**9}",
+                f"checkpoint.every_n_steps={10**9}", f"trainer.compile={str(compile).lower()}", *overrides,
             ],
             Path(run_dir),
         )  # fmt: skip
         vaelab.train.train(cfg, extra_callbacks=[timer])
-    return timer.steps * batch_size / timer.elapsed
+    timer.images_per_second = timer.steps * batch_size / timer.elapsed
+    return timer
 
 
-def disent_images_per_second(python: str, batch_size: int, steps: int) -> float:
+def disent_images_per_second(python: str, batch_size: int, steps: int, accelerator: str = "cpu") -> float:
     """disent's rate in a process of its own (its Python environment has disent and `lightning`)."""
     result = subprocess.run(
-        [python, str(ROOT / "benchmarks" / "framework_speed.py"), "--steps", str(steps), "--batch-sizes", str(batch_size)],
+        [python, str(ROOT / "benchmarks" / "framework_speed.py"), "--steps", str(steps), "--batch-sizes", str(batch_size),
+         "--accelerator", accelerator],  # fmt: skip
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     for line in result.stdout.splitlines():

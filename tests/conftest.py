@@ -37,9 +37,18 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(config, items):
     """Modules with a slow test (marked ``slow``) first, each module's tests in their own
     order: under pytest-xdist a module is one unit of work, and a long one handed out last
-    would leave the other workers idle at the end."""
+    would leave the other workers idle at the end. Tests marked ``gpu`` are skipped where
+    torch sees no CUDA GPU."""
     modules_with_slow = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.nodeid.split("::")[0] not in modules_with_slow)
+    gpu_tests = [item for item in items if item.get_closest_marker("gpu")]
+    if gpu_tests:
+        import torch
+
+        if not torch.cuda.is_available():
+            skip = pytest.mark.skip(reason="needs a CUDA GPU (benchmarks/gpu_check.sh runs these where there is one)")
+            for item in gpu_tests:
+                item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)

@@ -349,18 +349,21 @@ def test_on_a_gpu_the_batch_must_fit_in_the_smaller_of_its_memory_and_the_ram(mo
     import torch
 
     from vaelab import system
+    from vaelab.device import resolve_device
     from vaelab.errors import UserError
 
     monkeypatch.setattr(system, "memory_bytes", lambda: 64 * 2**30)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(
         torch.cuda, "get_device_properties", lambda index: SimpleNamespace(total_memory=8 * 2**30, name="Small GPU")
     )
+    gpu = resolve_device("cuda")
     image = (3, 64, 64)  # 48 KiB a float32 image
-    system.check_fits_in_memory("data.batch_size", 100_000, image, "one batch", "gpu")  # 4.6 GiB: fits
+    system.check_fits_in_memory("data.batch_size", 100_000, image, "one batch", gpu)  # 4.6 GiB: fits
     with pytest.raises(UserError) as error:
-        system.check_fits_in_memory("data.batch_size", 200_000, image, "one batch", "auto")
+        system.check_fits_in_memory("data.batch_size", 200_000, image, "one batch", resolve_device("auto"))
     assert str(error.value) == (
         "data.batch_size=200000: one batch of 64x64x3 float32 images needs 9.2 GiB; the GPU (Small GPU) has 8.0 GiB"
     )
@@ -369,4 +372,4 @@ def test_on_a_gpu_the_batch_must_fit_in_the_smaller_of_its_memory_and_the_ram(mo
     # A GPU larger than the RAM: the RAM is the limit.
     monkeypatch.setattr(system, "memory_bytes", lambda: 4 * 2**30)
     with pytest.raises(UserError, match="needs 4.6 GiB; this machine has 4.0 GiB$"):
-        system.check_fits_in_memory("data.batch_size", 100_000, image, "one batch", "gpu")
+        system.check_fits_in_memory("data.batch_size", 100_000, image, "one batch", gpu)

@@ -103,11 +103,13 @@ def test_seed_question_reruns_infomax_studys_matched_cells_over_45_seeds(tmp_pat
 def test_auto_precision_never_trains_in_emulated_bfloat16(monkeypatch, native, expected):
     """trainer.precision=auto (the fast recipe's) picks bf16 only where the CPU computes it natively:
     on AVX2-only CPUs bfloat16 is emulated, hundreds of times slower than float32."""
-    from vaelab import system
+    import torch
 
-    monkeypatch.setattr(system, "native_bf16_cpu", lambda: native)
-    assert system.resolve_training_precision("auto", "cpu") == expected
-    assert system.resolve_training_precision("32-true", "cpu") == "32-true"  # an explicit choice stays
+    from vaelab import device
+
+    monkeypatch.setattr(device, "native_bf16_cpu", lambda: native)
+    assert device.resolve_training_precision("auto", torch.device("cpu")) == expected
+    assert device.resolve_training_precision("32-true", torch.device("cpu")) == "32-true"  # an explicit choice stays
 
 
 
@@ -130,12 +132,12 @@ def test_benchmarks_never_time_an_emulated_bfloat16_path_unless_asked(monkeypatc
     take hours: `make bench` times bf16 only where vaelab itself would use it."""
     import importlib.util
 
-    from vaelab import system
+    from vaelab import device
 
     spec = importlib.util.spec_from_file_location("metrics_speed", REPO / "benchmarks" / "metrics_speed.py")
     metrics_speed = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(metrics_speed)
-    monkeypatch.setattr(system, "native_bf16_cpu", lambda: native)
+    monkeypatch.setattr(device, "native_bf16_cpu", lambda: native)
     assert metrics_speed.default_precisions() == (["fp32", "bf16"] if native else ["fp32"])
 
 def test_baselines_sweep_every_shipped_objective_over_three_strengths_of_its_own_knob(tmp_path, monkeypatch, capfd):
@@ -206,9 +208,9 @@ def test_simulated_bf16_rounds_as_autocast_does_and_leaves_float32_regions_alone
 
 
 def test_bf16_parity_study_refuses_an_emulated_bfloat16_unless_asked(monkeypatch):
-    from vaelab import system
+    from vaelab import device
 
-    monkeypatch.setattr(system, "native_bf16_cpu", lambda: False)
+    monkeypatch.setattr(device, "native_bf16_cpu", lambda: False)
     with pytest.raises(SystemExit) as stop:
         _benchmark_module("bf16_parity").main(["--seeds", "0"])
     assert stop.value.code == 2

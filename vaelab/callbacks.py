@@ -64,6 +64,10 @@ class PeriodicEvaluation(pl.Callback, ABC):
         return Heartbeat(f"step {trainer.global_step}: {self.title}", *RunProgress.settings(trainer))
 
     def _evaluate_once(self, trainer: pl.Trainer, pl_module) -> None:
+        # A run stopped by a non-finite step evaluates nothing after it (every rank checks: the
+        # check is the same on each, so they stop together).
+        if hasattr(pl_module, "check_non_finite"):
+            pl_module.check_non_finite()
         if self.enabled and trainer.is_global_zero and trainer.global_step != self.last_evaluated_step:
             started = time.perf_counter()
             with self.heartbeat(trainer) as self.progress:
@@ -199,11 +203,16 @@ class InformationEvaluation(PeriodicEvaluation):
         started = time.perf_counter()
         dataset = trainer.datamodule.dataset
         factors = dataset.sample_factors(self.num_samples, np.random.default_rng([self.seed, 1]))
+        # Rendered, encoded and estimated on the module's device; the noise comes from a CPU
+        # generator, so every device draws the same z.
         encodings = [
-            pl_module.encode_posterior(dataset.images(factors[i : i + 1024])) for i in range(0, len(factors), 1024)
+            pl_module.encode_posterior(dataset.images_on(factors[i : i + 1024], pl_module.device))
+            for i in range(0, len(factors), 1024)
         ]
-        mu = torch.cat([m for m, _ in encodings]).cpu()
-        logvar = torch.cat([v for _, v in encodings]).cpu()
+        mu = torch.cat([m for m, _ in encodings])
+        logvar = torch.cat([v for _, v in encodings])
+        if mu.device.type == "mps":  # no float64 there
+            mu, logvar = mu.cpu(), logvar.cpu()
         info = information_decomposition(mu, logvar, generator=torch.Generator().manual_seed(self.seed))
         figures = {f"info/{key}": value for key, value in info.items()}
         figures["info/seconds"] = time.perf_counter() - started
@@ -346,6 +355,8 @@ class StepProgressBar(TQDMProgressBar):
     def get_metrics(self, trainer: pl.Trainer, pl_module) -> dict[str, Any]:
         metrics = super().get_metrics(trainer, pl_module)
         metrics.pop("v_num", None)  # the logger's version: noise on the bar
+        if getattr(pl_module, "progress_loss", None) is not None:  # updated at logging steps (VAEModule)
+            metrics["loss"] = f"{pl_module.progress_loss:.4g}"
         run = RunProgress.of(trainer)  # the bar's own ETA counts steps only
         if run is not None and run.eta is not None:
             metrics["run ETA"] = run.eta

@@ -42,18 +42,9 @@ def model_from_checkpoint(checkpoint: dict[str, Any], dataset_path: str | None =
     return dataset, vae_from_checkpoint(checkpoint, dataset)
 
 
-def _device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda"):
-        raise UserError(f"device={name!r}: expected auto, cpu or cuda")
-    return torch.device(name)
-
-
 def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
     from vaelab import metrics
+    from vaelab.device import resolve_device
     from vaelab.metrics.representation import encoder_representation, load_codes_file
 
     from vaelab.system import tune_glibc_malloc
@@ -64,6 +55,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("artifact") is not None:
         wandb_cfg = (cfg.get("logger") or {}).get("wandb")  # the project and entity to look in, if W&B is selected
         cfg.ckpt = str(download_checkpoint_artifact(cfg.artifact, wandb_cfg, Path(cfg.paths.output_dir)))
+    device = resolve_device(cfg.device)  # a bad name fails before anything is read
     suite = OmegaConf.to_container(cfg.metrics.suite)
     run_dir = Path(cfg.paths.output_dir)
     started = time.perf_counter()
@@ -71,7 +63,6 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
     if cfg.ckpt is not None:
         checkpoint = load_checkpoint(cfg.ckpt, trust=bool(cfg.get("trust_checkpoint", False)))
         dataset, model = model_from_checkpoint(checkpoint, cfg.get("dataset_path"))
-        device = _device(cfg.device)
         represent = encoder_representation(
             model, dataset, device, batch_size=cfg.encode_batch_size, precision=cfg.metrics.encode_precision
         )

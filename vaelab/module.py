@@ -61,10 +61,15 @@ class VAEModule(pl.LightningModule):
         config: dict[str, Any] | None = None,
         on_non_finite: str = "stop",
         model_inputs: dict[str, Any] | None = None,
+        compile_step: bool = False,
+        compile_mode: str = "default",
     ) -> None:
         """``model_inputs``: what the model was built from besides ``config.model`` (the dataset's
         ``image_shape`` and ``binary_data``), kept in checkpoints so that
-        :meth:`load_from_checkpoint` rebuilds the model without the dataset."""
+        :meth:`load_from_checkpoint` rebuilds the model without the dataset.
+        ``compile_step``: the model's training forward pass (encoder, sampling, decoder and the
+        per-example reconstruction and KL terms; its backward with it) through ``torch.compile``
+        with ``compile_mode`` (``trainer.compile``, vaelab/device.py)."""
         super().__init__()
         if on_non_finite not in ("stop", "skip"):
             raise UserError(f"on_non_finite={on_non_finite!r}: expected stop or skip")
@@ -76,10 +81,17 @@ class VAEModule(pl.LightningModule):
         # can rebuild the model and dataset without the run directory.
         self.config = config or {}
         self.model_inputs = model_inputs
-        # A NaN/inf loss or gradient either stops the run (before the optimiser step, so the
-        # weights and the last checkpoint stay finite) or skips the step and counts it.
+        # A NaN/inf loss or gradient either stops the run (the weights never take that update,
+        # so they and the last checkpoint stay finite) or skips the step and counts it. The
+        # decision is taken on the device (NonFiniteGuard): no step waits for the host.
         self.on_non_finite = on_non_finite
         self.skipped_steps = 0
+        self.non_finite_guard: NonFiniteGuard | None = None  # made on the device at the first step
+        self.progress_loss: float | None = None  # train/loss at the last logging step, for the progress bar
+        self.compile_step = compile_step
+        self.compile_mode = compile_mode
+        self._compiled: dict[str, Callable] = {}  # made at the first training step that calls them
+        self._step_terms: dict[str, torch.Tensor] = {}
 
     def forward(self, images: torch.Tensor):
         return self.model(images)
@@ -95,15 +107,17 @@ class VAEModule(pl.LightningModule):
         if world > 1:
             out = gather_global_batch(out)
         terms = self.objective(out, step=self.global_step) | decided
-        if not torch.isfinite(terms["loss"]):
-            return self._non_finite({f"train/{name}": value for name, value in terms.items()})
+        self._step_terms = terms  # on_before_optimizer_step decides on them with the gradients
         if self._logger_writes_this_step():
             # "step" is Lightning's x-axis key: logging it replaces the "epoch" Lightning would
             # add (always 0 on the one endless epoch of the stream).
             self.log("step", float(self.global_step))
             distributed = world > 1  # logged figures are means over the global batch
             for name, value in terms.items():
-                self.log(f"train/{name}", value, prog_bar=name == "loss", sync_dist=distributed)
+                self.log(f"train/{name}", value, sync_dist=distributed)
+            # The progress bar reads this host copy at every step: a logged prog_bar tensor would be
+            # read back to the host every step by Lightning (a wait for the GPU each time).
+            self.progress_loss = float(terms["loss"].detach())
         return terms["loss"]
 
     def _forward(
@@ -113,9 +127,19 @@ class VAEModule(pl.LightningModule):
         2B images) with the pairs' shared latents averaged before sampling, and what the
         objective decided about them (logged beside its terms)."""
         if not self.objective.trains_on_pairs:
-            return self.model(images, noise), {}
-        mu, logvar, decided = self.objective.pair_posteriors(*self.model.encode(images), factors)
-        return self.model.from_posterior(images, mu, logvar, noise), decided
+            return self._model_call("forward")(images, noise), {}
+        mu, logvar, decided = self.objective.pair_posteriors(*self._model_call("encode")(images), factors)
+        return self._model_call("from_posterior")(images, mu, logvar, noise), decided
+
+    def _model_call(self, name: str) -> Callable:
+        """The model's method ``name``; compiled while training with ``compile_step`` (validation
+        and evaluation run eagerly: another mode would be another graph to compile)."""
+        if not (self.compile_step and self.model.training):
+            return getattr(self.model, name)
+        if name not in self._compiled:
+            # dynamic=False: every training batch has one shape; a resumed run compiles anew.
+            self._compiled[name] = torch.compile(getattr(self.model, name), mode=self.compile_mode, dynamic=False)
+        return self._compiled[name]
 
     def _logger_writes_this_step(self) -> bool:
         """Whether Lightning writes this step's ``train/…`` values (every ``trainer.log_every_n_steps``).
@@ -128,23 +152,51 @@ class VAEModule(pl.LightningModule):
         return (self.global_step + 1) % max(1, self.trainer.log_every_n_steps) == 0
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-        if grads and not torch.isfinite(torch.stack(torch._foreach_norm(grads))).all():
-            names = [n for n, p in self.model.named_parameters() if p.grad is not None and not p.grad.isfinite().all()]
-            self._non_finite({f"gradient of {name}": float("nan") for name in names[:3]})
+        """The non-finite guard (docs/errors.md): the step's update is applied only if its loss and
+        every gradient are finite (after a non-finite step under ``on_non_finite=stop``, no update
+        is), decided on the device through the fused optimiser's ``found_inf``. An optimiser
+        without it is checked on the host, as before, at the cost of a wait every step."""
+        optimizer = getattr(optimizer, "_optimizer", optimizer)  # under Lightning's wrapper
+        named = [(name, p) for name, p in self.named_parameters() if p.grad is not None]
+        if self.non_finite_guard is None:
+            self.non_finite_guard = NonFiniteGuard(self.device, [name for name, _ in named])
+        guard = self.non_finite_guard
+        apply_update = guard.record_step(self.global_step, self._step_terms, [p.grad for _, p in named])
+        self._step_terms = {}
+        if takes_found_inf(optimizer):
+            stopped = guard.first_step >= 0 if self.on_non_finite == "stop" else torch.zeros_like(apply_update)
+            optimizer.found_inf = (~apply_update | stopped).float()  # 1.0: the fused kernel leaves all state as it is
+        elif not bool(apply_update):  # host wait: this optimiser cannot skip an update on the device
+            self.check_non_finite()
             optimizer.zero_grad(set_to_none=True)  # skip: the step then changes nothing
 
-    def _non_finite(self, terms: dict[str, Any]) -> None:
-        values = {name: float(value.detach() if isinstance(value, torch.Tensor) else value) for name, value in terms.items()}
-        bad = ", ".join(f"{name}={value}" for name, value in values.items() if not np.isfinite(value))
+    def check_non_finite(self) -> None:
+        """Raise :class:`TrainingDiverged` if a step was non-finite under ``on_non_finite=stop``;
+        update :attr:`skipped_steps` under ``skip``. Waits for the device: called only where the
+        run writes something (a logging step, a checkpoint, validation, an evaluation, the end)."""
+        guard = self.non_finite_guard
+        if guard is None:
+            return
+        count = int(guard.count)
         if self.on_non_finite == "skip":
-            self.skipped_steps += 1
-            self.log("train/skipped_steps", float(self.skipped_steps))
-            return None
-        raise TrainingDiverged(
-            f"non-finite value at step {self.global_step} ({bad}); stopped before the optimiser step, "
-            "checkpoints/last.ckpt holds the last state saved (on_non_finite=skip skips such steps instead)"
-        )
+            self.skipped_steps = count
+        elif count:
+            raise TrainingDiverged(
+                f"non-finite value at step {int(guard.first_step)} ({guard.describe_first()}); stopped before the "
+                "optimiser step, checkpoints/last.ckpt holds the last state saved (on_non_finite=skip skips such steps instead)"
+            )
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self._logger_writes_this_step():
+            self.check_non_finite()
+            if self.on_non_finite == "skip":
+                self.log("train/skipped_steps", float(self.skipped_steps))
+
+    def on_validation_start(self) -> None:
+        self.check_non_finite()
+
+    def on_train_end(self) -> None:
+        self.check_non_finite()
 
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
         images, factors = batch[0], None
@@ -179,6 +231,7 @@ class VAEModule(pl.LightningModule):
         return self.optimizer_factory([{"params": list(self.model.parameters())}, *self.objective.parameter_groups()])
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.check_non_finite()  # a stopped run saves nothing after its non-finite step
         # Plain containers only: checkpoints are read back weights-only (vaelab/checkpoint.py).
         checkpoint["vaelab_config"] = plain(self.config)
         if self.model_inputs is not None:
@@ -227,6 +280,60 @@ class VAEModule(pl.LightningModule):
 
 
 MODEL_INPUTS = "vaelab_model_inputs"  # the checkpoint key of VAEModule.model_inputs
+
+
+def takes_found_inf(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``optimizer.step`` skips its update on the device when ``optimizer.found_inf`` is
+    1.0, leaving the weights, moments and step counts as they were: torch's fused Adam, AdamW,
+    SGD and Adagrad (the flag GradScaler sets); their other implementations refuse it."""
+    fused_kinds = (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD, torch.optim.Adagrad)
+    return isinstance(optimizer, fused_kinds) and bool(optimizer.defaults.get("fused"))
+
+
+class NonFiniteGuard:
+    """The non-finite guard's record, on the training device: how many steps were non-finite,
+    and the first one's step, terms and which gradients were finite (for the error line).
+    Updated every step with device operations alone; read on the host only by
+    :meth:`VAEModule.check_non_finite`."""
+
+    def __init__(self, device: torch.device, parameter_names: list[str]) -> None:
+        self.parameter_names = parameter_names
+        self.count = torch.zeros((), dtype=torch.int64, device=device)
+        self.first_step = torch.full((), -1, dtype=torch.int64, device=device)
+        self.term_names: list[str] = []
+        self.first_terms: torch.Tensor | None = None
+        self.first_gradients_finite = torch.ones(len(parameter_names), dtype=torch.bool, device=device)
+
+    def record_step(self, step: int, terms: dict[str, torch.Tensor], gradients: list[torch.Tensor]) -> torch.Tensor:
+        """Record step ``step``; returns a device bool: its update may be applied."""
+        device = self.count.device
+        names = list(terms)
+        values = torch.stack([value.detach().float().reshape(()) for value in terms.values()]) if terms else torch.zeros(0, device=device)
+        if names != self.term_names:
+            self.term_names, self.first_terms = names, torch.zeros_like(values)
+        finite = torch.isfinite(values[names.index("loss")]) if "loss" in names else torch.ones((), dtype=torch.bool, device=device)
+        gradients_finite = torch.ones(0, dtype=torch.bool, device=device)
+        if gradients:
+            gradients_finite = torch.isfinite(torch.stack(torch._foreach_norm(gradients)))
+            finite = finite & gradients_finite.all()
+        first = ~finite & (self.first_step < 0)
+        self.first_step = torch.where(first, torch.full_like(self.first_step, step), self.first_step)
+        self.first_terms = torch.where(first, values, self.first_terms)
+        if len(gradients_finite) == len(self.first_gradients_finite):
+            self.first_gradients_finite = torch.where(first, gradients_finite, self.first_gradients_finite)
+        self.count += (~finite).long()
+        return finite
+
+    def describe_first(self) -> str:
+        """``train/loss=nan, …`` (the first non-finite step's non-finite terms), else the
+        parameters whose gradients were not finite (three at most)."""
+        values = self.first_terms.tolist() if self.first_terms is not None else []
+        bad = [f"train/{name}={value}" for name, value in zip(self.term_names, values) if not np.isfinite(value)]
+        if bad:
+            return ", ".join(bad)
+        finite = self.first_gradients_finite.tolist()
+        names = [name for name, ok in zip(self.parameter_names, finite) if not ok]
+        return ", ".join(f"gradient of {name}=nan" for name in names[:3])
 
 
 def vae_from_checkpoint(checkpoint: dict[str, Any], dataset=None) -> VAE:

@@ -80,19 +80,15 @@ def concurrent_processes(trainer_cfg) -> tuple[int, str]:
             # submitit_local starts every job at once: each gets cpus_per_task cores (default 1).
             jobs = max(1, available_cores() // int(launcher.get("cpus_per_task") or 1))
             why.append("submitit_local cpus_per_task")
+    from vaelab.device import training_device  # torch: imported only when a run starts
+
     strategy = str(trainer_cfg.get("strategy", "auto"))
-    if strategy.startswith("ddp") and trainer_cfg.get("accelerator") in ("cpu", "auto") and not _has_gpu():
+    if strategy.startswith("ddp") and training_device(trainer_cfg).type == "cpu":
         devices = trainer_cfg.get("devices", 1)
         ranks = int(devices) if str(devices).isdigit() else 1
         jobs *= ranks
         why.append(f"{ranks} DDP processes")
     return jobs, " x ".join(why)
-
-
-def _has_gpu() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def set_num_threads(setting, trainer_cfg) -> int:
@@ -150,49 +146,40 @@ def format_bytes(count: float) -> str:
     raise AssertionError("unreachable")
 
 
-def training_memory(accelerator: str) -> tuple[int, str] | None:
+def training_memory(device) -> tuple[int, str] | None:
     """(bytes, where) that a batch must fit in: this machine's RAM (every batch is rendered there
-    first), or the GPU's memory when training on a smaller GPU. None when unknown."""
+    first), or the GPU's memory when ``device`` (a torch device, or ``cpu``) is a smaller GPU.
+    None when unknown."""
     ram = memory_bytes()
     limit = (ram, "this machine has") if ram is not None else None
-    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and _has_gpu()):
+    if getattr(device, "type", device) == "cuda":
         import torch
 
-        if torch.cuda.is_available():
-            device = torch.cuda.get_device_properties(torch.cuda.current_device())
-            if limit is None or device.total_memory < limit[0]:
-                limit = (device.total_memory, f"the GPU ({device.name}) has")
+        properties = torch.cuda.get_device_properties(device.index if device.index is not None else torch.cuda.current_device())
+        if limit is None or properties.total_memory < limit[0]:
+            limit = (properties.total_memory, f"the GPU ({properties.name}) has")
     return limit
 
 
-def check_fits_in_memory(key: str, count: int, image_shape: tuple[int, ...], what: str, accelerator: str) -> None:
+def check_fits_in_memory(key: str, count: int, image_shape: tuple[int, ...], what: str, device) -> None:
     """A one-line UserError when ``count`` float32 images of ``image_shape`` (C, H, W) alone exceed
     the memory they must fit in: Torch's allocator would fail later with a long message, or the
     kernel kill the process. Only a batch that clearly cannot fit is refused (the model's
     activations, several times larger, are not counted)."""
     channels, height, width = image_shape
     needed = count * channels * height * width * 4  # float32
-    check_bytes_fit(f"{key}={count}", f"{what} of {height}x{width}x{channels} float32 images", needed, accelerator)
+    check_bytes_fit(f"{key}={count}", f"{what} of {height}x{width}x{channels} float32 images", needed, device)
 
 
-def check_bytes_fit(setting: str, what: str, needed: int, accelerator: str) -> None:
+def check_bytes_fit(setting: str, what: str, needed: int, device) -> None:
     """``<setting>: <what> needs <needed>; this machine has <memory>`` as a one-line UserError when
-    ``needed`` bytes exceed the memory they must fit in (:func:`training_memory`; ``accelerator``
+    ``needed`` bytes exceed the memory they must fit in (:func:`training_memory`; ``device``
     ``cpu`` for what is held in RAM whatever the model trains on)."""
-    limit = training_memory(accelerator)
+    limit = training_memory(device)
     if limit is not None and needed > limit[0]:
         from vaelab.errors import UserError
 
         raise UserError(f"{setting}: {what} needs {format_bytes(needed)}; {limit[1]} {format_bytes(limit[0])}")
-
-
-def native_bf16_cpu() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX); elsewhere oneDNN
-    emulates it, hundreds of times slower than float32."""
-    import torch
-
-    checks = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
-    return any(check is not None and check() for check in checks)
 
 
 def matmul_gflops(size: int = 2048, repeats: int = 20) -> float:
@@ -219,6 +206,8 @@ def machine_description() -> dict:
     native. Benchmarks print it beside their figures."""
     import platform
 
+    from vaelab.device import native_bf16_cpu
+
     model, flags = None, set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -235,16 +224,3 @@ def machine_description() -> dict:
         "vector_extensions": [ext for ext in VECTOR_EXTENSIONS if ext in flags],
         "native_bf16": native_bf16_cpu(),
     }
-
-
-def resolve_training_precision(precision, accelerator: str) -> str:
-    """``trainer.precision=auto``: Lightning's ``bf16-mixed`` where bfloat16 is computed natively
-    (a CPU with AVX-512 BF16 or AMX, a CUDA GPU that supports it), ``32-true`` everywhere else,
-    so an emulated bfloat16 path is never chosen. Any other value is Lightning's own."""
-    if str(precision) != "auto":
-        return precision
-    import torch
-
-    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    native = torch.cuda.is_bf16_supported() if on_gpu else native_bf16_cpu()
-    return "bf16-mixed" if native else "32-true"

@@ -8,7 +8,7 @@ from typing import Any
 
 import hydra.utils
 import pytorch_lightning as pl
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vaelab import objectives, validation
 from vaelab.callbacks import InterruptCheckpoint, RunProgress, StepProgressBar
@@ -24,6 +24,7 @@ from vaelab.checkpoint import (
 )
 from vaelab.data.pairs import RANDOM_K, PairSampling
 from vaelab.data.stream import GroundTruthDataModule
+from vaelab.device import lightning_placement, resolve_compile, resolve_training_precision, training_device
 from vaelab.distributed import is_worker, launching_workers
 from vaelab.errors import DiskFull, UserError, check_real, first_line, is_disk_full
 from vaelab.runfiles import finished_figures
@@ -31,7 +32,7 @@ from vaelab.loggers import build_loggers, finish_run, run_loggers
 from vaelab.module import VAEModule
 from vaelab.progress import on_terminal
 from vaelab.rundir import run_dir_lock
-from vaelab.system import check_bytes_fit, check_fits_in_memory, resolve_training_precision, set_num_threads, tune_glibc_malloc
+from vaelab.system import check_bytes_fit, check_fits_in_memory, set_num_threads, tune_glibc_malloc
 from vaelab.time_to_disentangle import CONFIG_KEY as TIME_TO_DISENTANGLE, check_thresholds, images_per_step
 
 log = logging.getLogger("vaelab")
@@ -107,18 +108,18 @@ def check_run_fits(cfg: DictConfig, dataset, objective) -> None:
     from vaelab.information import evaluation_set_bytes
     from vaelab.metrics.representation import code_table_bytes
 
-    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    device = training_device(cfg.trainer)
     batch_size, val_size = cfg.data.batch_size, cfg.data.val_size
     pairs = 2 if objective.trains_on_pairs else 1  # batch_size counts pairs then
-    check_fits_in_memory("data.batch_size", batch_size * pairs, dataset.image_shape, "one batch", accelerator)
-    check_fits_in_memory("data.val_size", val_size, dataset.image_shape, "the validation set", accelerator)
+    check_fits_in_memory("data.batch_size", batch_size * pairs, dataset.image_shape, "one batch", device)
+    check_fits_in_memory("data.val_size", val_size, dataset.image_shape, "the validation set", device)
     with torch.device("meta"):
         model = hydra.utils.instantiate(cfg.model, image_shape=tuple(dataset.image_shape), binary_data=dataset.binary)
     parameters = sum(p.numel() for p in (*model.parameters(), *objective.parameters()))
     dims = model.latent_dim
     setting = f"model.latent_dim={dims}"
     what = f"the model ({parameters:,} parameters, with their gradients and Adam's two moments)"
-    check_bytes_fit(setting, what, 16 * parameters, accelerator)
+    check_bytes_fit(setting, what, 16 * parameters, device)
     if cfg.metrics.suite or (cfg.periodic_metrics.suite and cfg.periodic_metrics.every_n_steps is not None):
         grid = int(np.prod(dataset.factor_sizes, dtype=np.int64))
         what = f"the metrics' code table (a float64 code for each of the dataset's {grid:,} images)"
@@ -170,9 +171,13 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     optimizer = check_optimizer(cfg)
     if cfg.get("tune_malloc", True):
         tune_glibc_malloc()
+    # cuda:N becomes Lightning's accelerator and device index; a name that is no device here, one line.
+    cfg.trainer.accelerator, cfg.trainer.devices = lightning_placement(cfg.trainer)
     set_num_threads(cfg.get("num_threads", "auto"), cfg.trainer)
     # Recorded resolved (checkpoint, W&B config), so a run says what it trained in.
-    cfg.trainer.precision = resolve_training_precision(cfg.trainer.precision, str(cfg.trainer.accelerator))
+    cfg.trainer.precision = resolve_training_precision(cfg.trainer.precision, training_device(cfg.trainer))
+    with open_dict(cfg.trainer):  # a trainer config of one's own may lack vaelab's keys
+        cfg.trainer.compile = resolve_compile(cfg.trainer.get("compile", "auto"), training_device(cfg.trainer), cfg.trainer.get("compile_mode", "default"))
     run_dir = Path(cfg.paths.output_dir)
     resume_from = resume_checkpoint_path(cfg.resume, run_dir)
     if resume_from is not None and resume_from.is_file():
@@ -232,7 +237,8 @@ def _train_in(
             return finished
         wandb_id = (checkpoint["vaelab_config"].get("wandb") or {}).get("id")
         log.info("resuming %s from step %d (%s)", run_dir, resume_step, resume_from)
-    module = VAEModule(model, objective, optimizer, cfg.seed, config, cfg.on_non_finite, model_inputs)
+    module = VAEModule(model, objective, optimizer, cfg.seed, config, cfg.on_non_finite, model_inputs,
+                       compile_step=cfg.trainer.compile, compile_mode=cfg.trainer.get("compile_mode", "default"))  # fmt: skip
 
     # A resumed run continues its W&B run (same id) unless one is given. DDP workers
     # (ranks > 0) log nothing and touch no file: rank 0 writes the metrics files and the one W&B run.
@@ -264,6 +270,8 @@ def _train_in(
     # vaelab's checkpoint writer. A spec with _target_ is built; a name Lightning knows goes as it is.
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     specs = trainer_cfg.pop("plugins", None) or []
+    for vaelab_setting in ("compile", "compile_mode"):  # the module's (above), not Lightning's
+        trainer_cfg.pop(vaelab_setting, None)
     plugins = [hydra.utils.instantiate(spec) if isinstance(spec, dict) else spec for spec in (specs if isinstance(specs, list) else [specs])]
     trainer: pl.Trainer = hydra.utils.instantiate(
         trainer_cfg,

@@ -107,19 +107,31 @@ class ProceduralDSprites(GroundTruthDataset):
             ),
         )
         self._sprites = _centred_sprites(tuple(self.grid.factor_values[1]), tuple(self.grid.factor_values[2]))
-        self._offsets = torch.arange(SPRITE_SIZE)
+        self._sprites_on: dict[torch.device, torch.Tensor] = {self._sprites.device: self._sprites}
         self.configure_correlation(correlation)
 
     def images(self, factors: np.ndarray) -> torch.Tensor:
-        factors = torch.as_tensor(np.asarray(factors, dtype=np.int64))
+        return self._paste_sprites(torch.as_tensor(np.asarray(factors, dtype=np.int64)))
+
+    def render(self, factors: torch.Tensor) -> torch.Tensor:
+        return self._paste_sprites(factors)
+
+    def _paste_sprites(self, factors: torch.Tensor) -> torch.Tensor:
+        """(N, 1, 64, 64) images of (N, K) int64 factor indices, on the factors' device. One gather
+        of pre-rasterised sprites and one scatter: exact copies of 0/1 values, the same bits on
+        any device."""
+        device = factors.device
+        if device not in self._sprites_on:  # 720 x 32 x 32 floats (2.9 MB), copied once per device
+            self._sprites_on[device] = self._sprites.to(device)
         n = factors.shape[0]
-        sprites = self._sprites[(factors[:, 0] * 6 + factors[:, 1]) * 40 + factors[:, 2]]
+        sprites = self._sprites_on[device][(factors[:, 0] * 6 + factors[:, 1]) * 40 + factors[:, 2]]
         # Flat canvas index of every sprite pixel; one scatter places the whole batch
         # (far cheaper than advanced-index assignment). pos_y moves down, pos_x right.
-        rows = (factors[:, 4, None] + self._offsets)[:, :, None]
-        cols = (factors[:, 3, None] + self._offsets)[:, None, :]
+        offsets = torch.arange(SPRITE_SIZE, device=device)
+        rows = (factors[:, 4, None] + offsets)[:, :, None]
+        cols = (factors[:, 3, None] + offsets)[:, None, :]
         target = (rows * IMAGE_SIZE + cols).reshape(n, -1)
-        canvas = torch.zeros(n, IMAGE_SIZE * IMAGE_SIZE).scatter_(1, target, sprites.reshape(n, -1))
+        canvas = torch.zeros(n, IMAGE_SIZE * IMAGE_SIZE, device=device).scatter_(1, target, sprites.reshape(n, -1))
         return canvas.view(n, 1, IMAGE_SIZE, IMAGE_SIZE)
 
 
@@ -133,9 +145,11 @@ def per_image_generator(variant_seed: int, index: int) -> np.random.Generator:
 
 
 class _ProceduralVariant(ProceduralDSprites):
-    """dSprites with per-image randomness that is a function of the flat index (not a factor)."""
+    """dSprites with per-image randomness that is a function of the flat index (not a factor).
+    Rendered on the host: each image's colour or noise comes from numpy's Philox stream."""
 
     binary = False
+    render = None  # GroundTruthDataset: not on a device
     image_shape = (3, IMAGE_SIZE, IMAGE_SIZE)
 
     def __init__(self, variant_seed: int = 0, correlation=None) -> None:

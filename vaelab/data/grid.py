@@ -14,12 +14,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from collections.abc import Callable, Collection, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from vaelab.data.correlation import FactorCorrelation
 from vaelab.registry import DATASETS
+
+if TYPE_CHECKING:
+    import torch
 
 
 def read_factor_labels(
@@ -194,3 +197,21 @@ class GroundTruthDataset(ABC):
     def images_at(self, index: np.ndarray):
         """Images by flat index (the original file's order)."""
         return self.images(self.index_to_factors(index))
+
+    # Datasets that make images with torch alone override this: they are then rendered on the
+    # training device (a GPU) instead of on the host and copied.
+    render = None
+
+    @property
+    def renders_on_device(self) -> bool:
+        """Whether :meth:`render` makes images of factor indices on any device (their device),
+        bit for bit :meth:`images` of the same factors."""
+        return self.render is not None
+
+    def images_on(self, factors: np.ndarray, device) -> torch.Tensor:
+        """:meth:`images` on ``device``: rendered there where the dataset can, else copied."""
+        import torch
+
+        if self.renders_on_device:
+            return self.render(torch.as_tensor(np.asarray(factors, dtype=np.int64), device=device))
+        return self.images(factors).to(device)

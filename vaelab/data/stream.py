@@ -38,18 +38,17 @@ def batch_pair_factors(dataset: GroundTruthDataset, pairs: PairSampling, batch_s
     return np.stack([first, pairs.sample(first, dataset.factor_sizes, rng)], axis=1)
 
 
-def pair_images(dataset: GroundTruthDataset, pair_factors: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """(2B, C, H, W) images and (2B, K) factors of B pairs (B, 2, K): first observations, then second."""
-    factors = np.concatenate([pair_factors[:, 0], pair_factors[:, 1]])
-    return dataset.images(factors), torch.from_numpy(factors)
-
-
 class TrainingStream(IterableDataset):
     """Endless batches ``{"images", "factors", "step"}`` starting at ``start_step``.
 
     Under DDP, step t has one global batch of ``batch_size * world_size`` factor vectors
     (or pairs), drawn as above, and rank r trains on slice r of it: n ranks see exactly
     the batches of one process with an n times larger batch, and a pair is never split.
+
+    ``render=False``: batches without ``images``, which the dataset renders on the training
+    device once the factors are there (:meth:`GroundTruthDataModule.on_after_batch_transfer`).
+    ``prefetch`` > 0: batches are made that many ahead on a background thread (``pin_memory``:
+    in page-locked memory, whose copies to a GPU run asynchronously).
     """
 
     def __init__(
@@ -61,6 +60,9 @@ class TrainingStream(IterableDataset):
         rank: int = 0,
         world_size: int = 1,
         pairs: PairSampling | None = None,
+        render: bool = True,
+        prefetch: int = 0,
+        pin_memory: bool = False,
     ) -> None:
         self.dataset = dataset
         self.pairs = pairs
@@ -69,17 +71,79 @@ class TrainingStream(IterableDataset):
         self.start_step = start_step
         self.rank = rank
         self.world_size = world_size
+        self.render = render
+        self.prefetch = prefetch
+        self.pin_memory = pin_memory
 
     def __iter__(self):
+        if self.prefetch > 0:
+            return made_ahead(self.batches(), self.prefetch, self.pin_memory)
+        return self.batches()
+
+    def batches(self):
         shard = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
         global_size = self.batch_size * self.world_size
         for step in itertools.count(self.start_step):
             if self.pairs is not None:
-                images, factors = pair_images(self.dataset, batch_pair_factors(self.dataset, self.pairs, global_size, self.seed, step)[shard])
-                yield {"images": images, "factors": factors, "step": step}
+                pair_factors = batch_pair_factors(self.dataset, self.pairs, global_size, self.seed, step)[shard]
+                factors = np.concatenate([pair_factors[:, 0], pair_factors[:, 1]])  # first observations, then second
+            else:
+                factors = batch_factors(self.dataset, global_size, self.seed, step)[shard]
+            batch = {"factors": torch.from_numpy(factors), "step": step}
+            if self.render:
+                batch = {"images": self.dataset.images(factors), **batch}
+            yield batch
+
+
+def made_ahead(batches, depth: int, pin_memory: bool):
+    """The batches of the iterator ``batches``, made on a background thread ``depth`` ahead of
+    the one consumed (in page-locked memory with ``pin_memory``), in the same order. An error
+    in the thread is raised here; closing this generator stops the thread."""
+    import queue
+    import threading
+
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def offer(item) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
                 continue
-            factors = batch_factors(self.dataset, global_size, self.seed, step)[shard]
-            yield {"images": self.dataset.images(factors), "factors": torch.from_numpy(factors), "step": step}
+        return False
+
+    def work() -> None:
+        try:
+            for batch in batches:
+                if pin_memory:
+                    batch = {key: value.pin_memory() if isinstance(value, torch.Tensor) else value for key, value in batch.items()}
+                if not offer(batch):
+                    return
+            offer(_ThreadEnded(None))  # the end
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer, which raises it
+            offer(_ThreadEnded(error))
+
+    thread = threading.Thread(target=work, name="vaelab-batches", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = ready.get()
+            if isinstance(item, _ThreadEnded):
+                if item.error is None:
+                    return
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+
+
+class _ThreadEnded:
+    """What ends :func:`made_ahead`'s thread: its error, or None at the end of the batches."""
+
+    def __init__(self, error: BaseException | None) -> None:
+        self.error = error
 
 
 class GroundTruthDataModule(pl.LightningDataModule):
@@ -98,7 +162,11 @@ class GroundTruthDataModule(pl.LightningDataModule):
         val_size: int = 1024,
         val_seed: int = 12345,
         pairs: PairSampling | None = None,
+        render_on_device: bool | None = None,
     ) -> None:
+        """``render_on_device``: render training batches on the training device after the factors
+        are copied there (datasets that can: ``dataset.renders_on_device``); None: wherever that
+        device is not the CPU (the same images, bit for bit, either way)."""
         super().__init__()
         check_int("data.batch_size", batch_size, minimum=1)
         check_int("data.val_size", val_size, minimum=1)
@@ -108,6 +176,7 @@ class GroundTruthDataModule(pl.LightningDataModule):
         self.val_size = val_size
         self.val_seed = val_seed
         self.pairs = pairs
+        self.render_on_device = render_on_device
         self._val_images: torch.Tensor | None = None
 
     def train_dataloader(self) -> DataLoader:
@@ -115,8 +184,22 @@ class GroundTruthDataModule(pl.LightningDataModule):
         trainer = self.trainer
         start = trainer.global_step if trainer is not None else 0
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        stream = TrainingStream(self.dataset, self.batch_size, self.seed, start_step=start, rank=rank, world_size=world, pairs=self.pairs)
+        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        wanted = self.render_on_device if self.render_on_device is not None else device.type != "cpu"
+        on_cuda = device.type == "cuda"
+        # On a GPU, what the host makes (factors, and images the dataset cannot render there) is
+        # made ahead on a thread, in page-locked memory, so the step never waits for it.
+        stream = TrainingStream(
+            self.dataset, self.batch_size, self.seed, start_step=start, rank=rank, world_size=world, pairs=self.pairs,
+            render=not (wanted and self.dataset.renders_on_device), prefetch=2 if on_cuda else 0, pin_memory=on_cuda,
+        )  # fmt: skip
         return DataLoader(stream, batch_size=None)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """A training batch without images (``render_on_device``): rendered here, on the device."""
+        if isinstance(batch, dict) and "images" not in batch and "factors" in batch:
+            batch["images"] = self.dataset.render(batch["factors"])
+        return batch
 
     @property
     def val_images(self) -> torch.Tensor:

@@ -21,8 +21,8 @@ from typing import Callable
 import numpy as np
 
 from vaelab.data.grid import FactorGrid, grid_rows, read_factor_labels
+from vaelab.device import native_bf16_cpu
 from vaelab.errors import UserError, first_line
-from vaelab.system import native_bf16_cpu
 
 EncodeImages = Callable[..., np.ndarray]  # float32 torch tensor (n, C, H, W) -> (n, D)
 
@@ -49,15 +49,18 @@ class CachedEncoder:
     """``represent`` for a dataset with ``images_at``: encode each distinct flat index once.
 
     ``num_encoded`` counts the images passed to ``encode_images`` so far;
-    ``encode_seconds`` is the time spent rendering and encoding them.
+    ``encode_seconds`` is the time spent rendering and encoding them. ``render_on``: a device
+    (a GPU) where the dataset renders the images itself, if it can (``renders_on_device``),
+    instead of on the host and copied.
     """
 
-    def __init__(self, dataset, encode_images: EncodeImages, batch_size: int = 256) -> None:
+    def __init__(self, dataset, encode_images: EncodeImages, batch_size: int = 256, render_on=None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.dataset = dataset
         self.encode_images = encode_images
         self.batch_size = batch_size
+        self.render_on = render_on if render_on is not None and getattr(dataset, "renders_on_device", False) else None
         self.num_encoded = 0
         self.encode_seconds = 0.0
         self._grid_size = int(np.prod(dataset.factor_sizes, dtype=np.int64))
@@ -82,7 +85,10 @@ class CachedEncoder:
         self.encode_seconds += time.perf_counter() - started
 
     def _encode(self, index: np.ndarray) -> None:
-        images = self.dataset.images_at(index)
+        if self.render_on is not None:
+            images = self.dataset.images_on(self.dataset.index_to_factors(index), self.render_on)
+        else:
+            images = self.dataset.images_at(index)
         codes = np.asarray(self.encode_images(images))
         if codes.ndim != 2 or codes.shape[0] != len(index):
             raise ValueError(f"encode_images returned shape {codes.shape} for {len(index)} images")
@@ -167,7 +173,9 @@ def encoder_representation(model, dataset, device=None, *, batch_size: int = 102
     ``model`` has ``encode(images) -> (mu, logvar)``; ``device`` defaults to the model's.
     The one encoding path of ``vaelab eval ckpt=`` and of the training callback.
     """
-    return CachedEncoder(dataset, MeanEncoder(model, device, precision), batch_size)
+    encode = MeanEncoder(model, device, precision)
+    # On a GPU the images are rendered there (the same bits); on the CPU as they always were.
+    return CachedEncoder(dataset, encode, batch_size, render_on=encode.device if encode.device.type != "cpu" else None)
 
 
 class LookupRepresentation:

@@ -41,8 +41,15 @@ from vaelab.objectives import Objective, check_real
 
 
 def shuffle_dimensions(z: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Each column of z (B, D) permuted across the batch independently: a sample of prod_j q(z_j)."""
-    order = torch.stack([torch.randperm(z.shape[0], generator=generator) for _ in range(z.shape[1])], dim=1)
+    """Each column of z (B, D) permuted across the batch independently: a sample of prod_j q(z_j).
+
+    Drawn on the generator's device: on the CPU D ``randperm``s, on a GPU the order of B x D
+    uniform draws per column (one kernel, no copy from the host), a different draw from the same
+    (seed, step) but as uniform a permutation."""
+    if generator.device.type == "cpu":
+        order = torch.stack([torch.randperm(z.shape[0], generator=generator) for _ in range(z.shape[1])], dim=1)
+    else:
+        order = torch.rand(z.shape, generator=generator, device=generator.device).argsort(dim=0)
     return torch.gather(z, 0, order.to(z.device))
 
 
@@ -86,8 +93,8 @@ class FactorVAE(Objective):
         return [{"params": list(self.discriminator.parameters()), "lr": self.discriminator_lr,
                  "betas": self.discriminator_betas}]  # fmt: skip
 
-    def _generator(self, step: int | None) -> torch.Generator:
-        generator = torch.Generator()
+    def _generator(self, step: int | None, device: torch.device | str = "cpu") -> torch.Generator:
+        generator = torch.Generator(device=device)
         generator.manual_seed(int(np.random.SeedSequence([self.seed, step or 0, 1]).generate_state(1, np.uint64)[0] >> 1))
         return generator
 
@@ -102,7 +109,7 @@ class FactorVAE(Objective):
         loss_vae = reconstruction + self.warmup(step) * (kl_conditional + self.gamma * total_correlation)
         # The discriminator's cross-entropy: gradients reach the discriminator, not the encoder.
         real = torch.log_softmax(self.discriminator(z.detach()), dim=1)[:, 0]
-        shuffled = torch.log_softmax(self.discriminator(shuffle_dimensions(z.detach(), self._generator(step))), dim=1)[:, 1]
+        shuffled = torch.log_softmax(self.discriminator(shuffle_dimensions(z.detach(), self._generator(step, z.device))), dim=1)[:, 1]
         loss_discriminator = -(0.5 * real.mean() + 0.5 * shuffled.mean())
         return {
             "loss": loss_vae + loss_discriminator,

@@ -7,7 +7,7 @@ import pytorch_lightning as pl
 import torch
 
 from tests.conftest import compose_train
-from vaelab.loggers import read_history
+from vaelab.runfiles import read_history
 
 RUN = [
     "model=mlp", "model.hidden=[32]", "data.val_size=64", "metrics=none", "information.num_samples=0",

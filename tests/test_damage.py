@@ -161,17 +161,17 @@ def test_a_full_disk_stops_the_run_resumable_with_one_line(tmp_path, monkeypatch
     finishes it."""
     import torch
 
-    from vaelab import checkpoint, images, loggers
+    from vaelab import checkpoint, images, runfiles
 
     run_dir = tmp_path / "run"
     last = run_dir / "checkpoints" / "last.ckpt"
     if victim == "metrics_history.jsonl":
         real_open = open
         monkeypatch.setattr(
-            loggers, "open", lambda *args, **kwargs: FillingFile(real_open(*args, **kwargs), last.is_file), raising=False
+            runfiles, "open", lambda *args, **kwargs: FillingFile(real_open(*args, **kwargs), last.is_file), raising=False
         )  # fmt: skip
     else:
-        module = {"checkpoint": checkpoint, "metrics.json": loggers, "picture": images}[victim]
+        module = {"checkpoint": checkpoint, "metrics.json": runfiles, "picture": images}[victim]
         real_write = module.write_atomically
 
         def filling_disk(path, write, **kwargs):
@@ -208,7 +208,7 @@ def test_a_full_disk_stops_the_run_resumable_with_one_line(tmp_path, monkeypatch
         return
 
     if victim == "metrics_history.jsonl":  # space freed
-        monkeypatch.delattr(loggers, "open")
+        monkeypatch.delattr(runfiles, "open")
     else:
         monkeypatch.setattr(module, "write_atomically", real_write)
     resumed = call_vaelab(*run, "resume=auto", **cli)

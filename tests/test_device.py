@@ -84,9 +84,11 @@ def test_auto_precision_is_bf16_only_on_a_gpu_that_computes_it_natively(two_gpus
 
 def test_bad_device_names_through_the_cli_are_one_line(tmp_path, monkeypatch, capfd):
     cli = {"cwd": tmp_path, "monkeypatch": monkeypatch, "capfd": capfd}
+    codes = tmp_path / "codes.npz"
+    codes.write_bytes(b"")  # a file: the config passes its checks, and the device name is next
     cases = [
         (("train", "trainer.accelerator=cuda:one"), "vaelab: error: trainer.accelerator='cuda:one': expected one of auto, cpu, cuda, cuda:N, mps"),
-        (("eval", "codes=missing.npz", "device=gpu0"), "vaelab: error: device='gpu0': expected one of auto, cpu, cuda, cuda:N, mps"),
+        (("eval", f"codes={codes}", "device=gpu0"), "vaelab: error: device='gpu0': expected one of auto, cpu, cuda, cuda:N, mps"),
         (("train", "trainer.compile=maybe"), "vaelab: error: trainer.compile='maybe': expected auto, true or false"),
     ]
     if not torch.cuda.is_available():

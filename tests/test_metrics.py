@@ -357,15 +357,17 @@ def test_suite_breaks_mig_and_dci_down_by_factor_into_tables_and_csv(tmp_path):
     assert tables["ideal"]["dci_importance"].columns == ["code", *GRID.factor_names]
     assert importance.shape[1] == K and (importance.max(axis=0) / importance.sum(axis=0) > 0.8).all()
 
-    class TableLogger:
+    from vaelab.loggers import RunLoggerDefaults
+
+    class TableLogger(RunLoggerDefaults):
         def __init__(self):
             self.tables, self.images = {}, {}
 
-        def log_table(self, key, columns, data, step):
-            self.tables[key] = (columns, data, step)
+        def log_score_table(self, key, columns, rows, step):
+            self.tables[key] = (columns, rows, step)
 
-        def log_image(self, key, images, step):
-            self.images[key] = (images, step)
+        def log_picture(self, key, path, step):
+            self.images[key] = (path, step)
 
     logger = TableLogger()
     paths = save_and_log_tables(tables["ideal"], tmp_path, step=7, loggers=[logger])

@@ -312,8 +312,8 @@ def test_eval_of_a_codes_file_reports_them_and_logs_them_to_wandb(tmp_path, monk
     assert result.returncode == 0, result.stderr[-3000:]
     scores = json.loads(result.stdout)
     assert scores["metrics/infom"] > 0.95 and scores["metrics/dci_es_size"] == 0.5
-    for row in ("infomec_infom", "infomec_infoe", "infomec_infoc", "dci_es_explicitness", "dci_es_size"):
-        assert row in result.stderr  # the table
+    for row in ("│ infom ", "│ infoe ", "│ infoc ", "│ dci_es_explicitness ", "│ dci_es_size "):
+        assert row in result.stderr  # the table: each score once, a headline under its own name
     (wandb_dir,) = (tmp_path / "outputs" / "eval").glob("*/*/wandb/offline-run-*")
     logged = read_offline_run(wandb_dir)
     assert logged.summary["metrics/infom"] == scores["metrics/infom"]

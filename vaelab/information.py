@@ -230,36 +230,14 @@ def _mean_and_stderr(terms: torch.Tensor) -> tuple[float, float]:
 
 
 @torch.no_grad()
-def kl_marginal(
+def evaluation_set_terms(
     z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, chunk_size: int | None = None
-) -> torch.Tensor:
-    """KL[q(z)||p(z)] = E[log q(z) - log p(z)] over the evaluation set (scalar, float64)."""
-    return _per_sample_terms(z, mu, logvar, chunk_size, None, torch.float64)["kl_marginal"].mean()
-
-
-@torch.no_grad()
-def mutual_info(
-    z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, chunk_size: int | None = None
-) -> torch.Tensor:
-    """I(X;Z) = E[log q(z|x) - log q(z)] over the evaluation set (scalar, float64; <= log N)."""
-    return _per_sample_terms(z, mu, logvar, chunk_size, None, torch.float64)["mutual_info"].mean()
-
-
-@torch.no_grad()
-def total_correlation(
-    z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, chunk_size: int | None = None
-) -> torch.Tensor:
-    """TC = E[log q(z) - sum_j log q(z_j)] over the evaluation set (scalar, float64)."""
-    terms = _per_sample_terms(z, mu, logvar, chunk_size, None, torch.float64)
-    return terms["total_correlation"].mean()
-
-
-@torch.no_grad()
-def dimwise_kl(
-    z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, chunk_size: int | None = None
-) -> torch.Tensor:
-    """sum_j KL[q(z_j)||p(z_j)] = sum_j E[log q(z_j) - log p(z_j)] over the evaluation set (scalar float64)."""
-    return _per_sample_terms(z, mu, logvar, chunk_size, None, torch.float64)["dimwise_kl"].mean()
+) -> dict[str, torch.Tensor]:
+    """The decomposition's terms over the evaluation set, each a float64 scalar:
+    kl_marginal = E[log q(z) - log p(z)] = KL[q(z)||p(z)], mutual_info = E[log q(z|x) - log q(z)]
+    (<= log N), total_correlation = E[log q(z) - sum_j log q(z_j)], dimwise_kl = sum_j
+    E[log q(z_j) - log p(z_j)], and the rest of :func:`_per_sample_terms`."""
+    return {name: values.mean() for name, values in _per_sample_terms(z, mu, logvar, chunk_size, None, torch.float64).items()}
 
 
 @torch.no_grad()

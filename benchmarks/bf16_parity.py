@@ -77,7 +77,7 @@ def main(argv=None) -> list[dict]:
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     from vaelab.device import resolve_device, resolve_training_precision
-    from vaelab.system import machine_description
+    from benchmarks.machine import machine_description
 
     bf16 = "bf16-simulated" if args.simulate else "bf16-mixed"
     accelerator = next((o.split("=", 1)[1] for o in args.overrides if o.startswith("trainer.accelerator=")), "auto")

@@ -98,7 +98,8 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("overrides", nargs="*", help="train config overrides after --")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
-    from vaelab.system import machine_description, set_num_threads, tune_glibc_malloc
+    from benchmarks.machine import machine_description
+    from vaelab.system import set_num_threads, tune_glibc_malloc
 
     tune_glibc_malloc()
     set_num_threads("auto", {"strategy": "auto", "accelerator": "cpu"})

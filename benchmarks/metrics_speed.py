@@ -204,7 +204,7 @@ def time_e2e(dataset, model, suites, precisions, batch_size, seed, baseline: boo
     (``<suite>_before``: the NCHW no_grad encoder and :func:`before_this_change`), whose
     scores must be within 0.005 of fp32's."""
     from vaelab.metrics.representation import CachedEncoder, encoder_representation
-    from vaelab.system import matmul_gflops
+    from benchmarks.machine import matmul_gflops
 
     flops = encoder_flops_per_image(model, dataset.image_shape)
     figures = [("metrics_speed/encoder_flops_per_image", flops / 1e6, "MFLOP")]

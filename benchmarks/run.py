@@ -44,7 +44,7 @@ def main() -> None:
     args = parser.parse_args()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT.parent), os.environ.get("PYTHONPATH", "")])}
     sys.path.insert(0, str(ROOT.parent))
-    from vaelab.system import machine_description
+    from benchmarks.machine import machine_description
 
     machine = machine_description()
     print(f"== machine: {machine['cpu_model']}, {machine['cores']} cores, {' '.join(machine['vector_extensions'])}"

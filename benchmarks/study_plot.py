@@ -10,7 +10,7 @@ def save_study_figure(fig, ax, title: str, path: Path, legend_fontsize: int) -> 
     """Title (with the CPU model underneath), grid and legend on ``ax``; ``fig`` saved as ``path``."""
     import matplotlib.pyplot as plt
 
-    from vaelab.system import machine_description
+    from benchmarks.machine import machine_description
 
     ax.set_title(f"{title}\n{machine_description()['cpu_model']}", fontsize=8)
     ax.grid(True, alpha=0.3)

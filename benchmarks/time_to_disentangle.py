@@ -37,7 +37,7 @@ MIG_SUITE = {"mig": {"num_train": 10000, "num_bins": 20}}  # conf/metrics/mig.ya
 
 
 def cpu_model() -> str:
-    from vaelab.system import machine_description
+    from benchmarks.machine import machine_description
 
     return machine_description()["cpu_model"]
 

@@ -192,7 +192,7 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--disent-python", help="a Python with disent installed (benchmarks/framework_speed.py): time it beside vaelab")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
-    from vaelab.system import matmul_gflops
+    from benchmarks.machine import matmul_gflops
 
     figures = []
 

@@ -116,12 +116,12 @@ def test_auto_precision_never_trains_in_emulated_bfloat16(monkeypatch, native, e
 def test_benchmarks_name_the_machine_and_whether_its_bfloat16_is_native():
     """Every benchmark figure depends on the CPU: `make bench` names its model and the vector
     extensions that pick the kernels, consistently with the bf16 check that precision=auto uses."""
-    from vaelab import system
+    from benchmarks.machine import VECTOR_EXTENSIONS, machine_description
 
-    machine = system.machine_description()
+    machine = machine_description()
     assert machine["cpu_model"] and machine["cores"] >= 1
     flags = set(open("/proc/cpuinfo").read().split()) if os.path.exists("/proc/cpuinfo") else set()
-    assert set(machine["vector_extensions"]) == {ext for ext in system.VECTOR_EXTENSIONS if ext in flags}
+    assert set(machine["vector_extensions"]) == {ext for ext in VECTOR_EXTENSIONS if ext in flags}
     if machine["native_bf16"] and flags:
         assert {"avx512_bf16", "amx_bf16"} & set(machine["vector_extensions"])
 

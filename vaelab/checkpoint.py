@@ -196,13 +196,11 @@ STORAGE_KEYS = ("path", "in_memory", "cache_dir")
 def _without_storage(dataset: dict[str, Any] | None) -> dict[str, Any] | None:
     if not isinstance(dataset, dict):
         return dataset
-    # correlation: null is the default (and absent from checkpoints written before it existed).
-    return {k: v for k, v in dataset.items() if k not in STORAGE_KEYS and not (k == "correlation" and v is None)}
+    return {k: v for k, v in dataset.items() if k not in STORAGE_KEYS}
 
 
 def _without_dataset_size(objective: dict[str, Any] | None) -> dict[str, Any] | None:
-    # Follows from the dataset, compared on its own (checkpoints written before it was
-    # recorded hold null).
+    # Follows from the dataset, compared on its own.
     if not isinstance(objective, dict):
         return objective
     return {k: v for k, v in objective.items() if k != "dataset_size"}

@@ -39,7 +39,7 @@ def model_from_checkpoint(checkpoint: dict[str, Any], dataset_path: str | None =
             raise UserError(f"dataset_path={dataset_path}: the checkpoint's dataset is not read from a file")
         config.dataset.path = str(Path(dataset_path).resolve())
     dataset = hydra.utils.instantiate(config.dataset)
-    return dataset, vae_from_checkpoint(checkpoint, dataset)
+    return dataset, vae_from_checkpoint(checkpoint)
 
 
 def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:

@@ -262,12 +262,9 @@ class VAEModule(pl.LightningModule):
             checkpoint_path, key="checkpoint_path", trust=trust_checkpoint, trust_option="trust_checkpoint=True"
         )
         config = checkpoint["vaelab_config"]
-        objective_config = dict(config["objective"])
-        if objective_config.get("dataset_size", 0) is None:  # checkpoints written before the size was recorded
-            objective_config["dataset_size"] = len(hydra.utils.instantiate(config["dataset"]))
         module = cls(
             vae_from_checkpoint(checkpoint),
-            hydra.utils.instantiate(objective_config),
+            hydra.utils.instantiate(config["objective"]),
             seed=config.get("seed", 0),
             config=config,
             on_non_finite=config.get("on_non_finite", "stop"),
@@ -336,16 +333,15 @@ class NonFiniteGuard:
         return ", ".join(f"gradient of {name}=nan" for name in names[:3])
 
 
-def vae_from_checkpoint(checkpoint: dict[str, Any], dataset=None) -> VAE:
+def vae_from_checkpoint(checkpoint: dict[str, Any]) -> VAE:
     """The VAE of a checkpoint (:func:`vaelab.checkpoint.load_checkpoint`) with its weights, in
-    eval mode. Its image shape and likelihood come from the checkpoint; from ``dataset``, or the
-    dataset its config names, for checkpoints written before they were recorded."""
+    eval mode: the one place a model is rebuilt from a checkpoint (``VAEModule.load_from_checkpoint``,
+    ``vaelab eval``, UDR). Its image shape and likelihood are the checkpoint's own record."""
     import hydra.utils
 
     inputs = checkpoint.get(MODEL_INPUTS)
     if inputs is None:
-        dataset = dataset if dataset is not None else hydra.utils.instantiate(checkpoint["vaelab_config"]["dataset"])
-        inputs = {"image_shape": dataset.image_shape, "binary_data": dataset.binary}
+        raise UserError(f"the checkpoint has no {MODEL_INPUTS}: not one that `vaelab train` wrote")
     model = hydra.utils.instantiate(
         checkpoint["vaelab_config"]["model"], image_shape=tuple(inputs["image_shape"]), binary_data=inputs["binary_data"]
     )

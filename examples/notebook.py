@@ -21,7 +21,7 @@ from vaelab import metrics
 from vaelab.checkpoint import load_checkpoint
 from vaelab.evaluate import model_from_checkpoint
 from vaelab.images import model_pictures
-from vaelab.metrics.representation import MeanEncoder, encoder_representation
+from vaelab.metrics.representation import encoder_representation
 
 
 def main(checkpoint_path: str | Path, out_dir: str | Path) -> dict:
@@ -33,9 +33,9 @@ def main(checkpoint_path: str | Path, out_dir: str | Path) -> dict:
     print(f"{type(model).__name__} with {model.latent_dim} latents, trained {checkpoint['global_step']} steps "
           f"on {type(dataset).__name__} (factors {dataset.factor_names}, sizes {dataset.factor_sizes})")  # fmt: skip
 
-    # %% Encode: posterior means of the first eight images of the dataset's factor grid.
+    # %% Encode: the posteriors of the first eight images of the dataset's factor grid.
     images = torch.as_tensor(dataset.images_at(np.arange(8)))
-    codes = MeanEncoder(model)(images)
+    codes, _ = model.posterior(images)  # means (8, D); and log-variances
     print("codes of 8 images:", codes.shape)
 
     # %% Traverse: each latent swept over [-2.5, 2.5] around the first image's code, the

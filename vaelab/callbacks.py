@@ -206,7 +206,7 @@ class InformationEvaluation(PeriodicEvaluation):
         # Rendered, encoded and estimated on the module's device; the noise comes from a CPU
         # generator, so every device draws the same z.
         encodings = [
-            pl_module.encode_posterior(dataset.images_on(factors[i : i + 1024], pl_module.device))
+            pl_module.model.posterior(dataset.images_on(factors[i : i + 1024], pl_module.device))
             for i in range(0, len(factors), 1024)
         ]
         mu = torch.cat([m for m, _ in encodings])

@@ -56,7 +56,7 @@ def tile(rows: list[torch.Tensor], scale: int = 2, labels: list[str] | None = No
 @torch.no_grad()
 def reconstruction_grid(model, images: torch.Tensor) -> Image.Image:
     """Inputs (top row) above the decoder's mean images for their posterior means (bottom row)."""
-    mu, _ = model.encode(images)
+    mu, _ = model.posterior(images)
     return tile([images, model.mean_image(model.decode(mu))])
 
 
@@ -67,7 +67,7 @@ def traversal_rows(
     """(dims, rows): the latent dims, most informative (largest KL) first, and for each one
     row of ``steps`` decoded images with z_j swept over [-extent, extent] around the
     posterior mean of ``image`` (1, C, H, W), the other dims held."""
-    mu, _ = model.encode(image)
+    mu, _ = model.posterior(image)
     order = torch.argsort(kl_per_dim, descending=True).tolist()
     values = torch.linspace(-extent, extent, steps, device=mu.device, dtype=mu.dtype)
     rows = []
@@ -103,7 +103,7 @@ def model_pictures(model, images: torch.Tensor, steps: int = 9, extent: float = 
     was_training = model.training
     model.eval()
     try:
-        mu, logvar = model.encode(images)
+        mu, logvar = model.posterior(images)
         kl_per_dim = kl_conditional_per_dim(mu, logvar).mean(0)
         dims, rows = traversal_rows(model, images[:1], kl_per_dim, steps, extent)
         return {

@@ -211,19 +211,9 @@ class VAEModule(pl.LightningModule):
         # info/ and pictures (Lightning would log it at N-1, its count of batches before N).
         self.log("step", float(self.global_step), batch_size=images.shape[0], sync_dist=True)
 
-    @torch.no_grad()
-    def encode_posterior(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mu, logvar) of q(z|x) in eval mode, without gradients, on the module's device and dtype."""
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            return self.model.encode(images.to(device=self.device, dtype=self.dtype))
-        finally:
-            self.model.train(was_training)
-
     def encode_means(self, images: torch.Tensor) -> torch.Tensor:
-        """Posterior means: the representation that the metrics score."""
-        return self.encode_posterior(images)[0]
+        """Posterior means, the representation the metrics score (``self.model.posterior``)."""
+        return self.model.posterior(images)[0]
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         # The objective's own trainable parts (FactorVAE's discriminator) step in the same optimiser,

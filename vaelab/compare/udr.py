@@ -30,8 +30,7 @@ def encode_for_udr(run: Run, factors_rng_seed: int, num_images: int, dataset_con
     dataset, model = model_from_checkpoint(checkpoint)
     factors = dataset.sample_factors(num_images, np.random.default_rng(factors_rng_seed))
     images = torch.as_tensor(np.asarray(dataset.images_at(dataset.factors_to_index(factors)), dtype=np.float32))
-    with torch.inference_mode():
-        mu, logvar = model.encode(images)
+    mu, logvar = model.posterior(images)
     return mu.double().numpy(), kl_conditional_per_dim(mu.double(), logvar.double()).mean(0).numpy(), config
 
 

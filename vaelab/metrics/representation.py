@@ -100,7 +100,7 @@ class CachedEncoder:
 
 
 class MeanEncoder:
-    """``encode_images`` for a VAE: float32 images -> posterior means ``model.encode(x)[0]`` (n, D).
+    """``encode_images`` for a VAE: float32 images -> posterior means ``model.posterior(x)[0]`` (n, D).
 
     Works on a private copy of the model in eval mode (the caller's model, e.g. one in
     training, is left as it is), under ``torch.inference_mode``, and returns float32
@@ -148,9 +148,9 @@ class MeanEncoder:
             x = images.to(device=self.device, dtype=self.dtype, non_blocking=True)
             if self.precision == "bf16":
                 with torch.autocast(self.device.type, dtype=torch.bfloat16):
-                    mu = self.model.encode(x)[0]
+                    mu = self.model.posterior(x)[0]
             else:
-                mu = self.model.encode(x)[0]
+                mu = self.model.posterior(x)[0]
             return mu.float().cpu().numpy()
 
 

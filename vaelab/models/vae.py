@@ -63,6 +63,25 @@ class VAE(nn.Module):
         mu, logvar = params.to(torch.promote_types(params.dtype, torch.float32)).chunk(2, dim=1)
         return mu, logvar
 
+    @torch.no_grad()
+    def posterior(self, images: torch.Tensor, batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu, logvar) of q(z|x) for ``images`` (N, C, H, W) in [0, 1]: in eval mode (the model's
+        own mode is put back after), without gradients, on the model's device and dtype,
+        ``batch_size`` images at a time (None: all at once). The one way vaelab encodes outside
+        training: the metrics (vaelab/metrics/representation.py), the pictures, UDR, the
+        information estimates and notebooks."""
+        first = next(self.parameters())
+        chunks = images.split(batch_size) if batch_size else (images,)
+        was_training = self.training
+        self.eval()
+        try:
+            parts = [self.encode(chunk.to(device=first.device, dtype=first.dtype)) for chunk in chunks]
+        finally:
+            self.train(was_training)
+        if len(parts) == 1:
+            return parts[0]
+        return torch.cat([mu for mu, _ in parts]), torch.cat([logvar for _, logvar in parts])
+
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z)
 

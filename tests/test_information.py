@@ -23,7 +23,6 @@ import torch
 
 from vaelab.information import (
     EncodingMemory,
-    evaluation_set_terms,
     aggregate_posterior_log_density,
     gaussian_log_density,
     information_decomposition,
@@ -168,7 +167,7 @@ def test_bad_shapes_are_rejected():
     with pytest.raises(ValueError):
         aggregate_posterior_log_density(torch.zeros(4, 3), mu, torch.zeros(5, 2))
     with pytest.raises(ValueError):
-        evaluation_set_terms(torch.zeros(4, 3), mu, logvar)
+        information_decomposition(mu, logvar, z=torch.zeros(4, 3))
 
 
 # ----------------------------------------------------------------------------- decomposition
@@ -270,9 +269,9 @@ def test_standalone_estimators_agree_with_decomposition():
     result = information_decomposition(mu, logvar, torch.Generator().manual_seed(16))
     eps = torch.randn(mu.shape, generator=torch.Generator().manual_seed(16), dtype=F64)
     z = mu + (0.5 * logvar).exp() * eps  # the decomposition's own sample
-    terms = evaluation_set_terms(z, mu, logvar)
+    given = information_decomposition(mu, logvar, z=z)  # the same sample, given
     for name in ("kl_marginal", "mutual_info", "total_correlation", "dimwise_kl"):
-        assert terms[name].item() == pytest.approx(result[name], abs=1e-10), name
+        assert given[name] == pytest.approx(result[name], abs=1e-10), name
 
 
 # ----------------------------------------------------------------------------- minibatch
@@ -321,7 +320,7 @@ def test_minibatch_kl_converges_to_evaluation_set_value(sampling):
     n = 1024
     mu, logvar = linear_gaussian_encodings(MIXING_CORRELATED, SIGMA_X_CHOLESKY, NOISE_VAR, n=n, seed=18)
     z = mu + (0.5 * logvar).exp() * torch.randn(mu.shape, generator=torch.Generator().manual_seed(19), dtype=F64)
-    target = evaluation_set_terms(z, mu, logvar)["kl_marginal"].item()
+    target = information_decomposition(mu, logvar, z=z)["kl_marginal"]
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(20))
 
     def rms_error(batch_size):
@@ -336,9 +335,9 @@ def test_minibatch_kl_converges_to_evaluation_set_value(sampling):
     if sampling == "mws":  # the whole set as one batch is the exact mixture, per dim too
         assert full < 1e-9
         terms = minibatch_information_terms(z, mu, logvar, n, sampling)
-        full = evaluation_set_terms(z, mu, logvar)
-        assert terms["dimwise_kl_mb"].item() == pytest.approx(full["dimwise_kl"].item(), abs=1e-9)
-        assert terms["total_correlation_mb"].item() == pytest.approx(full["total_correlation"].item(), abs=1e-9)
+        full = information_decomposition(mu, logvar, z=z)
+        assert terms["dimwise_kl_mb"].item() == pytest.approx(full["dimwise_kl"], abs=1e-9)
+        assert terms["total_correlation_mb"].item() == pytest.approx(full["total_correlation"], abs=1e-9)
 
 
 def test_minibatch_terms_are_consistent_and_differentiable():

@@ -230,17 +230,6 @@ def _mean_and_stderr(terms: torch.Tensor) -> tuple[float, float]:
 
 
 @torch.no_grad()
-def evaluation_set_terms(
-    z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, chunk_size: int | None = None
-) -> dict[str, torch.Tensor]:
-    """The decomposition's terms over the evaluation set, each a float64 scalar:
-    kl_marginal = E[log q(z) - log p(z)] = KL[q(z)||p(z)], mutual_info = E[log q(z|x) - log q(z)]
-    (<= log N), total_correlation = E[log q(z) - sum_j log q(z_j)], dimwise_kl = sum_j
-    E[log q(z_j) - log p(z_j)], and the rest of :func:`_per_sample_terms`."""
-    return {name: values.mean() for name, values in _per_sample_terms(z, mu, logvar, chunk_size, None, torch.float64).items()}
-
-
-@torch.no_grad()
 def information_decomposition(
     mu: torch.Tensor,
     logvar: torch.Tensor,
@@ -249,10 +238,12 @@ def information_decomposition(
     *,
     component_chunk_size: int | None = None,
     dtype: torch.dtype = torch.float64,
+    z: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """The information quantities of an evaluation set of N encodings mu, logvar (N, D).
 
-    Draws one z_n ~ q(z|x_n) per encoding from `generator` (deterministic given it) and returns
+    Draws one z_n ~ q(z|x_n) per encoding from `generator` (deterministic given it; or takes
+    the paired samples ``z`` (N, D) given) and returns
     kl_conditional, kl_marginal, mutual_info, total_correlation, dimwise_kl (nats), the checks
     identity_gap = kl_marginal - (kl_conditional - mutual_info) and
     tc_gap = kl_marginal - (total_correlation + dimwise_kl), kl_dim_<j> (closed-form conditional KL
@@ -269,9 +260,10 @@ def information_decomposition(
     if mu.dim() != 2 or mu.shape != logvar.shape:
         raise ValueError(f"mu and logvar must both be (N, D); got {tuple(mu.shape)} and {tuple(logvar.shape)}")
     mu64, logvar64 = mu.to(torch.float64), logvar.to(torch.float64)
-    noise_device = generator.device if generator is not None else mu64.device
-    eps = torch.randn(mu64.shape, generator=generator, dtype=torch.float64, device=noise_device).to(mu64.device)
-    z = mu64 + (0.5 * logvar64).exp() * eps
+    if z is None:
+        noise_device = generator.device if generator is not None else mu64.device
+        eps = torch.randn(mu64.shape, generator=generator, dtype=torch.float64, device=noise_device).to(mu64.device)
+        z = mu64 + (0.5 * logvar64).exp() * eps
     terms = _per_sample_terms(z, mu64, logvar64, chunk_size, component_chunk_size, dtype)
 
     kl_cond_dims = kl_conditional_per_dim(mu64, logvar64)

@@ -36,10 +36,38 @@ def test_dsprites_rendered_on_a_device_are_the_host_images_bit_for_bit(device):
     assert torch.equal(dataset.images_on(factors, device).cpu(), dataset.images(factors))
 
 
-@pytest.mark.parametrize("pairs", [None, PairSampling.from_config({"k": 1}, (3, 6, 40, 32, 32))])
-def test_batches_rendered_after_the_transfer_are_the_batches_of_the_host(pairs):
-    """The stream without images, rendered by the data module's hook, gives the host's batches."""
-    host, on_device = (GroundTruthDataModule(ProceduralDSprites(), 16, seed=3, pairs=pairs, render_on_device=flag)
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("variant", ["color_dsprites", "noisy_dsprites"])
+def test_the_colour_and_noise_variants_render_on_a_device_as_their_definition_says(device, variant):
+    """Each image's colour or noise comes from its own numpy stream, drawn on the host; the
+    image is composed wherever the factors are: the same bits as the definition, on any device."""
+    from vaelab.data.dsprites import ColorDSprites, NoisyDSprites, per_image_generator
+
+    dataset = {"color_dsprites": ColorDSprites, "noisy_dsprites": NoisyDSprites}[variant](variant_seed=7)
+    factors = dataset.sample_factors(200, np.random.default_rng(1))
+    shapes = pasted_with_numpy(dataset, factors)
+    streams = [per_image_generator(7, int(i)) for i in dataset.factors_to_index(factors)]
+    if variant == "color_dsprites":
+        expected = shapes * np.stack([rng.uniform(0.5, 1.0, 3).astype(np.float32) for rng in streams])[:, :, None, None]
+    else:
+        expected = np.minimum(shapes + np.stack([rng.random((3, 64, 64), dtype=np.float32) for rng in streams]), 1.0)
+    assert dataset.renders_on_device
+    assert np.array_equal(dataset.images(factors).numpy(), expected)
+    on_device = dataset.images_on(factors, device)
+    assert on_device.device.type == device and torch.equal(on_device.cpu(), dataset.images(factors))
+
+
+@pytest.mark.parametrize(
+    ("dataset", "pairs"),
+    [("dsprites", None), ("dsprites", PairSampling.from_config({"k": 1}, (3, 6, 40, 32, 32))), ("noisy_dsprites", None)],
+)
+def test_batches_rendered_after_the_transfer_are_the_batches_of_the_host(dataset, pairs):
+    """The stream without images (with a variant's draws), rendered by the data module's hook,
+    gives the host's batches."""
+    from vaelab.data.dsprites import NoisyDSprites
+
+    make = {"dsprites": ProceduralDSprites, "noisy_dsprites": NoisyDSprites}[dataset]
+    host, on_device = (GroundTruthDataModule(make(), 16, seed=3, pairs=pairs, render_on_device=flag)
                        for flag in (False, True))  # fmt: skip
     host_batches, device_batches = iter(host.train_dataloader()), iter(on_device.train_dataloader())
     for _ in range(3):
@@ -51,9 +79,9 @@ def test_batches_rendered_after_the_transfer_are_the_batches_of_the_host(pairs):
 
 
 def test_a_dataset_that_cannot_render_on_a_device_is_copied_there():
-    from vaelab.data.dsprites import NoisyDSprites
+    from examples.bars import Bars  # images from numpy alone: no render
 
-    dataset = NoisyDSprites()
+    dataset = Bars()
     factors = dataset.sample_factors(4, np.random.default_rng(0))
     assert not dataset.renders_on_device
     assert torch.equal(dataset.images_on(factors, "cpu"), dataset.images(factors))

@@ -146,10 +146,11 @@ def per_image_generator(variant_seed: int, index: int) -> np.random.Generator:
 
 class _ProceduralVariant(ProceduralDSprites):
     """dSprites with per-image randomness that is a function of the flat index (not a factor).
-    Rendered on the host: each image's colour or noise comes from numpy's Philox stream."""
+    Each image's colour or noise is drawn on the host from its numpy Philox stream
+    (:meth:`draws`); the image is composed with torch wherever the factors are (:meth:`render`),
+    so on a GPU only the draws travel, and any device makes the host's images bit for bit."""
 
     binary = False
-    render = None  # GroundTruthDataset: not on a device
     image_shape = (3, IMAGE_SIZE, IMAGE_SIZE)
 
     def __init__(self, variant_seed: int = 0, correlation=None) -> None:
@@ -163,16 +164,20 @@ class _ProceduralVariant(ProceduralDSprites):
         index = self.factors_to_index(factors)
         return torch.from_numpy(np.stack([draw(per_image_generator(self.variant_seed, int(i))) for i in index]))
 
+    def images(self, factors: np.ndarray) -> torch.Tensor:
+        return self.render(torch.as_tensor(np.asarray(factors, dtype=np.int64)), **self.draws(factors))
+
 
 class ColorDSprites(_ProceduralVariant):
     """`dataset=color_dsprites`: the sprite in a colour with each channel uniform in [0.5, 1], on black."""
 
     name = "color_dsprites"
 
-    def images(self, factors: np.ndarray) -> torch.Tensor:
-        shapes = super().images(factors)  # (N, 1, 64, 64) in {0, 1}
-        colours = self._per_image(factors, lambda rng: rng.uniform(0.5, 1.0, 3).astype(np.float32))
-        return shapes * colours[:, :, None, None]
+    def draws(self, factors: np.ndarray) -> dict[str, torch.Tensor]:
+        return {"colours": self._per_image(factors, lambda rng: rng.uniform(0.5, 1.0, 3).astype(np.float32))}
+
+    def render(self, factors: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
+        return self._paste_sprites(factors) * colours[:, :, None, None]  # (N, 1, 64, 64) in {0, 1} coloured
 
 
 class NoisyDSprites(_ProceduralVariant):
@@ -180,7 +185,8 @@ class NoisyDSprites(_ProceduralVariant):
 
     name = "noisy_dsprites"
 
-    def images(self, factors: np.ndarray) -> torch.Tensor:
-        shapes = super().images(factors)
-        noise = self._per_image(factors, lambda rng: rng.random((3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32))
-        return torch.clamp_max(shapes + noise, 1.0)
+    def draws(self, factors: np.ndarray) -> dict[str, torch.Tensor]:
+        return {"noise": self._per_image(factors, lambda rng: rng.random((3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32))}
+
+    def render(self, factors: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return torch.clamp_max(self._paste_sprites(factors) + noise, 1.0)

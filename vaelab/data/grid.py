@@ -198,9 +198,15 @@ class GroundTruthDataset(ABC):
         """Images by flat index (the original file's order)."""
         return self.images(self.index_to_factors(index))
 
-    # Datasets that make images with torch alone override this: they are then rendered on the
-    # training device (a GPU) instead of on the host and copied.
+    # Datasets that make images with torch alone override this, ``render(factors, **draws)``:
+    # they are then rendered on the training device (a GPU) instead of on the host and copied.
     render = None
+
+    def draws(self, factors: np.ndarray) -> dict[str, torch.Tensor]:
+        """The per-image random inputs :meth:`render` needs besides the factors, drawn on the
+        host from each image's own numpy stream (a colour, a noise field), as tensors to copy
+        to the device with the factors. None for a dataset without per-image randomness."""
+        return {}
 
     @property
     def renders_on_device(self) -> bool:
@@ -213,5 +219,6 @@ class GroundTruthDataset(ABC):
         import torch
 
         if self.renders_on_device:
-            return self.render(torch.as_tensor(np.asarray(factors, dtype=np.int64), device=device))
+            draws = {key: value.to(device) for key, value in self.draws(factors).items()}
+            return self.render(torch.as_tensor(np.asarray(factors, dtype=np.int64), device=device), **draws)
         return self.images(factors).to(device)

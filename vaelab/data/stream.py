@@ -92,7 +92,15 @@ class TrainingStream(IterableDataset):
             batch = {"factors": torch.from_numpy(factors), "step": step}
             if self.render:
                 batch = {"images": self.dataset.images(factors), **batch}
+            elif draws := self.dataset.draws(factors):  # per-image random inputs, for render on the device
+                batch["draws"] = draws
             yield batch
+
+
+def _pinned(batch: dict) -> dict:
+    """``batch`` with its tensors, nested ones (a variant's draws) too, in page-locked memory."""
+    return {key: value.pin_memory() if isinstance(value, torch.Tensor) else _pinned(value) if isinstance(value, dict) else value
+            for key, value in batch.items()}  # fmt: skip
 
 
 def made_ahead(batches, depth: int, pin_memory: bool):
@@ -118,7 +126,7 @@ def made_ahead(batches, depth: int, pin_memory: bool):
         try:
             for batch in batches:
                 if pin_memory:
-                    batch = {key: value.pin_memory() if isinstance(value, torch.Tensor) else value for key, value in batch.items()}
+                    batch = _pinned(batch)
                 if not offer(batch):
                     return
             offer(_ThreadEnded(None))  # the end
@@ -198,7 +206,7 @@ class GroundTruthDataModule(pl.LightningDataModule):
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         """A training batch without images (``render_on_device``): rendered here, on the device."""
         if isinstance(batch, dict) and "images" not in batch and "factors" in batch:
-            batch["images"] = self.dataset.render(batch["factors"])
+            batch["images"] = self.dataset.render(batch["factors"], **batch.pop("draws", {}))
         return batch
 
     @property

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import statistics
 import sys
 import tempfile
@@ -98,7 +97,7 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("overrides", nargs="*", help="train config overrides after --")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
-    from benchmarks.machine import machine_description
+    from benchmarks.machine import machine_description, print_figures
     from vaelab.system import set_num_threads, tune_glibc_malloc
 
     tune_glibc_malloc()
@@ -108,10 +107,7 @@ def main(argv=None) -> list[dict]:
         for name, value in compare(batch_size, args.pairs, args.device, args.overrides).items():
             unit = "s" if name.endswith("seconds") else "ms" if name.endswith("_ms") else "ratio" if name.endswith("speedup") else "images/s"
             figures.append({"name": f"{name}_batch{batch_size}", "value": round(value, 4), "unit": unit})
-    for figure in figures[1:]:
-        print(f"{figure['name']:<36} {figure['value']:>10} {figure['unit']}")
-    for figure in figures:
-        print(json.dumps(figure))
+    print_figures(figures)
     return figures
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import statistics
 import subprocess
@@ -78,6 +77,8 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
+    from benchmarks.machine import print_figures
+
     import torch
 
     figures = []
@@ -120,10 +121,7 @@ def main(argv=None) -> list[dict]:
             print("disent is not importable in this Python: no comparison with it (benchmarks/framework_speed.py says how to install it)")
         with tempfile.TemporaryDirectory() as run_dir:
             add("gpu_full_suite_end_to_end_seconds", full_suite_seconds(Path(run_dir)), "s")
-    for figure in figures:
-        print(f"{figure['name']:<44} {figure['value']!s:>12} {figure['unit']}")
-    for figure in figures:
-        print(json.dumps(figure))
+    print_figures(figures, name_width=44)
     return figures
 
 

@@ -8,6 +8,7 @@ root with ``PYTHONPATH=.``, as `make bench` does).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from vaelab.system import available_cores
@@ -55,3 +56,14 @@ def machine_description() -> dict:
         "vector_extensions": [ext for ext in VECTOR_EXTENSIONS if ext in flags],
         "native_bf16": native_bf16_cpu(),
     }
+
+
+def print_figures(figures: list[dict], name_width: int = 36) -> None:
+    """The figures as a table for people, then as JSON lines (what `make bench` collects). A
+    figure whose value is a record (the machine's description) goes to the JSON lines alone."""
+    for figure in figures:
+        if not isinstance(figure["value"], dict):
+            print(f"{figure['name']:<{name_width}} {figure['value']!s:>10} {figure['unit']}")
+    for figure in figures:
+        print(json.dumps(figure))
+

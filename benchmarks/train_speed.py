@@ -192,7 +192,7 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--disent-python", help="a Python with disent installed (benchmarks/framework_speed.py): time it beside vaelab")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
-    from benchmarks.machine import matmul_gflops
+    from benchmarks.machine import matmul_gflops, print_figures
 
     figures = []
 
@@ -237,10 +237,7 @@ def main(argv=None) -> list[dict]:
         add("startup_to_first_step", startup_seconds(), "s")
     if args.peak_memory:
         add("peak_rss_default_run_1000_steps", peak_rss_of_default_run(), "MB")
-    for figure in figures:
-        print(f"{figure['name']:<36} {figure['value']:>10} {figure['unit']}")
-    for figure in figures:
-        print(json.dumps(figure))
+    print_figures(figures)
     return figures
 
 

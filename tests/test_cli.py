@@ -465,3 +465,16 @@ def test_a_refused_command_answers_before_torch_is_imported(tmp_path, command):
     assert result.stdout.split("\n")[0] == "2 []", result.stdout + result.stderr
     assert len([line for line in result.stderr.splitlines() if line.startswith("vaelab: error:")]) == 1
     assert not (tmp_path / "outputs").exists()
+
+
+def test_a_config_group_appended_with_plus_is_not_an_unread_key(tmp_path, monkeypatch, capfd):
+    """`+baseline=…` appends a config group (README: experiment=baselines): the check of keys
+    added with `+` that nothing reads leaves groups alone."""
+    result = call_vaelab(
+        "train", "experiment=baselines", "+baseline=betavae", "level=0", "model=mlp", "model.hidden=[32]",
+        "trainer.max_steps=2", "trainer.val_check_interval=2", "data.val_size=64", "logger=none", "metrics=none",
+        "periodic_metrics.every_n_steps=null", "information.num_samples=0", "images.num_images=0",
+        f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, monkeypatch=monkeypatch, capfd=capfd,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["objective"]["knobs"] == {"beta": 2.0}

@@ -112,7 +112,7 @@ def _message_and_exit_code(error: BaseException) -> tuple[str, int]:
     remote = _remote_failure(text)
     if remote is not None:
         return remote
-    misplaced = _misplaced_logger_setting(text) or _foreign_knob(text) or _unknown_key(text)
+    misplaced = _misplaced_logger_setting(text) or _unknown_key(text)
     if misplaced is not None:
         return misplaced, 2
     if isinstance(error, MissingConfigException) and error.options:
@@ -154,33 +154,26 @@ def _misplaced_logger_setting(text: str) -> str | None:
     return f"logger.{key}: each logger's settings are under its name: {where}"
 
 
-def _foreign_knob(text: str) -> str | None:
-    """``objective=betavae lambda=3``: the config has only the chosen objective's knobs, so Hydra
-    refuses another's as an unknown key; say whose knob it is instead (a mistyped knob stays
-    Hydra's "Could not override")."""
-    import re
-
-    match = re.search(r"Could not override '(\w+)'.*?use \+\1=(.*)", text, flags=re.DOTALL)
-    chosen = config_source.composed.get("objective")
-    if match is None or chosen is None:
-        return None
-    from vaelab.validation import foreign_knob_message
-
-    return foreign_knob_message(match.group(1), match.group(2).splitlines()[0].strip(), chosen)
-
-
 def _unknown_key(text: str) -> str | None:
-    """``objectiv=infomax``, ``trainer.max_stpes=3``: a key the config does not have, said with the
-    closest one it has (from the config composed without it; Hydra would advise ``+objectiv=``,
-    which adds a key nothing reads)."""
+    """Hydra's "Could not override 'KEY'" (a key the config does not have), said as what it is:
+
+    - another objective's knob (``objective=betavae lambda=3``: the config holds the chosen
+      objective's knobs alone): whose knob it is;
+    - otherwise a mistyped key (``objectiv=infomax``, ``trainer.max_stpes=3``): the closest key
+      the config has there, from the config composed without it (Hydra would advise
+      ``+objectiv=``, which adds a key nothing reads)."""
     import re
 
     match = re.search(r"Could not override '([\w.]+)'.*?use \+\1=(.*)", text, flags=re.DOTALL)
-    if match is None or invocation.get("command") is None:
+    if match is None:
         return None
     key, value = match.group(1), match.group(2).splitlines()[0].strip()
-    from vaelab.validation import closest_key
+    from vaelab.validation import closest_key, foreign_knob_message
 
+    chosen = config_source.composed.get("objective")
+    foreign = foreign_knob_message(key, value, chosen) if chosen is not None and "." not in key else None
+    if foreign is not None or invocation.get("command") is None:
+        return foreign
     close = closest_key(invocation["command"], invocation["overrides"], key, value)
     advice = f"did you mean {close}={value}?" if close else f"`vaelab {invocation['command']} --cfg job` lists the keys"
     return f"{key}={value}: no such key; {advice}"

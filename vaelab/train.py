@@ -249,8 +249,8 @@ def _train_in(
             cfg.get("logger"), run_dir, resume_step, objective.describe(), thresholds=thresholds, run_id=wandb_id
         )
     for logger in run_loggers(loggers):
-        if logger.identity() is not None:  # kept in the checkpoint: `vaelab eval` joins the group, a resume the run
-            config["wandb"] = logger.identity()
+        if (identity := logger.identity()) is not None:  # kept in the checkpoint: `vaelab eval` joins the group, a resume the run
+            config["wandb"] = identity
     for logger in loggers:
         logger.log_hyperparams(logged_config(cfg, config, objective))
 

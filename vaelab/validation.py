@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -135,17 +135,39 @@ def check_metric_suites(cfg: DictConfig, *, periodic: bool = True) -> None:
             metrics.check_suite(OmegaConf.to_container(suite, resolve=True))
 
 
-def added_keys(overrides: Iterable[str]) -> dict[str, str]:
+def added_keys(overrides: Iterable[str], groups: Collection[str] = ()) -> dict[str, str]:
     """The keys a command line adds with a single ``+`` (``+data.x=1``), by key: its value as typed.
-    Config groups (``+experiment=…``, ``+group/option``) and ``++`` (add or override: the user
-    vouches for it) are not keys that nothing may read."""
+    A config group appended (``+baseline=factorvae``, ``+hydra/launcher=…``, one of ``groups``,
+    the run's chosen groups) and ``++`` (add or override: the user vouches for it) are not keys
+    that nothing may read."""
     added = {}
-    for override in overrides:
-        if override.startswith("+") and not override.startswith("++") and "=" in override:
-            key, value = override[1:].split("=", 1)
-            if "/" not in key and "@" not in key:
-                added[key] = value
+    for override in _parsed(overrides):
+        key = override.key_or_group
+        # a swept one (-m +baseline=a,b) is checked by each job, with its own value
+        if override.is_add() and not override.is_sweep_override() and override.package is None and "/" not in key and key not in groups:
+            added[key] = override.input_line.split("=", 1)[1]
     return added
+
+
+def _parsed(overrides: Iterable[str]) -> list:
+    """The command line's overrides as Hydra parses them (none if one does not parse: Hydra
+    reports that itself)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        return OverridesParser.create().parse_overrides(list(overrides))
+    except Exception:  # noqa: BLE001
+        return []
+
+
+def chosen_groups(cfg: DictConfig) -> set[str]:
+    """The config groups of the run (Hydra's ``runtime.choices``): from the config's own
+    ``hydra`` node (a Hydra callback's config) or Hydra's (inside a job); none outside Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if "hydra" in cfg:
+        return set(cfg.hydra.runtime.choices)
+    return set(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else set()
 
 
 def _takes(target: str, argument: str) -> bool:
@@ -164,7 +186,7 @@ def check_added_keys(cfg: DictConfig, overrides: Iterable[str], objective: str |
     there already), or in a settings node (``data``, ``images``, …) that lacks it; a node built
     from a ``_target_`` reads what its target accepts, and a node of named entries
     (:data:`NAMED_ENTRIES`) checks its own."""
-    for key, value in added_keys(overrides).items():
+    for key, value in added_keys(overrides, chosen_groups(cfg)).items():
         parent, _, leaf = key.rpartition(".")
         if parent.split(".")[0] == "hydra" or parent in NAMED_ENTRIES or parent.rpartition(".")[0] in NAMED_ENTRIES:
             continue
@@ -211,13 +233,7 @@ def check_train(cfg: DictConfig, overrides: Iterable[str] = (), objective: str |
 def swept_keys(overrides: Iterable[str]) -> set[str]:
     """The keys a multirun's command line sweeps (``ckpt=a.ckpt,b.ckpt``, ``seed=range(0,5)``):
     a sweep's shared config holds their defaults, each job its own value."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    try:
-        parsed = OverridesParser.create().parse_overrides(list(overrides))
-    except Exception:  # Hydra reports an override that does not parse itself
-        return set()
-    return {override.key_or_group.lstrip("+~") for override in parsed if override.is_sweep_override()}
+    return {override.key_or_group for override in _parsed(overrides) if override.is_sweep_override()}
 
 
 def check_eval(cfg: DictConfig, overrides: Iterable[str] = (), swept: set[str] = frozenset()) -> None:

@@ -264,3 +264,15 @@ def test_every_objective_trains_through_the_cli_and_records_what_it_trained(tmp_
         assert not {"train/beta_effective", "train/kl_weight", "val/beta_effective"} & final.keys(), label
     assert runs["betavae"]["objective"]["beta_effective"] == 1.0
     assert runs["factorvae"]["objective"]["knobs"] == {"gamma": 10.0}
+
+
+def test_an_objective_without_a_forward_cannot_be_built():
+    """`forward` is the one hook every objective must define: a class without it is refused
+    when it is built, not at its first training step."""
+    from vaelab.objectives import Objective
+
+    class Incomplete(Objective):  # no name: not registered
+        knobs = ()
+
+    with pytest.raises(TypeError, match="abstract method forward"):
+        Incomplete()

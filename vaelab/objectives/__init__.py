@@ -17,6 +17,7 @@ docs/objectives.md.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import hydra.utils
@@ -30,7 +31,7 @@ from vaelab.models.vae import VAEOutput
 from vaelab.validation import weight_setting
 from vaelab.registry import OBJECTIVES
 
-class Objective(torch.nn.Module):
+class Objective(torch.nn.Module, ABC):
     """The base of every objective.
 
     A subclass sets ``name`` (its config option) and ``knobs`` (the first is the one its sweeps and
@@ -95,10 +96,10 @@ class Objective(torch.nn.Module):
         """Optimiser parameter groups for its own trainable parts (none by default)."""
         return []
 
+    @abstractmethod
     def forward(self, out: VAEOutput, step: int | None = None) -> dict[str, torch.Tensor]:
         """The named scalar terms of one batch, ``loss`` among them (see the class docstring).
-        The abstract hook: every objective defines its own."""
-        raise NotImplementedError(f"objective {type(self).__name__} does not define forward(out, step)")
+        Every objective defines its own: one without it cannot be built."""
 
 
 class MinibatchEstimate:

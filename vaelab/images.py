@@ -7,18 +7,16 @@ images (W&B). Training (callbacks.ImageLogging) and `vaelab eval ckpt=` both use
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from vaelab.errors import one_line, write_atomically
+from vaelab.errors import write_atomically
 from vaelab.information import kl_conditional_per_dim
-from vaelab.loggers import run_loggers
+from vaelab.loggers import tell_run_loggers
 
-log = logging.getLogger("vaelab")
 
 PAD = 2  # pixels between tiles
 LABEL_WIDTH = 56  # left margin for row labels in traversals
@@ -133,9 +131,5 @@ def save_and_log(pictures: dict, directory: Path, step: int, loggers=()) -> dict
             path = directory / f"{name}_step{step}.png"
             write_atomically(path, lambda file, image=picture: image.save(file, format="PNG"))
         paths[name] = path
-        for logger in run_loggers(loggers):
-            try:
-                logger.log_picture(f"images/{name}", path, step)
-            except Exception as error:  # noqa: BLE001 - pictures must not stop training or eval
-                log.warning("could not log %s to %s (%s)", name, type(logger).__name__, one_line(error))
+        tell_run_loggers(loggers, name, lambda logger, key=f"images/{name}", path=path: logger.log_picture(key, path, step))
     return paths

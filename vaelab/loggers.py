@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import netrc
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -85,6 +85,16 @@ def run_loggers(loggers: Iterable[Logger]) -> list[RunLogger]:
     """The loggers among ``loggers`` (a trainer's, or :func:`build_loggers`') that are told
     vaelab's events (:class:`RunLogger`); the others get Lightning's scalars and config only."""
     return [logger for logger in loggers if isinstance(logger, RunLogger)]
+
+
+def tell_run_loggers(loggers: Iterable[Logger], what: str, event: Callable[[RunLogger], None]) -> None:
+    """``event(logger)`` for each run logger; one that fails is said in a warning naming ``what``,
+    and the others are still told: a picture or a table never stops training or eval."""
+    for logger in run_loggers(loggers):
+        try:
+            event(logger)
+        except Exception as error:  # noqa: BLE001
+            log.warning("could not log %s to %s (%s)", what, type(logger).__name__, one_line(error))
 
 
 class CsvLogger(RunLoggerDefaults, CSVLogger):

@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import csv
 import io
-import logging
 from pathlib import Path
 
-from vaelab.errors import one_line, write_atomically
+from vaelab.errors import write_atomically
 from vaelab.metrics._common import ScoreTable
-
-log = logging.getLogger("vaelab")
 
 
 def write_csv(table: ScoreTable, path: Path) -> None:
@@ -60,7 +57,7 @@ def save_and_log_tables(tables: dict[str, ScoreTable], run_dir: Path, step: int,
     tables and pictures; a logger that fails is told about once here and stops nothing.
     Returns the CSV paths by table name."""
     from vaelab.images import save_and_log
-    from vaelab.loggers import run_loggers
+    from vaelab.loggers import tell_run_loggers
 
     if not tables:
         return {}
@@ -72,11 +69,7 @@ def save_and_log_tables(tables: dict[str, ScoreTable], run_dir: Path, step: int,
         write_csv(table, paths[name])
         if name.endswith("_importance"):
             pictures[name] = heatmap(f"{name} (step {step})", table)
-        for logger in run_loggers(loggers):
-            try:
-                logger.log_score_table(f"tables/{name}", table.columns, table.rows, step)
-            except Exception as error:  # noqa: BLE001 - tables must not stop training or eval
-                log.warning("could not log table %s to %s (%s)", name, type(logger).__name__, one_line(error))
+        tell_run_loggers(loggers, f"table {name}", lambda logger, key=f"tables/{name}", table=table: logger.log_score_table(key, table.columns, table.rows, step))
     if pictures:
         save_and_log(pictures, Path(run_dir) / "images", step, loggers)
     return paths

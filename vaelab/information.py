@@ -348,24 +348,6 @@ def _minibatch_log_weights(batch_size: int, dataset_size: int, sampling: str, dt
     return weights.log().to(dtype=dtype, device=device)
 
 
-def _minibatch_log_q(z, mu, logvar, dataset_size, sampling, per_dim, memory=None):
-    _check_encodings(z, mu, logvar)
-    if z.shape != mu.shape:
-        raise ValueError(f"z must pair one sample with each batch encoding: {tuple(mu.shape)}, got {tuple(z.shape)}")
-    if memory is not None:
-        memory_mu, memory_logvar = memory
-        if memory_mu.dim() != 2 or memory_mu.shape[1] != mu.shape[1] or memory_logvar.shape != memory_mu.shape:
-            raise ValueError(f"the memory must be (R, {mu.shape[1]}) encodings; got {tuple(memory_mu.shape)}")
-        mu = torch.cat([mu, memory_mu.to(mu.dtype)])
-        logvar = torch.cat([logvar, memory_logvar.to(logvar.dtype)])
-    memory_size = mu.shape[0] - z.shape[0]
-    log_w = _minibatch_log_weights(z.shape[0], int(dataset_size), sampling, z.dtype, z.device, memory_size)
-    log_q_pairs = gaussian_log_density(z.unsqueeze(1), mu.unsqueeze(0), logvar.unsqueeze(0))  # [i, k, j]
-    log_qz = torch.logsumexp(log_w + log_q_pairs.sum(dim=2), dim=1)
-    log_qz_dims = torch.logsumexp(log_w.unsqueeze(2) + log_q_pairs, dim=1) if per_dim else None
-    return log_qz, log_qz_dims
-
-
 def minibatch_log_density(
     z: torch.Tensor,
     mu: torch.Tensor,
@@ -382,7 +364,21 @@ def minibatch_log_density(
     Differentiable in the batch's encodings. Builds a (B, B + R, D) tensor: fine for training
     batches, not for evaluation sets.
     """
-    return _minibatch_log_q(z, mu, logvar, dataset_size, sampling, per_dim=True, memory=memory)
+    _check_encodings(z, mu, logvar)
+    if z.shape != mu.shape:
+        raise ValueError(f"z must pair one sample with each batch encoding: {tuple(mu.shape)}, got {tuple(z.shape)}")
+    if memory is not None:
+        memory_mu, memory_logvar = memory
+        if memory_mu.dim() != 2 or memory_mu.shape[1] != mu.shape[1] or memory_logvar.shape != memory_mu.shape:
+            raise ValueError(f"the memory must be (R, {mu.shape[1]}) encodings; got {tuple(memory_mu.shape)}")
+        mu = torch.cat([mu, memory_mu.to(mu.dtype)])
+        logvar = torch.cat([logvar, memory_logvar.to(logvar.dtype)])
+    memory_size = mu.shape[0] - z.shape[0]
+    log_w = _minibatch_log_weights(z.shape[0], int(dataset_size), sampling, z.dtype, z.device, memory_size)
+    log_q_pairs = gaussian_log_density(z.unsqueeze(1), mu.unsqueeze(0), logvar.unsqueeze(0))  # [i, k, j]
+    log_qz = torch.logsumexp(log_w + log_q_pairs.sum(dim=2), dim=1)
+    log_qz_dims = torch.logsumexp(log_w.unsqueeze(2) + log_q_pairs, dim=1)
+    return log_qz, log_qz_dims
 
 
 class EncodingMemory(torch.nn.Module):
@@ -416,21 +412,16 @@ class EncodingMemory(torch.nn.Module):
 
 
 def minibatch_information_terms(
-    z: torch.Tensor,
-    mu: torch.Tensor,
-    logvar: torch.Tensor,
-    dataset_size: int,
-    sampling: str = "mss",
-    memory: tuple[torch.Tensor, torch.Tensor] | None = None,
+    z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, log_qz: torch.Tensor, log_qz_dims: torch.Tensor
 ) -> dict[str, torch.Tensor]:
-    """The decomposition on one minibatch, each term a differentiable scalar:
+    """The decomposition on one minibatch, each term a differentiable scalar, from the batch's
+    encodings and samples and their estimated log densities (:func:`minibatch_log_density`):
     kl_marginal_mb = KL_hat[q(z)||p(z)], mutual_info_mb, total_correlation_mb, dimwise_kl_mb.
 
     kl_marginal_mb = total_correlation_mb + dimwise_kl_mb exactly, and
     kl_marginal_mb = mean_i [log q(z_i|x_i) - log p(z_i)] - mutual_info_mb exactly (identity (*)
     with a one-sample conditional KL).
     """
-    log_qz, log_qz_dims = minibatch_log_density(z, mu, logvar, dataset_size, sampling, memory)
     log_pz_dims = gaussian_log_density(z, torch.zeros_like(z), torch.zeros_like(z))
     log_qz_given_x = gaussian_log_density(z, mu, logvar).sum(dim=1)
     return {

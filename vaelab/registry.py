@@ -120,8 +120,9 @@ class Metric:
     ``headline``: its scores worth a column of their own, headline name -> score; each is also
     reported as ``metrics/<headline name>`` (``metrics/mig`` for MIG's ``discrete_mig``), and
     those are the figures ``vaelab compare`` tabulates and plots, and the summary W&B shows.
-    ``check_hparams(**hparams)``: a check of hyperparameter values that needs no data, run
-    before anything is encoded (optional)."""
+    ``check_hparams(hparams)``: a check of hyperparameter values that needs no data, run
+    before anything is encoded (optional); ``hparams`` holds every keyword of ``compute``, its
+    default where the suite sets none."""
 
     name: str
     compute: Callable[..., dict[str, float]]

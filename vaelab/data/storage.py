@@ -44,6 +44,7 @@ import struct
 import time
 import zipfile
 import zlib
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,30 +158,45 @@ def _read_exact(stream, size: int) -> bytes:
     return b"".join(parts)
 
 
-class NpzArchive:
-    """An .npz file whose members are read on demand (small ones whole, large ones in place or streamed)."""
+class SourceFile(ABC):
+    """What the dataset file formats share: the file must exist (``~`` expanded), is opened once
+    (:meth:`_open`, which names its arrays), and is closed by ``close`` or a ``with`` block."""
 
-    kind = "npz"
+    kind: str
 
     def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
+        self.path = Path(path).expanduser()
         if not self.path.is_file():
             raise file_error(path, "no such file")
-        try:
-            self._zip = zipfile.ZipFile(self.path)
-        except READ_ERRORS as error:
-            raise file_error(path, f"not an .npz (zip) archive, or truncated ({first_line(error)})") from None
-        self.names = tuple(n.removesuffix(".npy") for n in self._zip.namelist() if n.endswith(".npy"))
-        self._infos: dict[str, tuple[ArrayInfo, bool]] = {}
+        self._handle = self._open()
+
+    @abstractmethod
+    def _open(self):
+        """Open ``self.path`` and set ``self.names``; returns what ``close`` closes."""
 
     def close(self) -> None:
-        self._zip.close()
+        self._handle.close()
 
-    def __enter__(self) -> NpzArchive:
+    def __enter__(self) -> SourceFile:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class NpzArchive(SourceFile):
+    """An .npz file whose members are read on demand (small ones whole, large ones in place or streamed)."""
+
+    kind = "npz"
+
+    def _open(self) -> zipfile.ZipFile:
+        try:
+            self._zip = zipfile.ZipFile(self.path)
+        except READ_ERRORS as error:
+            raise file_error(self.path, f"not an .npz (zip) archive, or truncated ({first_line(error)})") from None
+        self.names = tuple(n.removesuffix(".npy") for n in self._zip.namelist() if n.endswith(".npy"))
+        self._infos: dict[str, tuple[ArrayInfo, bool]] = {}
+        return self._zip
 
     def _member(self, name: str) -> zipfile.ZipInfo:
         if name not in self.names:
@@ -247,33 +263,22 @@ class NpzArchive:
             raise file_error(self.path, f"array {name!r} is corrupt or truncated ({first_line(error)})") from None
 
 
-class H5File:
+class H5File(SourceFile):
     """An HDF5 file whose datasets are read on demand (h5py, imported only here)."""
 
     kind = "h5"
 
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise file_error(path, "no such file")
+    def _open(self):
         try:
             import h5py
         except ImportError:  # pragma: no cover - h5py is a dependency
-            raise file_error(path, "reading .h5 files needs h5py (pip install h5py)") from None
+            raise file_error(self.path, "reading .h5 files needs h5py (pip install h5py)") from None
         try:
             self._file = h5py.File(self.path, "r")
         except READ_ERRORS as error:
-            raise file_error(path, f"not a readable HDF5 file, or truncated ({first_line(error)})") from None
+            raise file_error(self.path, f"not a readable HDF5 file, or truncated ({first_line(error)})") from None
         self.names = tuple(name for name, item in self._file.items() if isinstance(item, h5py.Dataset))
-
-    def close(self) -> None:
-        self._file.close()
-
-    def __enter__(self) -> H5File:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+        return self._file
 
     def _dataset(self, name: str):
         if name not in self.names:
@@ -309,7 +314,7 @@ class H5File:
             raise file_error(self.path, f"dataset {name!r} is corrupt or truncated ({first_line(error)})") from None
 
 
-def open_source(path: str | os.PathLike, kind: str) -> NpzArchive | H5File:
+def open_source(path: str | os.PathLike, kind: str) -> SourceFile:
     """Open ``path`` as ``kind`` ("npz" or "h5"); a missing or unreadable file is a UserError."""
     if path is None or str(path) == "":
         raise UserError("dataset.path is not set: give dataset.path=FILE")
@@ -334,7 +339,7 @@ PACK_BITS = RowTransform(  # binary images, 8 pixels a byte along the last axis 
 )
 
 
-def cache_path(source: NpzArchive | H5File, name: str, cache_dir: Path, transform: RowTransform | None) -> Path:
+def cache_path(source: SourceFile, name: str, cache_dir: Path, transform: RowTransform | None) -> Path:
     """``<stem>-<path hash>-<array>[-<transform>]-<size/mtime hash>.npy`` under ``cache_dir``."""
     resolved = str(source.path.resolve())
     stat = source.path.stat()
@@ -350,7 +355,7 @@ CACHE_MARKER = b"VAELAB-CACHE-v1"
 CACHE_TRAILER = struct.Struct("<Q")
 
 
-def cache_record(source: NpzArchive | H5File, name: str, transform: RowTransform | None) -> dict:
+def cache_record(source: SourceFile, name: str, transform: RowTransform | None) -> dict:
     """What a cache file is a copy of: the source file (path, size, modification time), the array
     and the transform. Stored in the file, so that a cache from another file is never read."""
     stat = source.path.stat()
@@ -391,7 +396,7 @@ def _open_cache(path: Path, expected: ArrayInfo, record: dict) -> tuple[StoredAr
 
 
 def _convert(
-    source: NpzArchive | H5File, name: str, transform: RowTransform | None, write: Callable[[np.ndarray], None]
+    source: SourceFile, name: str, transform: RowTransform | None, write: Callable[[np.ndarray], None]
 ) -> None:
     info = source.info(name)
     row_bytes = max(info.nbytes // max(info.shape[0], 1), 1)
@@ -400,7 +405,7 @@ def _convert(
 
 
 def _build_cache(
-    source: NpzArchive | H5File, name: str, target: Path, expected: ArrayInfo, transform, record: dict
+    source: SourceFile, name: str, target: Path, expected: ArrayInfo, transform, record: dict
 ) -> None:
     """Write the cache: header, the rows chunk by chunk, then ``record`` (:data:`CACHE_MARKER`),
     to a temporary name; fsync; rename."""
@@ -429,7 +434,7 @@ def _build_cache(
     log.info("cached %s in %.1f s", target.name, time.perf_counter() - started)
 
 
-def _read_into_memory(source: NpzArchive | H5File, name: str, expected: ArrayInfo, transform) -> np.ndarray:
+def _read_into_memory(source: SourceFile, name: str, expected: ArrayInfo, transform) -> np.ndarray:
     array = np.empty(expected.shape, dtype=expected.dtype)
     filled = 0
 
@@ -443,7 +448,7 @@ def _read_into_memory(source: NpzArchive | H5File, name: str, expected: ArrayInf
 
 
 def pixel_array(
-    source: NpzArchive | H5File,
+    source: SourceFile,
     name: str,
     *,
     in_memory: bool,

@@ -10,6 +10,7 @@ shared by every run so their ``val/…`` figures are comparable.
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 
 import numpy as np
 import pytorch_lightning as pl
@@ -38,6 +39,7 @@ def batch_pair_factors(dataset: GroundTruthDataset, pairs: PairSampling, batch_s
     return np.stack([first, pairs.sample(first, dataset.factor_sizes, rng)], axis=1)
 
 
+@dataclass(eq=False)  # compared by identity, as the loaders that hold it expect
 class TrainingStream(IterableDataset):
     """Endless batches ``{"images", "factors", "step"}`` starting at ``start_step``.
 
@@ -51,29 +53,16 @@ class TrainingStream(IterableDataset):
     in page-locked memory, whose copies to a GPU run asynchronously).
     """
 
-    def __init__(
-        self,
-        dataset: GroundTruthDataset,
-        batch_size: int,
-        seed: int,
-        start_step: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-        pairs: PairSampling | None = None,
-        render: bool = True,
-        prefetch: int = 0,
-        pin_memory: bool = False,
-    ) -> None:
-        self.dataset = dataset
-        self.pairs = pairs
-        self.batch_size = batch_size
-        self.seed = seed
-        self.start_step = start_step
-        self.rank = rank
-        self.world_size = world_size
-        self.render = render
-        self.prefetch = prefetch
-        self.pin_memory = pin_memory
+    dataset: GroundTruthDataset
+    batch_size: int
+    seed: int
+    start_step: int = 0
+    rank: int = 0
+    world_size: int = 1
+    pairs: PairSampling | None = None
+    render: bool = True
+    prefetch: int = 0
+    pin_memory: bool = False
 
     def __iter__(self):
         if self.prefetch > 0:

@@ -57,9 +57,14 @@ def metric_rng(seed: int, metric: str) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed), zlib.crc32(metric.encode())]))
 
 
-def hparam_names(metric: str) -> list[str]:
+def hparam_defaults(metric: str) -> dict[str, Any]:
+    """The metric's hyperparameters (``compute``'s keyword-only arguments) and their defaults."""
     params = inspect.signature(registered(metric).compute).parameters.values()
-    return [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    return {p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def hparam_names(metric: str) -> list[str]:
+    return list(hparam_defaults(metric))
 
 
 def check_suite(suite: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -74,7 +79,7 @@ def check_suite(suite: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
                 f"valid: {', '.join(hparam_names(name))}"
             )
         if check_hparams is not None:
-            check_hparams(**hparams)
+            check_hparams(hparam_defaults(name) | hparams)
         checked[name] = hparams
     return checked
 

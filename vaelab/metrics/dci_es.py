@@ -70,6 +70,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -326,39 +328,27 @@ def split_sizes(requested: tuple[int, int, int], grid_size: int) -> tuple[int, i
     return tuple(sizes)
 
 
-def check_hparams(
-    *,
-    num_train: int = 10000,
-    num_val: int = 2000,
-    num_test: int = 5000,
-    widths=DEFAULT_WIDTHS,
-    hidden_layers: int = 2,
-    epochs: int = 20,
-    lr: float = 0.004,
-    batch_size: int = 128,
-    num_evals: int = 10,
-    categorical="auto",
-) -> list[int]:
-    """A UserError for a value out of range (run by check_suite before anything is encoded);
-    returns the widths as a list. Factor names in ``categorical`` are checked against the
-    dataset when the metric runs."""
-    for name, value, minimum in (("num_train", num_train, 2), ("num_val", num_val, 1), ("num_test", num_test, 1),
-                                 ("hidden_layers", hidden_layers, 1), ("epochs", epochs, 1),
-                                 ("batch_size", batch_size, 1), ("num_evals", num_evals, 2)):  # fmt: skip
-        _check_int(name, value, minimum)
-    widths = list(widths) if not isinstance(widths, (str, bytes)) and hasattr(widths, "__iter__") else None
+def check_hparams(hparams: Mapping[str, Any]) -> None:
+    """A UserError for a value out of range (run by check_suite before anything is encoded).
+    Factor names in ``categorical`` are checked against the dataset when the metric runs."""
+    for name, minimum in (("num_train", 2), ("num_val", 1), ("num_test", 1), ("hidden_layers", 1), ("epochs", 1),
+                          ("batch_size", 1), ("num_evals", 2)):  # fmt: skip
+        _check_int(name, hparams[name], minimum)
+    widths = hparams["widths"]
     if (
-        widths is None
-        or len(widths) < 2
+        isinstance(widths, (str, bytes))
+        or not hasattr(widths, "__iter__")
+        or len(widths := list(widths)) < 2
         or any(isinstance(w, bool) or not isinstance(w, int) or w < 0 for w in widths)
         or len(set(widths)) != len(widths)
     ):
         raise UserError("dci_es: widths: expected at least two different integers >= 0 (0: a linear probe)")
+    lr = hparams["lr"]
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
         raise UserError(f"dci_es: lr={lr!r}: expected a number > 0")
+    categorical = hparams["categorical"]
     if categorical != "auto" and (isinstance(categorical, str) or not all(isinstance(n, str) for n in categorical)):
         raise UserError(f"dci_es: categorical={categorical!r}: expected auto or a list of factor names")
-    return widths
 
 
 @metric("dci_es", headline={"dci_es_explicitness": "explicitness", "dci_es_size": "size"}, check_hparams=check_hparams)
@@ -378,10 +368,7 @@ def compute(
     num_evals: int = 10,
     categorical="auto",
 ) -> dict[str, float]:
-    widths = check_hparams(
-        num_train=num_train, num_val=num_val, num_test=num_test, widths=widths, hidden_layers=hidden_layers,
-        epochs=epochs, lr=lr, batch_size=batch_size, num_evals=num_evals, categorical=categorical,
-    )  # fmt: skip
+    widths = list(widths)  # a ListConfig or tuple from the suite (checked there: check_hparams)
     mask = categorical_mask(dataset, categorical)
     if any(size < 2 for size in dataset.factor_sizes):
         raise UserError("dci_es: a factor takes a single value: there is nothing to predict; leave it out")

@@ -64,6 +64,8 @@ map of the latents.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from scipy.special import digamma
@@ -254,8 +256,9 @@ def infomec_from_codes(
     }
 
 
-def check_hparams(*, num_train: int = 10000, num_neighbors: int = 10, discrete_latents: bool = False) -> None:
+def check_hparams(hparams: Mapping[str, Any]) -> None:
     """A UserError for a value out of range (run by check_suite before anything is encoded)."""
+    num_train, num_neighbors, discrete_latents = hparams["num_train"], hparams["num_neighbors"], hparams["discrete_latents"]
     if isinstance(num_train, bool) or not isinstance(num_train, int) or num_train < 2:
         raise UserError(f"infomec: num_train={num_train!r}: expected an integer >= 2")
     if isinstance(num_neighbors, bool) or not isinstance(num_neighbors, int) or num_neighbors < 1:
@@ -274,7 +277,6 @@ def compute(
     num_neighbors: int = 10,
     discrete_latents: bool = False,
 ) -> dict[str, float]:
-    check_hparams(num_train=num_train, num_neighbors=num_neighbors, discrete_latents=discrete_latents)
     constant = [k for k, size in enumerate(dataset.factor_sizes) if size < 2]
     if constant:
         raise UserError(

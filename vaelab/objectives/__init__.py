@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 
 from vaelab.errors import UserError, check_int, check_real  # noqa: F401 - check_real: the objectives import it from here
 from vaelab.knobs import Knob  # noqa: F401 - Knob: objectives outside vaelab import it from here
-from vaelab.information import MINIBATCH_SAMPLING, EncodingMemory, minibatch_information_terms
+from vaelab.information import MINIBATCH_SAMPLING, EncodingMemory, minibatch_information_terms, minibatch_log_density
 from vaelab.models.vae import VAEOutput
 from vaelab.validation import weight_setting
 from vaelab.registry import OBJECTIVES
@@ -118,7 +118,8 @@ class MinibatchEstimate:
     def minibatch_terms(self, out: VAEOutput) -> dict[str, torch.Tensor]:
         """The minibatch information terms of ``out``; in training, its encodings then join the memory."""
         memory = self.memory.contents() if self.memory is not None else None
-        terms = minibatch_information_terms(out.z, out.mu, out.logvar, self.dataset_size, self.sampling, memory)
+        log_qz, log_qz_dims = minibatch_log_density(out.z, out.mu, out.logvar, self.dataset_size, self.sampling, memory)
+        terms = minibatch_information_terms(out.z, out.mu, out.logvar, log_qz, log_qz_dims)
         if self.memory is not None and self.training:  # validation batches never enter it
             self.memory.push(out.mu, out.logvar)
         return terms

@@ -22,17 +22,17 @@ from vaelab.checkpoint import (
     resume_checkpoint_path,
     run_dir_of,
 )
-from vaelab.data.pairs import RANDOM_K, PairSampling
+from vaelab.data.pairs import pair_sampling
 from vaelab.data.stream import GroundTruthDataModule
 from vaelab.device import lightning_placement, resolve_compile, resolve_training_precision, training_device
 from vaelab.distributed import is_worker, launching_workers
-from vaelab.errors import DiskFull, UserError, check_real, first_line, is_disk_full
+from vaelab.errors import DiskFull, is_disk_full
 from vaelab.runfiles import finished_figures
 from vaelab.loggers import build_loggers, finish_run, run_loggers
 from vaelab.module import VAEModule
 from vaelab.progress import on_terminal
 from vaelab.rundir import run_dir_lock
-from vaelab.system import check_bytes_fit, check_fits_in_memory, set_num_threads, tune_glibc_malloc
+from vaelab.system import set_num_threads, tune_glibc_malloc
 from vaelab.time_to_disentangle import CONFIG_KEY as TIME_TO_DISENTANGLE, check_thresholds, images_per_step
 
 log = logging.getLogger("vaelab")
@@ -96,71 +96,6 @@ def _chain(error: BaseException | None):
         error = error.__cause__ or error.__context__
 
 
-def check_run_fits(cfg: DictConfig, dataset, objective) -> None:
-    """What the run will hold must fit in memory at all, checked from its config before anything
-    large is allocated: a training batch and the validation set (rendered whole), the model with
-    its gradients and Adam's two moments (counted on the meta device: no memory), the metrics'
-    code table over the dataset's grid and the information estimates' encodings. Only what
-    clearly cannot fit is refused (activations and temporaries are not counted)."""
-    import numpy as np
-    import torch
-
-    from vaelab.information import evaluation_set_bytes
-    from vaelab.metrics.representation import code_table_bytes
-
-    device = training_device(cfg.trainer)
-    batch_size, val_size = cfg.data.batch_size, cfg.data.val_size
-    pairs = 2 if objective.trains_on_pairs else 1  # batch_size counts pairs then
-    check_fits_in_memory("data.batch_size", batch_size * pairs, dataset.image_shape, "one batch", device)
-    check_fits_in_memory("data.val_size", val_size, dataset.image_shape, "the validation set", device)
-    with torch.device("meta"):
-        model = hydra.utils.instantiate(cfg.model, image_shape=tuple(dataset.image_shape), binary_data=dataset.binary)
-    parameters = sum(p.numel() for p in (*model.parameters(), *objective.parameters()))
-    dims = model.latent_dim
-    setting = f"model.latent_dim={dims}"
-    what = f"the model ({parameters:,} parameters, with their gradients and Adam's two moments)"
-    check_bytes_fit(setting, what, 16 * parameters, device)
-    if cfg.metrics.suite or (cfg.periodic_metrics.suite and cfg.periodic_metrics.every_n_steps is not None):
-        grid = int(np.prod(dataset.factor_sizes, dtype=np.int64))
-        what = f"the metrics' code table (a float64 code for each of the dataset's {grid:,} images)"
-        check_bytes_fit(setting, what, code_table_bytes(grid, dims), "cpu")
-    samples = cfg.information.num_samples
-    if isinstance(samples, int) and samples > 0:
-        what = f"the information estimate on information.num_samples={samples} encodings"
-        check_bytes_fit(setting, what, evaluation_set_bytes(samples, dims), "cpu")
-
-
-def pair_sampling(cfg: DictConfig, dataset, objective) -> PairSampling | None:
-    """The pairs a weakly-supervised objective trains on (``data.pairs``); None for the others,
-    which refuse a ``data.pairs.k`` other than the default rather than ignore it."""
-    spec = cfg.data.get("pairs") or {}
-    if objective.trains_on_pairs:
-        return PairSampling.from_config(spec, dataset.factor_sizes)
-    if spec.get("k", RANDOM_K) != RANDOM_K:
-        raise UserError(
-            f"data.pairs.k={spec.get('k')}: objective={objective.name} trains on single images; pairs are "
-            "for the weakly-supervised objectives (adagvae, adamlvae, gvae, mlvae, adainfomax)"
-        )
-    return None
-
-
-def check_optimizer(cfg: DictConfig):
-    """The optimiser factory of ``cfg.optimizer``, tried once on a dummy parameter so that a
-    value it rejects (a negative eps, an unknown argument) is one line naming the optimiser
-    here, not a traceback from inside ``trainer.fit``; ``optimizer.lr`` must be a number > 0."""
-    import torch
-
-    if "lr" in cfg.optimizer:
-        check_real("optimizer.lr", cfg.optimizer.lr, above=0.0)
-    factory = hydra.utils.instantiate(cfg.optimizer)
-    try:
-        factory([torch.zeros(1, requires_grad=True)])
-    except (ValueError, TypeError) as error:
-        target = cfg.optimizer.get("_target_", "optimizer")
-        raise UserError(f"optimizer ({target}): {first_line(error)}") from None
-    return factory
-
-
 def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> dict[str, float]:
     """Train one model; returns the final figures (also in <run dir>/metrics.json).
 
@@ -168,7 +103,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     """
     validation.check_job(cfg, "train")  # again: a sweep's job, or a program's config
     thresholds = _time_to_disentangle_thresholds(cfg)
-    optimizer = check_optimizer(cfg)
+    optimizer = hydra.utils.instantiate(cfg.optimizer)  # a factory: params -> torch.optim.Optimizer
     if cfg.get("tune_malloc", True):
         tune_glibc_malloc()
     # cuda:N becomes Lightning's accelerator and device index; a name that is no device here, one line.
@@ -220,11 +155,10 @@ def _train_in(
         cfg.dataset.path = str(Path(cfg.dataset.path).expanduser().resolve())
     dataset = hydra.utils.instantiate(cfg.dataset)
     objective = objectives.build(cfg, dataset_size=len(dataset))
-    check_run_fits(cfg, dataset, objective)
     model_inputs = {"image_shape": list(dataset.image_shape), "binary_data": bool(dataset.binary)}
     model = hydra.utils.instantiate(cfg.model, image_shape=tuple(dataset.image_shape), binary_data=dataset.binary)
     data = {key: value for key, value in cfg.data.items() if key != "pairs"}
-    datamodule = GroundTruthDataModule(dataset, seed=cfg.seed, pairs=pair_sampling(cfg, dataset, objective), **data)
+    datamodule = GroundTruthDataModule(dataset, seed=cfg.seed, pairs=pair_sampling(cfg.data.get("pairs"), dataset.factor_sizes, objective), **data)
     config = run_config(cfg, objective)
     resume_step, wandb_id = None, None
     if checkpoint is not None:

@@ -8,10 +8,16 @@ pass when a run or sweep starts, before Hydra creates the run directory and befo
 imported, so a mistyped command costs a fraction of a second and leaves nothing behind. Each
 job of a sweep, and ``train()`` called from a program, runs it again (it takes milliseconds).
 
-What needs the parts themselves (an optimiser's arguments, whether a batch fits in memory, a
-checkpoint's contents) is checked where they are built, still before training starts.
+Then, for a run (:func:`check_parts`), what only the parts can tell: the device named exists,
+the optimiser takes its arguments, the dataset file reads, the objective builds with its
+data (pairs for a weakly-supervised one), and the run fits in memory at all (a batch, the
+validation set, the model with Adam's moments counted on torch's meta device, the metrics'
+code table). That stage imports torch, so it runs only once the config passed; it too runs
+before Hydra creates the run directory, and again in each job of a sweep. What needs a
+checkpoint's contents (a resume's config, eval's stored settings) is checked where it is read.
 
-Only the standard library, Hydra and vaelab's torch-free modules here.
+At module level only the standard library, Hydra and vaelab's torch-free modules: the
+second stage imports what it builds inside its functions.
 """
 
 from __future__ import annotations
@@ -120,6 +126,8 @@ def check_schedule(cfg: DictConfig) -> None:
     check_int("data.batch_size", cfg.data.batch_size, minimum=1)
     check_int("data.val_size", cfg.data.val_size, minimum=1)
     check_real("progress.every_s", cfg.progress.every_s, above=0.0)
+    if cfg.get("num_threads", "auto") not in ("auto", None):
+        check_int("num_threads", cfg.num_threads, minimum=1)
 
 
 def check_metric_suites(cfg: DictConfig, *, periodic: bool = True) -> None:
@@ -264,13 +272,92 @@ def check(cfg: DictConfig, command: str, overrides: Iterable[str] = (), swept: s
         check_train(cfg, overrides, config_source.composed.get("objective"))
 
 
+def check_optimizer(cfg: DictConfig) -> None:
+    """``cfg.optimizer``'s factory tried once on a dummy parameter, so that a value it rejects (a
+    negative eps, an unknown argument) is one line naming the optimiser, not a traceback from
+    inside ``trainer.fit``; ``optimizer.lr`` must be a number > 0."""
+    import hydra.utils
+    import torch
+
+    from vaelab.errors import first_line
+
+    if "lr" in cfg.optimizer:
+        check_real("optimizer.lr", cfg.optimizer.lr, above=0.0)
+    factory = hydra.utils.instantiate(cfg.optimizer)
+    try:
+        factory([torch.zeros(1, requires_grad=True)])
+    except (ValueError, TypeError) as error:
+        target = cfg.optimizer.get("_target_", "optimizer")
+        raise UserError(f"optimizer ({target}): {first_line(error)}") from None
+
+
+def check_run_fits(cfg: DictConfig, dataset, objective) -> None:
+    """What the run will hold must fit in memory at all: a training batch and the validation set
+    (rendered whole), the model with its gradients and Adam's two moments (counted on the meta
+    device: no memory), the metrics' code table over the dataset's grid and the information
+    estimates' encodings. Only what clearly cannot fit is refused (activations and temporaries
+    are not counted)."""
+    import hydra.utils
+    import numpy as np
+    import torch
+
+    from vaelab.device import training_device
+    from vaelab.information import evaluation_set_bytes
+    from vaelab.metrics.representation import code_table_bytes
+    from vaelab.system import check_bytes_fit, check_fits_in_memory
+
+    device = training_device(cfg.trainer)
+    batch_size, val_size = cfg.data.batch_size, cfg.data.val_size
+    pairs = 2 if objective.trains_on_pairs else 1  # batch_size counts pairs then
+    check_fits_in_memory("data.batch_size", batch_size * pairs, dataset.image_shape, "one batch", device)
+    check_fits_in_memory("data.val_size", val_size, dataset.image_shape, "the validation set", device)
+    with torch.device("meta"):
+        model = hydra.utils.instantiate(cfg.model, image_shape=tuple(dataset.image_shape), binary_data=dataset.binary)
+    parameters = sum(p.numel() for p in (*model.parameters(), *objective.parameters()))
+    dims = model.latent_dim
+    setting = f"model.latent_dim={dims}"
+    what = f"the model ({parameters:,} parameters, with their gradients and Adam's two moments)"
+    check_bytes_fit(setting, what, 16 * parameters, device)
+    if cfg.metrics.suite or (cfg.periodic_metrics.suite and cfg.periodic_metrics.every_n_steps is not None):
+        grid = int(np.prod(dataset.factor_sizes, dtype=np.int64))
+        what = f"the metrics' code table (a float64 code for each of the dataset's {grid:,} images)"
+        check_bytes_fit(setting, what, code_table_bytes(grid, dims), "cpu")
+    samples = cfg.information.num_samples
+    if isinstance(samples, int) and samples > 0:
+        what = f"the information estimate on information.num_samples={samples} encodings"
+        check_bytes_fit(setting, what, evaluation_set_bytes(samples, dims), "cpu")
+
+
+def check_parts(cfg: DictConfig, command: str) -> None:
+    """The second stage (module docstring), on a config that passed :func:`check`: for ``train``,
+    the parts built as the run will build them (the dataset, the objective) or counted without
+    memory (the model), nothing trained or written; for ``eval``, the device named."""
+    import hydra.utils
+
+    from vaelab import objectives
+    from vaelab.data.pairs import pair_sampling
+    from vaelab.device import resolve_compile, resolve_device, training_device
+
+    if command == "eval":
+        resolve_device(cfg.device)
+        return
+    device = training_device(cfg.trainer)  # the accelerator exists; cuda:N with one device
+    resolve_compile(cfg.trainer.get("compile", "auto"), device, cfg.trainer.get("compile_mode", "default"))
+    check_optimizer(cfg)
+    dataset = hydra.utils.instantiate(cfg.dataset)
+    objective = objectives.build(cfg, dataset_size=len(dataset))
+    pair_sampling(cfg.data.get("pairs"), dataset.factor_sizes, objective)
+    check_run_fits(cfg, dataset, objective)
+
+
 def check_job(cfg: DictConfig, command: str) -> None:
-    """The pass inside a job (``cfg`` without its ``hydra`` node), with the command line's overrides
-    where Hydra ran it."""
+    """Both stages inside a job (``cfg`` without its ``hydra`` node), with the command line's
+    overrides where Hydra ran it."""
     from hydra.core.hydra_config import HydraConfig
 
     overrides = OmegaConf.to_container(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     check(cfg, command, overrides)
+    check_parts(cfg, command)
 
 
 class ValidationCallback(Callback):
@@ -285,8 +372,11 @@ class ValidationCallback(Callback):
         if launched_as_worker():  # rank 0 checked the same config
             return
         overrides = OmegaConf.to_container(config.hydra.overrides.task)
+        command = str(config.hydra.job.name)
         try:
-            check(config, str(config.hydra.job.name), overrides, swept_keys(overrides) if sweep else set())
+            check(config, command, overrides, swept_keys(overrides) if sweep else set())
+            if not sweep:  # a sweep's shared config is no job's: each job builds its own parts
+                check_parts(config, command)
         except Exception as error:  # a UserError, or a value OmegaConf cannot resolve
             raise Refused(error) from None
 

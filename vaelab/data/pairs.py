@@ -77,3 +77,18 @@ class PairSampling:
 def variable_factor_count(factor_sizes: tuple[int, ...]) -> int:
     """The number of factors with more than one value: those a pair can differ in."""
     return int(sum(size >= 2 for size in factor_sizes))
+
+
+def pair_sampling(spec, factor_sizes: tuple[int, ...], objective) -> PairSampling | None:
+    """The pairs ``objective`` trains on from ``data.pairs`` (``spec``), if it is weakly supervised
+    (``objective.trains_on_pairs``); None for the others, which refuse a ``data.pairs.k`` other
+    than the default rather than ignore it."""
+    spec = spec or {}
+    if objective.trains_on_pairs:
+        return PairSampling.from_config(spec, factor_sizes)
+    if spec.get("k", RANDOM_K) != RANDOM_K:
+        raise UserError(
+            f"data.pairs.k={spec.get('k')}: objective={objective.name} trains on single images; pairs are "
+            "for the weakly-supervised objectives (adagvae, adamlvae, gvae, mlvae, adainfomax)"
+        )
+    return None

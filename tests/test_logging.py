@@ -189,7 +189,7 @@ def test_the_wandb_config_records_the_dataset_size_an_objective_uses_and_none_it
     ):  # fmt: skip
         cfg = compose_train(overrides, tmp_path)
         objective = objectives.build(cfg, dataset_size=737280)
-        logged = logged_config(cfg, run_config(cfg, objective), objective)
+        logged = logged_config(cfg, run_config(cfg, objective, objective.describe()), objective)
         assert logged["objective"].get("dataset_size") == expected, overrides
 
 
@@ -199,7 +199,7 @@ def test_a_notebook_loads_a_checkpoint_without_hydra_and_encodes_as_the_run_did(
     import pytorch_lightning as pl
     from hydra.core.hydra_config import HydraConfig
 
-    from vaelab.evaluate import model_from_checkpoint
+    from vaelab.module import dataset_and_model_from_checkpoint
     from vaelab.module import VAEModule
     from vaelab.train import train
 
@@ -222,7 +222,7 @@ def test_a_notebook_loads_a_checkpoint_without_hydra_and_encodes_as_the_run_did(
     codes = module.encode_means(seen.images)
     assert codes.shape == (16, 10) and torch.equal(codes, seen.codes)
     # `vaelab eval`'s model of the same checkpoint encodes the same.
-    _, model = model_from_checkpoint(torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False))
+    _, model = dataset_and_model_from_checkpoint(torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False))
     with torch.no_grad():
         assert torch.equal(model.encode(seen.images)[0], codes)
 

@@ -38,12 +38,11 @@ from vaelab.time_to_disentangle import CONFIG_KEY as TIME_TO_DISENTANGLE, check_
 log = logging.getLogger("vaelab")
 
 
-def run_config(cfg: DictConfig, objective) -> dict[str, Any]:
-    """The resolved config as logged once to W&B, with the objective's description (its knobs'
+def run_config(cfg: DictConfig, objective, description: dict[str, Any]) -> dict[str, Any]:
+    """The resolved config as logged once to W&B, with the objective's ``description`` (its knobs'
     values, beta_effective and kl_weight where it has them) at the top level, and each knob's
     value trained under ``objective`` too (what rebuilds it from a checkpoint)."""
     config = OmegaConf.to_container(cfg, resolve=True)
-    description = objective.describe()
     config |= description["knobs"]
     for knob in objective.knobs:  # the value trained, not the null a knob left unset resolves to
         config["objective"][knob.attribute] = getattr(objective, knob.attribute)
@@ -159,7 +158,8 @@ def _train_in(
     model = hydra.utils.instantiate(cfg.model, image_shape=tuple(dataset.image_shape), binary_data=dataset.binary)
     data = {key: value for key, value in cfg.data.items() if key != "pairs"}
     datamodule = GroundTruthDataModule(dataset, seed=cfg.seed, pairs=pair_sampling(cfg.data.get("pairs"), dataset.factor_sizes, objective), **data)
-    config = run_config(cfg, objective)
+    description = objective.describe()
+    config = run_config(cfg, objective, description)
     resume_step, wandb_id = None, None
     if checkpoint is not None:
         check_compatible(checkpoint, config, resume_from)
@@ -171,22 +171,21 @@ def _train_in(
             return finished
         wandb_id = (checkpoint["vaelab_config"].get("wandb") or {}).get("id")
         log.info("resuming %s from step %d (%s)", run_dir, resume_step, resume_from)
-    module = VAEModule(model, objective, optimizer, cfg.seed, config, cfg.on_non_finite, model_inputs,
-                       compile_step=cfg.trainer.compile, compile_mode=cfg.trainer.get("compile_mode", "default"))  # fmt: skip
-
     # A resumed run continues its W&B run (same id) unless one is given. DDP workers
     # (ranks > 0) log nothing and touch no file: rank 0 writes the metrics files and the one W&B run.
-    worker = is_worker()
     metrics_file, loggers = None, []
-    if not worker:
+    if not is_worker():
         metrics_file, loggers = build_loggers(
-            cfg.get("logger"), run_dir, resume_step, objective.describe(), thresholds=thresholds, run_id=wandb_id
+            cfg.get("logger"), run_dir, resume_step, description, thresholds=thresholds, run_id=wandb_id
         )
     for logger in run_loggers(loggers):
         if (identity := logger.identity()) is not None:  # kept in the checkpoint: `vaelab eval` joins the group, a resume the run
             config["wandb"] = identity
     for logger in loggers:
         logger.log_hyperparams(logged_config(cfg, config, objective))
+    # The config is complete now: the module keeps it (in each checkpoint) as it is.
+    module = VAEModule(model, objective, optimizer, cfg.seed, config, cfg.on_non_finite, model_inputs,
+                       compile_step=cfg.trainer.compile, compile_mode=cfg.trainer.get("compile_mode", "default"))  # fmt: skip
 
     # The callbacks group (conf/callbacks/), in its order; each resolves paths now, so a resumed
     # run's callbacks write into its own directory.

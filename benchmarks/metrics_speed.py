@@ -112,9 +112,9 @@ def dsprites_model(ckpt: str | None):
     """(dataset, conv VAE in eval mode): from a checkpoint, or freshly initialised."""
     if ckpt:
         from vaelab.checkpoint import load_checkpoint
-        from vaelab.evaluate import model_from_checkpoint
+        from vaelab.module import dataset_and_model_from_checkpoint
 
-        return model_from_checkpoint(load_checkpoint(ckpt))
+        return dataset_and_model_from_checkpoint(load_checkpoint(ckpt))
     import torch
 
     from vaelab.data.dsprites import ProceduralDSprites

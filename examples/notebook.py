@@ -19,16 +19,16 @@ import torch
 
 from vaelab import metrics
 from vaelab.checkpoint import load_checkpoint
-from vaelab.evaluate import model_from_checkpoint
 from vaelab.images import model_pictures
 from vaelab.metrics.representation import encoder_representation
+from vaelab.module import dataset_and_model_from_checkpoint
 
 
 def main(checkpoint_path: str | Path, out_dir: str | Path) -> dict:
     # %% Load: the checkpoint holds the weights and the config that rebuilds the model and its
     # dataset. Loading is data, not code: a checkpoint naming parts vaelab does not ship is refused.
     checkpoint = load_checkpoint(checkpoint_path)
-    dataset, model = model_from_checkpoint(checkpoint)
+    dataset, model = dataset_and_model_from_checkpoint(checkpoint)
     model.eval()
     print(f"{type(model).__name__} with {model.latent_dim} latents, trained {checkpoint['global_step']} steps "
           f"on {type(dataset).__name__} (factors {dataset.factor_names}, sizes {dataset.factor_sizes})")  # fmt: skip

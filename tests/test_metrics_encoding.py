@@ -128,13 +128,13 @@ def trained_checkpoint(tmp_path_factory):
 
 def test_bf16_full_suite_within_tolerance_of_fp32(trained_checkpoint):
     from vaelab.checkpoint import load_checkpoint
-    from vaelab.evaluate import model_from_checkpoint
+    from vaelab.module import dataset_and_model_from_checkpoint
     from vaelab.system import native_bf16_cpu, tune_glibc_malloc
 
     if not native_bf16_cpu():
         pytest.skip("bfloat16 is emulated on this CPU (hundreds of times slower than fp32)")
     tune_glibc_malloc()  # as `vaelab eval` does: without it the encoder's buffers are re-faulted every batch
-    dataset, model = model_from_checkpoint(load_checkpoint(trained_checkpoint))
+    dataset, model = dataset_and_model_from_checkpoint(load_checkpoint(trained_checkpoint))
     suite = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "metrics" / "full.yaml"))["suite"]
     scores = {
         precision: evaluate(dataset, encoder_representation(model, dataset, "cpu", precision=precision), suite, seed=0)

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import hydra.utils
 from omegaconf import DictConfig, OmegaConf
 
 from vaelab.checkpoint import load_checkpoint
@@ -27,25 +26,11 @@ from vaelab.validation import check_job
 log = logging.getLogger("vaelab")
 
 
-def model_from_checkpoint(checkpoint: dict[str, Any], dataset_path: str | None = None):
-    """Rebuild (dataset, model) from the config stored in the checkpoint and load the weights.
-
-    ``dataset_path``: where the dataset file is now, if it moved since training."""
-    from vaelab.module import vae_from_checkpoint
-
-    config = OmegaConf.create(checkpoint["vaelab_config"])
-    if dataset_path is not None:
-        if "path" not in config.dataset:
-            raise UserError(f"dataset_path={dataset_path}: the checkpoint's dataset is not read from a file")
-        config.dataset.path = str(Path(dataset_path).resolve())
-    dataset = hydra.utils.instantiate(config.dataset)
-    return dataset, vae_from_checkpoint(checkpoint)
-
-
 def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
     from vaelab import metrics
     from vaelab.device import resolve_device
     from vaelab.metrics.representation import encoder_representation, load_codes_file
+    from vaelab.module import dataset_and_model_from_checkpoint
 
     from vaelab.system import tune_glibc_malloc
 
@@ -62,7 +47,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
     group = None
     if cfg.ckpt is not None:
         checkpoint = load_checkpoint(cfg.ckpt, trust=bool(cfg.get("trust_checkpoint", False)))
-        dataset, model = model_from_checkpoint(checkpoint, cfg.get("dataset_path"))
+        dataset, model = dataset_and_model_from_checkpoint(checkpoint, cfg.get("dataset_path"))
         represent = encoder_representation(
             model, dataset, device, batch_size=cfg.encode_batch_size, precision=cfg.metrics.encode_precision
         )

@@ -326,7 +326,7 @@ class NonFiniteGuard:
 def vae_from_checkpoint(checkpoint: dict[str, Any]) -> VAE:
     """The VAE of a checkpoint (:func:`vaelab.checkpoint.load_checkpoint`) with its weights, in
     eval mode: the one place a model is rebuilt from a checkpoint (``VAEModule.load_from_checkpoint``,
-    ``vaelab eval``, UDR). Its image shape and likelihood are the checkpoint's own record."""
+    :func:`dataset_and_model_from_checkpoint`). Its image shape and likelihood are the checkpoint's own record."""
     import hydra.utils
 
     inputs = checkpoint.get(MODEL_INPUTS)
@@ -341,3 +341,18 @@ def vae_from_checkpoint(checkpoint: dict[str, Any]) -> VAE:
     except RuntimeError as error:
         raise UserError(f"checkpoint weights do not fit its model config: {first_line(error)}") from error
     return model.eval()
+
+
+def dataset_and_model_from_checkpoint(checkpoint: dict[str, Any], dataset_path: str | None = None) -> tuple[Any, VAE]:
+    """(dataset, model) of a checkpoint: the dataset rebuilt from its stored config, the model by
+    :func:`vae_from_checkpoint` (``vaelab eval``, UDR, notebooks). ``dataset_path``: where the
+    dataset file is now, if it moved since training."""
+    import hydra.utils
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.create(checkpoint["vaelab_config"])
+    if dataset_path is not None:
+        if "path" not in config.dataset:
+            raise UserError(f"dataset_path={dataset_path}: the checkpoint's dataset is not read from a file")
+        config.dataset.path = str(Path(dataset_path).resolve())
+    return hydra.utils.instantiate(config.dataset), vae_from_checkpoint(checkpoint)

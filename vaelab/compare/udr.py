@@ -20,14 +20,14 @@ def encode_for_udr(run: Run, factors_rng_seed: int, num_images: int, dataset_con
     import torch
 
     from vaelab.checkpoint import load_checkpoint
-    from vaelab.evaluate import model_from_checkpoint
     from vaelab.information import kl_conditional_per_dim
+    from vaelab.module import dataset_and_model_from_checkpoint
 
     checkpoint = load_checkpoint(run.path.joinpath(*CHECKPOINT), trust=trust, trust_option="--trust-checkpoints")
     config = checkpoint["vaelab_config"]["dataset"]
     if dataset_config is not None and config != dataset_config:
         raise UserError(f"compare --udr: {run.path} was trained on another dataset than the first run; UDR compares models on the same images")
-    dataset, model = model_from_checkpoint(checkpoint)
+    dataset, model = dataset_and_model_from_checkpoint(checkpoint)
     factors = dataset.sample_factors(num_images, np.random.default_rng(factors_rng_seed))
     images = torch.as_tensor(np.asarray(dataset.images_at(dataset.factors_to_index(factors)), dtype=np.float32))
     mu, logvar = model.posterior(images)

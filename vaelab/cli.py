@@ -306,7 +306,12 @@ def main(argv: list[str] | None = None) -> None:
     if command == "compare":  # not a Hydra app: it reads finished runs
         from vaelab.compare import main as compare_main
 
-        sys.exit(compare_main(argv[1:]))
+        try:
+            sys.exit(compare_main(argv[1:]))
+        except Exception as error:
+            if _show_tracebacks():
+                raise
+            sys.exit(_report(error))
     if command not in MAINS:
         sys.exit(_report(UserError(f"unknown command {command!r}; expected one of: {', '.join(SUBCOMMANDS)}")))
     # Hydra reads sys.argv: drop the subcommand (hydra.job.name says which one ran).

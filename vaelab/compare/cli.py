@@ -25,7 +25,7 @@ from pathlib import Path
 from vaelab.compare import across_seeds, plots, tables, udr, upload
 from vaelab.compare.groups import groups, shown
 from vaelab.compare.runs import find_runs
-from vaelab.errors import UserError, user_error_in
+from vaelab.errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,16 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Compare the runs; a user's error is one line on stderr and its exit code (2), with nothing written."""
-    args = build_parser().parse_args(argv)
-    try:
-        return compare(args)
-    except Exception as error:
-        user_error = user_error_in(error)  # also one raised inside Hydra's instantiate (a dataset's file)
-        if user_error is None:
-            raise
-        print(f"vaelab: error: {user_error}", file=sys.stderr)
-        return user_error.exit_code
+    """Compare the runs; 0 when done. A user's error is raised before anything is written
+    (``vaelab compare`` reports it as one line, vaelab/cli.py, as every command's)."""
+    return compare(build_parser().parse_args(argv))
 
 
 def compare(args: argparse.Namespace) -> int:

@@ -96,9 +96,13 @@ def vaelab_errors(stderr: str) -> list[str]:
 
 
 def test_hostile_checkpoints_run_nothing_on_any_path_and_are_refused_in_one_line(tmp_path, monkeypatch, capfd):
-    from vaelab import evaluate
+    from vaelab import evaluate, rundir
     from vaelab.checkpoint import atomic_checkpoint_io, saved_step
     from vaelab.module import VAEModule
+
+    # A checkpoint named on the command line is refused before Hydra makes a run directory
+    # (checked below): not made and then cleared.
+    monkeypatch.setattr(rundir, "remove_unused", lambda directory: False)
 
     marker = tmp_path / "MARKER"
     hostile = hostile_checkpoints(tmp_path / "hostile", marker)
@@ -120,7 +124,7 @@ def test_hostile_checkpoints_run_nothing_on_any_path_and_are_refused_in_one_line
     for name, path in hostile.items():
         runs = {
             "eval ckpt=": ("eval", f"ckpt={path}", "logger=none", out),
-            "eval artifact=": ("eval", "artifact=model-x:latest", "logger=none", out),
+            "eval artifact=": ("eval", "artifact=model-x:latest", "logger=none", f"hydra.run.dir={tmp_path / 'fetched'}"),
             "train resume=": ("train", *TINY, f"resume={path}"),
             "compare --udr": ("compare", str(path.parents[2]), "--udr"),
         }
@@ -141,6 +145,9 @@ def test_hostile_checkpoints_run_nothing_on_any_path_and_are_refused_in_one_line
             assert result.returncode == 2, (name, where, result.stderr[-2000:])
             (line,) = vaelab_errors(result.stderr)
             assert expected[name] in line and "Traceback" not in result.stderr, (name, where, line)
+            # read, not built: refused before any run directory (artifact=: fetched into one first)
+            if where in ("eval ckpt=", "train resume=") and name != "shipped_loader_on_a_pickle":
+                assert not (tmp_path / "out").exists() and not (tmp_path / "outputs").exists(), (name, where)
         # The notebook API (it builds no dataset: the shipped loader never opens the pickle, and
         # the weights do not fit), Lightning's own read of a resumed checkpoint, the step a
         # full disk's message names (read, never built).

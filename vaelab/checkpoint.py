@@ -95,6 +95,17 @@ def config_targets(config: dict[str, Any]) -> set[str]:
     return {target for group in INSTANTIATED_GROUPS for _, target in _targets(config.get(group), group) if isinstance(target, str)}
 
 
+def resume_trust(cfg) -> dict[str, Any]:
+    """:func:`load_checkpoint`'s ``trust`` and ``allowed`` for a run's ``resume=`` checkpoint:
+    vaelab's parts and those of the run's own config (which a resume must match anyway), or
+    anything with ``trust_checkpoint=true``. ``cfg``: the run's config (a DictConfig); only its
+    instantiated groups are resolved."""
+    from omegaconf import OmegaConf
+
+    own = {group: OmegaConf.to_container(cfg[group], resolve=True) for group in INSTANTIATED_GROUPS if group in cfg}
+    return {"trust": bool(cfg.get("trust_checkpoint", False)), "allowed": config_targets(own)}
+
+
 def check_stored_config(
     config: Any, where: str, *, trust: bool = False, allowed: Collection[str] = (), trust_option: str = "trust_checkpoint=true"
 ) -> None:

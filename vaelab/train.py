@@ -16,10 +16,10 @@ from vaelab.checkpoint import (
     LAST,
     atomic_checkpoint_io,
     check_compatible,
-    config_targets,
     load_checkpoint,
     resume_advice,
     resume_checkpoint_path,
+    resume_trust,
     run_dir_of,
 )
 from vaelab.data.pairs import pair_sampling
@@ -121,20 +121,13 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     # workers write into rank 0's directory, under its lock.
     hint = f"wait for it to end before resume={resume_from}" if resume_from else "give this run its own hydra.run.dir"
     with run_dir_lock(run_dir, enabled=not is_worker(), hint=hint):
-        checkpoint = load_checkpoint(resume_from, key="resume", **checkpoint_trust(cfg)) if resume_from else None
+        checkpoint = load_checkpoint(resume_from, key="resume", **resume_trust(cfg)) if resume_from else None
         return _train_in(cfg, run_dir, resume_from, checkpoint, optimizer, thresholds, extra_callbacks)
 
 
 def _time_to_disentangle_thresholds(cfg: DictConfig) -> dict[str, float]:
     value = cfg.get(TIME_TO_DISENTANGLE)
     return check_thresholds(OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value)
-
-
-def checkpoint_trust(cfg: DictConfig) -> dict[str, Any]:
-    """What a resumed checkpoint's stored config may name: vaelab's parts and those of this run's
-    own config (which a resume must match anyway), or anything with ``trust_checkpoint=true``."""
-    own = config_targets(OmegaConf.to_container(cfg, resolve=True))
-    return {"trust": bool(cfg.get("trust_checkpoint", False)), "allowed": own}
 
 
 def _train_in(
@@ -210,7 +203,7 @@ def _train_in(
         trainer_cfg,
         logger=loggers,
         callbacks=callbacks,
-        plugins=[*plugins, atomic_checkpoint_io(**checkpoint_trust(cfg))],
+        plugins=[*plugins, atomic_checkpoint_io(**resume_trust(cfg))],
         default_root_dir=str(run_dir),
         **trainer_kwargs,
     )

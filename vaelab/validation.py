@@ -13,8 +13,10 @@ the optimiser takes its arguments, the dataset file reads, the objective builds 
 data (pairs for a weakly-supervised one), and the run fits in memory at all (a batch, the
 validation set, the model with Adam's moments counted on torch's meta device, the metrics'
 code table). That stage imports torch, so it runs only once the config passed; it too runs
-before Hydra creates the run directory, and again in each job of a sweep. What needs a
-checkpoint's contents (a resume's config, eval's stored settings) is checked where it is read.
+before Hydra creates the run directory, and again in each job of a sweep. A checkpoint named
+(``resume=``, ``eval ckpt=``) is read here as it will be, weights only, refused if its config
+names parts vaelab does not ship; what needs its contents built (a resume matching its run,
+eval's stored settings) is checked where they are.
 
 At module level only the standard library, Hydra and vaelab's torch-free modules: the
 second stage imports what it builds inside its functions.
@@ -330,17 +332,26 @@ def check_run_fits(cfg: DictConfig, dataset, objective) -> None:
 
 def check_parts(cfg: DictConfig, command: str) -> None:
     """The second stage (module docstring), on a config that passed :func:`check`: for ``train``,
-    the parts built as the run will build them (the dataset, the objective) or counted without
-    memory (the model), nothing trained or written; for ``eval``, the device named."""
+    the ``resume=`` checkpoint read, the parts built as the run will build them (the dataset,
+    the objective) or counted without memory (the model), nothing trained or written; for
+    ``eval``, the device and the ``ckpt=`` checkpoint read."""
     import hydra.utils
 
     from vaelab import objectives
+    from vaelab.checkpoint import load_checkpoint, resume_trust
     from vaelab.data.pairs import pair_sampling
     from vaelab.device import resolve_compile, resolve_device, training_device
 
+    # A checkpoint named is read as it will be (weights only, the parts its config may name):
+    # tensors mapped from the file, not read. One fetched from W&B (eval artifact=) is checked
+    # when it has been, as it is read.
     if command == "eval":
         resolve_device(cfg.device)
+        if cfg.get("ckpt") is not None:
+            load_checkpoint(cfg.ckpt, trust=bool(cfg.get("trust_checkpoint", False)), mmap=True)
         return
+    if cfg.get("resume") not in (None, "auto"):  # auto: this run's own, read under its lock
+        load_checkpoint(cfg.resume, key="resume", **resume_trust(cfg), mmap=True)
     device = training_device(cfg.trainer)  # the accelerator exists; cuda:N with one device
     resolve_compile(cfg.trainer.get("compile", "auto"), device, cfg.trainer.get("compile_mode", "default"))
     check_optimizer(cfg)

@@ -333,8 +333,12 @@ def test_more_threads_than_cores_are_clamped_with_one_warning(tmp_path, monkeypa
 
 @pytest.mark.parametrize("command", ["train", "eval"])
 def test_a_run_directory_that_cannot_be_written_is_a_one_line_error(tmp_path, monkeypatch, capfd, command):
+    import torch
+
+    from tests.test_security import checkpoint_dict
+
     run = "/proc/vaelab-run"  # cannot be created, even by root
-    (tmp_path / "x.ckpt").write_bytes(b"")  # a file: the config passes its checks, and the directory is next
+    torch.save(checkpoint_dict(), tmp_path / "x.ckpt")  # a readable checkpoint: the checks pass, and the directory is next
     result = call_vaelab(command, f"hydra.run.dir={run}", "ckpt=x.ckpt" if command == "eval" else "logger=none", cwd=tmp_path, monkeypatch=monkeypatch, capfd=capfd)
     assert result.returncode == 2, stderr_tail(result)
     assert error_lines(result.stderr) == [

@@ -91,9 +91,7 @@ def acquire(directory: str | os.PathLike, *, what: str = "run", hint: str = "giv
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(descriptor)
-        pid = holder_pid(directory)
-        holder = f" (pid {pid})" if pid is not None else ""
-        raise UserError(f"{directory} is in use by another vaelab {what}{holder}; {hint}") from None
+        raise _in_use(directory, what, hint) from None
     except OSError as error:
         os.close(descriptor)
         if directory not in _unlockable:
@@ -104,6 +102,36 @@ def acquire(directory: str | os.PathLike, *, what: str = "run", hint: str = "giv
     os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
     _held[directory] = descriptor
     return True
+
+
+def _in_use(directory: Path, what: str, hint: str) -> UserError:
+    pid = holder_pid(directory)
+    holder = f" (pid {pid})" if pid is not None else ""
+    return UserError(f"{directory} is in use by another vaelab {what}{holder}; {hint}")
+
+
+def check_free(directory: str | os.PathLike, *, what: str = "run", hint: str = "give this run its own hydra.run.dir") -> None:
+    """Refuse, in :func:`acquire`'s line, a directory whose lock another process holds; creates,
+    locks and writes nothing (a check before a run reads that directory's checkpoint)."""
+    try:
+        import fcntl
+    except ImportError:
+        return
+    directory = Path(directory).resolve()
+    if directory in _held:
+        return
+    try:
+        descriptor = os.open(lock_path(directory), os.O_RDONLY)
+    except OSError:  # no lock file: no run has held it
+        return
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)  # fails while a holder has LOCK_EX
+    except BlockingIOError:
+        raise _in_use(directory, what, hint) from None
+    except OSError:  # a filesystem that cannot lock: acquire says so when the run starts
+        return
+    finally:
+        os.close(descriptor)  # and with it the shared lock, if taken
 
 
 def remove_unused(directory: str | os.PathLike) -> bool:

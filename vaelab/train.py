@@ -17,6 +17,7 @@ from vaelab.checkpoint import (
     atomic_checkpoint_io,
     check_compatible,
     load_checkpoint,
+    lock_hint,
     resume_advice,
     resume_checkpoint_path,
     resume_trust,
@@ -119,8 +120,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
         cfg.paths.output_dir = str(run_dir)  # and so do its loggers
     # Held before the checkpoint is read (its run may be writing it). Rank 0 alone: DDP
     # workers write into rank 0's directory, under its lock.
-    hint = f"wait for it to end before resume={resume_from}" if resume_from else "give this run its own hydra.run.dir"
-    with run_dir_lock(run_dir, enabled=not is_worker(), hint=hint):
+    with run_dir_lock(run_dir, enabled=not is_worker(), hint=lock_hint(resume_from)):
         checkpoint = load_checkpoint(resume_from, key="resume", **resume_trust(cfg)) if resume_from else None
         return _train_in(cfg, run_dir, resume_from, checkpoint, optimizer, thresholds, extra_callbacks)
 

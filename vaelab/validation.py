@@ -15,7 +15,7 @@ validation set, the model with Adam's moments counted on torch's meta device, th
 code table). That stage imports torch, so it runs only once the config passed; it too runs
 before Hydra creates the run directory, and again in each job of a sweep. A checkpoint named
 (``resume=``, ``eval ckpt=``) is read here as it will be, weights only, refused if its config
-names parts vaelab does not ship; what needs its contents built (a resume matching its run,
+names parts vaelab does not ship (a resumed run's directory still in use is said first); what needs its contents built (a resume matching its run,
 eval's stored settings) is checked where they are.
 
 At module level only the standard library, Hydra and vaelab's torch-free modules: the
@@ -337,21 +337,23 @@ def check_parts(cfg: DictConfig, command: str) -> None:
     ``eval``, the device and the ``ckpt=`` checkpoint read."""
     import hydra.utils
 
-    from vaelab import objectives
-    from vaelab.checkpoint import load_checkpoint, resume_trust
+    from vaelab import objectives, rundir
+    from vaelab.checkpoint import load_checkpoint, lock_hint, resume_trust, run_dir_of
     from vaelab.data.pairs import pair_sampling
     from vaelab.device import resolve_compile, resolve_device, training_device
 
-    # A checkpoint named is read as it will be (weights only, the parts its config may name):
-    # tensors mapped from the file, not read. One fetched from W&B (eval artifact=) is checked
-    # when it has been, as it is read.
+    # A checkpoint named is read as it will be (weights only, the parts its config may name).
+    # One fetched from W&B (eval artifact=) is checked when it has been, as it is read.
     if command == "eval":
         resolve_device(cfg.device)
         if cfg.get("ckpt") is not None:
-            load_checkpoint(cfg.ckpt, trust=bool(cfg.get("trust_checkpoint", False)), mmap=True)
+            load_checkpoint(cfg.ckpt, trust=bool(cfg.get("trust_checkpoint", False)))
         return
     if cfg.get("resume") not in (None, "auto"):  # auto: this run's own, read under its lock
-        load_checkpoint(cfg.resume, key="resume", **resume_trust(cfg), mmap=True)
+        resume_from = Path(str(cfg.resume))
+        # A run still writing there is what to say first (train takes the lock itself).
+        rundir.check_free(run_dir_of(resume_from), hint=lock_hint(resume_from))
+        load_checkpoint(resume_from, key="resume", **resume_trust(cfg))
     device = training_device(cfg.trainer)  # the accelerator exists; cuda:N with one device
     resolve_compile(cfg.trainer.get("compile", "auto"), device, cfg.trainer.get("compile_mode", "default"))
     check_optimizer(cfg)

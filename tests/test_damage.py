@@ -317,6 +317,37 @@ def test_a_model_or_evaluation_that_cannot_fit_in_memory_is_refused_before_train
     assert not list(tmp_path.glob("outputs/*/*/checkpoints"))
 
 
+def test_the_parts_are_checked_once_before_a_run_and_in_each_job_of_a_sweep(tmp_path, monkeypatch, capfd):
+    """A single run's parts are built once by the check (before its directory exists) and once to
+    train; a sweep's jobs each check their own (their swept values are theirs): a job whose batch
+    cannot fit is refused in one line, and the others run."""
+    from vaelab import system
+    from vaelab.data.dsprites import ProceduralDSprites
+
+    built = []
+    build = ProceduralDSprites.__init__
+
+    def counted(self, *args, **kwargs):
+        built.append(1)
+        build(self, *args, **kwargs)
+
+    monkeypatch.setattr(ProceduralDSprites, "__init__", counted)
+    cli = {"cwd": tmp_path, "monkeypatch": monkeypatch, "capfd": capfd}
+    result = call_vaelab("train", *TINY, "trainer.max_steps=2", f"hydra.run.dir={tmp_path / 'run'}", **cli)
+    assert result.returncode == 0, stderr_tail(result)
+    assert len(built) == 2  # the check's, the run's
+
+    monkeypatch.setattr(system, "memory_bytes", lambda: 23 * 2**30)
+    sweep = call_vaelab("train", "-m", *TINY, "trainer.max_steps=2", "data.batch_size=100000000,16",
+                        f"hydra.sweep.dir={tmp_path / 'sweep'}", **cli)  # fmt: skip
+    assert sweep.returncode == 2, stderr_tail(sweep)
+    assert set(error_lines(sweep.stderr)) == {  # when the job fails, and again when the sweep ends
+        "vaelab: error: data.batch_size=100000000: one batch of 64x64x1 float32 images needs 1.5 TiB; this machine has 23 GiB"
+    }
+    (trained,) = (tmp_path / "sweep").glob("*/checkpoints")  # the other job's
+    assert "data.batch_size=16" in trained.parent.name
+
+
 def test_more_threads_than_cores_are_clamped_with_one_warning(tmp_path, monkeypatch, capfd):
     """num_threads=999 on a machine of a few cores: 999 OpenMP threads would wait on each other at
     every step (3 steps took over 300 s on 2 cores); the run uses the cores it has, and says so."""

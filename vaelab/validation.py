@@ -6,17 +6,18 @@ nothing would read, the metric suites, the time-to-disentangle thresholds, the o
 metric, the files named. :class:`ValidationCallback` (first in ``hydra.callbacks``) runs the
 pass when a run or sweep starts, before Hydra creates the run directory and before torch is
 imported, so a mistyped command costs a fraction of a second and leaves nothing behind. Each
-job of a sweep, and ``train()`` called from a program, runs it again (it takes milliseconds).
+job of a sweep, and ``train()`` called from a program, runs it itself (:func:`check_job`).
 
 Then, for a run (:func:`check_parts`), what only the parts can tell: the device named exists,
 the optimiser takes its arguments, the dataset file reads, the objective builds with its
 data (pairs for a weakly-supervised one), and the run fits in memory at all (a batch, the
 validation set, the model with Adam's moments counted on torch's meta device, the metrics'
 code table). That stage imports torch, so it runs only once the config passed; it too runs
-before Hydra creates the run directory, and again in each job of a sweep. A checkpoint named
-(``resume=``, ``eval ckpt=``) is read here as it will be, weights only, refused if its config
-names parts vaelab does not ship (a resumed run's directory still in use is said first); what needs its contents built (a resume matching its run,
-eval's stored settings) is checked where they are.
+before Hydra creates the run directory, or in each job of a sweep. A checkpoint named
+(``resume=``, ``eval ckpt=``) is read here as it will be, weights only, and refused if its
+config names parts vaelab does not ship (a resumed run's directory still in use is said
+first); what needs its contents built (a resume matching its run, eval's stored settings) is
+checked where they are.
 
 At module level only the standard library, Hydra and vaelab's torch-free modules: the
 second stage imports what it builds inside its functions.
@@ -365,12 +366,28 @@ def check_parts(cfg: DictConfig, command: str) -> None:
 
 def check_job(cfg: DictConfig, command: str) -> None:
     """Both stages inside a job (``cfg`` without its ``hydra`` node), with the command line's
-    overrides where Hydra ran it."""
+    overrides where Hydra ran it: a sweep's job, or ``train()``/eval called from a program. A
+    single run's config was checked by :class:`ValidationCallback` already, and is not built
+    again (a dataset that loads its pixels into memory would load them once more)."""
     from hydra.core.hydra_config import HydraConfig
 
+    if _checked_by_callback():
+        return
     overrides = OmegaConf.to_container(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     check(cfg, command, overrides)
     check_parts(cfg, command)
+
+
+def _checked_by_callback() -> bool:
+    """Whether this job is a single run (not a sweep's job) of a Hydra app whose callbacks hold
+    :class:`ValidationCallback`, which checked its config before it started."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.RUN:
+        return False
+    target = f"{ValidationCallback.__module__}.{ValidationCallback.__qualname__}"
+    return any(str(node.get("_target_")) == target for node in (HydraConfig.get().callbacks or {}).values())
 
 
 class ValidationCallback(Callback):

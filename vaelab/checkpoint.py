@@ -194,12 +194,6 @@ def resume_checkpoint_path(resume: str | None, run_dir: Path) -> Path | None:
     return Path(resume)
 
 
-def lock_hint(resume_from: Path | None) -> str:
-    """What to do about a run directory in use (:mod:`vaelab.rundir`), said to a run that
-    resumes ``resume_from`` there or starts afresh."""
-    return f"wait for it to end before resume={resume_from}" if resume_from else "give this run its own hydra.run.dir"
-
-
 def run_dir_of(checkpoint_path: Path) -> Path:
     """The run directory a checkpoint belongs to (<run dir>/checkpoints/<name>.ckpt)."""
     return checkpoint_path.resolve().parent.parent

@@ -224,11 +224,13 @@ def _remote_failure(text: str) -> tuple[str, int] | None:
     return f"{name.rsplit('.', 1)[-1]}: {message}{where}", 1
 
 
-def _run_reporting_errors(hydra_main) -> None:
+def _run_reporting_errors(command) -> None:
+    """Run ``command`` (a Hydra app, or compare); an error that reaches here is one line, its
+    traceback only with HYDRA_FULL_ERROR=1."""
     os.environ.setdefault(SHOW_TRACEBACKS_ENV, "1" if os.environ.get("HYDRA_FULL_ERROR") == "1" else "0")
-    os.environ["HYDRA_FULL_ERROR"] = "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra's own errors reach here whole, to be said in one line
     try:
-        hydra_main()
+        command()
     except Refused as refused:  # by a Hydra callback, before the run started
         if _show_tracebacks():
             raise refused.error from None
@@ -306,12 +308,7 @@ def main(argv: list[str] | None = None) -> None:
     if command == "compare":  # not a Hydra app: it reads finished runs
         from vaelab.compare import main as compare_main
 
-        try:
-            sys.exit(compare_main(argv[1:]))
-        except Exception as error:
-            if _show_tracebacks():
-                raise
-            sys.exit(_report(error))
+        _run_reporting_errors(lambda: sys.exit(compare_main(argv[1:])))
     if command not in MAINS:
         sys.exit(_report(UserError(f"unknown command {command!r}; expected one of: {', '.join(SUBCOMMANDS)}")))
     # Hydra reads sys.argv: drop the subcommand (hydra.job.name says which one ran).

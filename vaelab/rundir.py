@@ -55,6 +55,15 @@ created: dict[Path, Path] = {}
 BOOKKEEPING = (".hydra", LOCK_NAME, "train.log", "eval.log")
 
 
+# What a refused run is told to do about a run directory in use (a sweep's says its own).
+RUN_HINT = "give this run its own hydra.run.dir"
+
+
+def lock_hint(resume_from: Path | None) -> str:
+    """:data:`RUN_HINT`, or for a run that resumes ``resume_from`` in that directory: to wait."""
+    return f"wait for it to end before resume={resume_from}" if resume_from else RUN_HINT
+
+
 def lock_path(directory: str | os.PathLike) -> Path:
     return Path(directory) / LOCK_NAME
 
@@ -67,7 +76,7 @@ def holder_pid(directory: str | os.PathLike) -> int | None:
         return None
 
 
-def acquire(directory: str | os.PathLike, *, what: str = "run", hint: str = "give this run its own hydra.run.dir") -> bool:
+def acquire(directory: str | os.PathLike, *, what: str = "run", hint: str = RUN_HINT) -> bool:
     """Lock ``directory`` for this process (creating it if needed); False if it already held it.
 
     Raises a one-line UserError naming the holder's pid when another process holds it, or
@@ -110,7 +119,7 @@ def _in_use(directory: Path, what: str, hint: str) -> UserError:
     return UserError(f"{directory} is in use by another vaelab {what}{holder}; {hint}")
 
 
-def check_free(directory: str | os.PathLike, *, what: str = "run", hint: str = "give this run its own hydra.run.dir") -> None:
+def check_free(directory: str | os.PathLike, *, what: str = "run", hint: str = RUN_HINT) -> None:
     """Refuse, in :func:`acquire`'s line, a directory whose lock another process holds; creates,
     locks and writes nothing (a check before a run reads that directory's checkpoint)."""
     try:
@@ -170,7 +179,7 @@ def release(directory: str | os.PathLike) -> None:
 def run_dir_lock(directory: str | os.PathLike, *, enabled: bool = True, hint: str | None = None) -> Iterator[None]:
     """Hold ``directory``'s lock for the ``with`` block (not at all when ``enabled`` is false);
     a lock this process already held is left held afterwards."""
-    acquired = enabled and acquire(directory, hint=hint or "give this run its own hydra.run.dir")
+    acquired = enabled and acquire(directory, hint=hint or RUN_HINT)
     try:
         yield
     finally:
@@ -220,7 +229,7 @@ class RunDirLockCallback(Callback):
             created[directory] = first_new
 
     def on_run_start(self, config: Any, **kwargs: Any) -> None:
-        self._lock(config, "hydra.run.dir", "run", "give this run its own hydra.run.dir")
+        self._lock(config, "hydra.run.dir", "run", RUN_HINT)
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         self._lock(config, "hydra.sweep.dir", "sweep", "give this sweep its own hydra.sweep.dir")

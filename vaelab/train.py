@@ -17,7 +17,6 @@ from vaelab.checkpoint import (
     atomic_checkpoint_io,
     check_compatible,
     load_checkpoint,
-    lock_hint,
     resume_advice,
     resume_checkpoint_path,
     resume_trust,
@@ -28,11 +27,11 @@ from vaelab.data.stream import GroundTruthDataModule
 from vaelab.device import lightning_placement, resolve_compile, resolve_training_precision, training_device
 from vaelab.distributed import is_worker, launching_workers
 from vaelab.errors import DiskFull, is_disk_full
-from vaelab.runfiles import finished_figures
 from vaelab.loggers import build_loggers, finish_run, run_loggers
 from vaelab.module import VAEModule
 from vaelab.progress import on_terminal
-from vaelab.rundir import run_dir_lock
+from vaelab.rundir import lock_hint, run_dir_lock
+from vaelab.runfiles import finished_figures
 from vaelab.system import set_num_threads, tune_glibc_malloc
 from vaelab.time_to_disentangle import CONFIG_KEY as TIME_TO_DISENTANGLE, check_thresholds, images_per_step
 
@@ -101,7 +100,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
 
     ``extra_callbacks`` lets programs (benchmarks, notebooks) watch a run without a config.
     """
-    validation.check_job(cfg, "train")  # again: a sweep's job, or a program's config
+    validation.check_job(cfg, "train")  # a sweep's job, a program's config (a single run: checked already)
     thresholds = _time_to_disentangle_thresholds(cfg)
     optimizer = hydra.utils.instantiate(cfg.optimizer)  # a factory: params -> torch.optim.Optimizer
     if cfg.get("tune_malloc", True):
@@ -110,9 +109,10 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> 
     cfg.trainer.accelerator, cfg.trainer.devices = lightning_placement(cfg.trainer)
     set_num_threads(cfg.get("num_threads", "auto"), cfg.trainer)
     # Recorded resolved (checkpoint, W&B config), so a run says what it trained in.
-    cfg.trainer.precision = resolve_training_precision(cfg.trainer.precision, training_device(cfg.trainer))
+    device = training_device(cfg.trainer)
+    cfg.trainer.precision = resolve_training_precision(cfg.trainer.precision, device)
     with open_dict(cfg.trainer):  # a trainer config of one's own may lack vaelab's keys
-        cfg.trainer.compile = resolve_compile(cfg.trainer.get("compile", "auto"), training_device(cfg.trainer), cfg.trainer.get("compile_mode", "default"))
+        cfg.trainer.compile = resolve_compile(cfg.trainer.get("compile", "auto"), device, cfg.trainer.get("compile_mode", "default"))
     run_dir = Path(cfg.paths.output_dir)
     resume_from = resume_checkpoint_path(cfg.resume, run_dir)
     if resume_from is not None and resume_from.is_file():

@@ -339,7 +339,7 @@ def check_parts(cfg: DictConfig, command: str) -> None:
     import hydra.utils
 
     from vaelab import objectives, rundir
-    from vaelab.checkpoint import load_checkpoint, lock_hint, resume_trust, run_dir_of
+    from vaelab.checkpoint import load_checkpoint, resume_trust, run_dir_of
     from vaelab.data.pairs import pair_sampling
     from vaelab.device import resolve_compile, resolve_device, training_device
 
@@ -353,7 +353,7 @@ def check_parts(cfg: DictConfig, command: str) -> None:
     if cfg.get("resume") not in (None, "auto"):  # auto: this run's own, read under its lock
         resume_from = Path(str(cfg.resume))
         # A run still writing there is what to say first (train takes the lock itself).
-        rundir.check_free(run_dir_of(resume_from), hint=lock_hint(resume_from))
+        rundir.check_free(run_dir_of(resume_from), hint=rundir.lock_hint(resume_from))
         load_checkpoint(resume_from, key="resume", **resume_trust(cfg))
     device = training_device(cfg.trainer)  # the accelerator exists; cuda:N with one device
     resolve_compile(cfg.trainer.get("compile", "auto"), device, cfg.trainer.get("compile_mode", "default"))

@@ -111,7 +111,7 @@ class ProceduralDSprites(GroundTruthDataset):
         self.configure_correlation(correlation)
 
     def images(self, factors: np.ndarray) -> torch.Tensor:
-        return self._paste_sprites(torch.as_tensor(np.asarray(factors, dtype=np.int64)))
+        return self.images_on(factors, torch.device("cpu"))  # the variants' draws too
 
     def render(self, factors: torch.Tensor) -> torch.Tensor:
         return self._paste_sprites(factors)
@@ -163,9 +163,6 @@ class _ProceduralVariant(ProceduralDSprites):
         """``draw(generator)`` with each image's own generator, stacked as a tensor."""
         index = self.factors_to_index(factors)
         return torch.from_numpy(np.stack([draw(per_image_generator(self.variant_seed, int(i))) for i in index]))
-
-    def images(self, factors: np.ndarray) -> torch.Tensor:
-        return self.render(torch.as_tensor(np.asarray(factors, dtype=np.int64)), **self.draws(factors))
 
 
 class ColorDSprites(_ProceduralVariant):

@@ -12,8 +12,8 @@ fastest (row-major / C order over ``factor_sizes``).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -205,7 +205,7 @@ class GroundTruthDataset(ABC):
     def draws(self, factors: np.ndarray) -> dict[str, torch.Tensor]:
         """The per-image random inputs :meth:`render` needs besides the factors, drawn on the
         host from each image's own numpy stream (a colour, a noise field), as tensors to copy
-        to the device with the factors. None for a dataset without per-image randomness."""
+        to the device with the factors; none for a dataset without per-image randomness."""
         return {}
 
     @property

@@ -25,11 +25,12 @@ import torch
 from omegaconf import DictConfig
 
 from vaelab.errors import UserError, check_int, check_real  # noqa: F401 - check_real: the objectives import it from here
-from vaelab.knobs import Knob  # noqa: F401 - Knob: objectives outside vaelab import it from here
 from vaelab.information import MINIBATCH_SAMPLING, EncodingMemory, minibatch_information_terms, minibatch_log_density
+from vaelab.knobs import Knob  # noqa: F401 - Knob: objectives outside vaelab import it from here
 from vaelab.models.vae import VAEOutput
-from vaelab.validation import weight_setting
 from vaelab.registry import OBJECTIVES
+from vaelab.validation import weight_setting
+
 
 class Objective(torch.nn.Module, ABC):
     """The base of every objective.

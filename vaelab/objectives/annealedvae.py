@@ -18,8 +18,8 @@ from __future__ import annotations
 import torch
 
 from vaelab.errors import check_int
-from vaelab.models.vae import VAEOutput
 from vaelab.knobs import OBJECTIVE_KNOBS
+from vaelab.models.vae import VAEOutput
 from vaelab.objectives import Objective
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from vaelab.models.vae import VAEOutput
 from vaelab.knobs import OBJECTIVE_KNOBS
+from vaelab.models.vae import VAEOutput
 from vaelab.objectives import Objective
 
 

@@ -21,8 +21,8 @@ from __future__ import annotations
 import torch
 
 from vaelab.errors import UserError
-from vaelab.models.vae import VAEOutput
 from vaelab.knobs import OBJECTIVE_KNOBS
+from vaelab.models.vae import VAEOutput
 from vaelab.objectives import Objective, check_real
 
 TYPES = ("i", "ii")

@@ -35,8 +35,8 @@ from torch import nn
 from torch.func import functional_call
 
 from vaelab.errors import check_int
-from vaelab.models.vae import VAEOutput
 from vaelab.knobs import OBJECTIVE_KNOBS
+from vaelab.models.vae import VAEOutput
 from vaelab.objectives import Objective, check_real
 
 
